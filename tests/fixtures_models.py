@@ -1,0 +1,1 @@
+"""Fixtures: tiny models and SAEs (owned by the source layer)."""

@@ -1,0 +1,1 @@
+"""Fixtures: the tiny organism (owned by core/organism)."""
