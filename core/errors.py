@@ -39,3 +39,7 @@ class SessionFileError(AtlasError):
 
 class ArtifactError(AtlasError):
     """A cached artifact that is missing or unreadable."""
+
+
+class UnknownHookError(AtlasError):
+    """A hook site name the model does not have."""

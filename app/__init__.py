@@ -1,0 +1,1 @@
+"""Atlas Streamlit shell (entry point: app/main.py)."""

@@ -1,0 +1,176 @@
+"""Cached resources shared by every browser session, and the one way a page gets its data.
+
+How a page gets its data:
+    sources = current_sources()          # the last valid sidebar choice (Sources: model, saes, corpus specs)
+    model = get_model(sources.model)     # st.cache_resource: one LoadedModel per spec, shared by all sessions
+    saes = get_saes(sources)             # list[LoadedSAE], in layer order
+    harvest, key = get_harvest(sources)  # HarvestResult from the artifact store; computed once under a
+                                         # progress bar when missing; `key` is recorded for sessions
+    store = get_store()                  # core.store.ArtifactStore for the page's own cached results
+Hook-using calls (model.run, core.probe.probe_prompt, anything that runs the model) hold
+`model.lock`; LoadedModel.run takes it itself, and it is re-entrant.
+
+Environment: ATLAS_ORGANISM_DIR points every organism source at another organism directory (tests
+use a tiny one); ATLAS_CACHE_DIR is the artifact store; ATLAS_HOME holds sessions.sqlite and uploads.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import streamlit as st  # noqa: E402
+
+from core.corpus import CorpusSpec  # noqa: E402
+from core.models import ModelSpec  # noqa: E402
+from core.saes import SAESpec  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Sources:
+    model: ModelSpec
+    saes: tuple[SAESpec, ...]
+    corpus: CorpusSpec
+
+
+def organism_dir() -> Path:
+    from core.organism.loading import ORGANISM_DIR
+
+    configured = os.environ.get("ATLAS_ORGANISM_DIR")
+    return Path(configured) if configured else ORGANISM_DIR
+
+
+def organism_path() -> str | None:
+    """The organism path to put in specs (None = the committed default)."""
+    return os.environ.get("ATLAS_ORGANISM_DIR") or None
+
+
+def default_sources() -> Sources:
+    from core.saes import organism_sae_specs
+
+    path = organism_path()
+    try:
+        saes = tuple(organism_sae_specs(path))
+    except Exception:  # no organism yet: an empty SAE set; the sidebar reports the problem
+        saes = ()
+    return Sources(ModelSpec(source="organism", path=path, checkpoint="final"), saes,
+                   CorpusSpec(source="world", path=path, max_chunks=None))
+
+
+def current_sources() -> Sources:
+    """The sources the pages use: the sidebar's last choice that loaded without error."""
+    return st.session_state.get("valid_sources") or default_sources()
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def get_model(spec: ModelSpec):
+    from core.models import load_model
+
+    return load_model(spec)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _load_saes(model_spec: ModelSpec, sae_specs: tuple[SAESpec, ...]):
+    from core.probe import layer_of
+    from core.saes import load_sae
+
+    model = get_model(model_spec)
+    saes = [load_sae(spec, model) for spec in sae_specs]
+    return sorted(saes, key=lambda s: layer_of(s.hook_name))
+
+
+def get_saes(sources: Sources | None = None) -> list[Any]:
+    sources = sources or current_sources()
+    return _load_saes(sources.model, sources.saes)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def get_corpus(corpus_spec: CorpusSpec, model_spec: ModelSpec):
+    from core.corpus import load_corpus
+
+    return load_corpus(corpus_spec, get_model(model_spec))
+
+
+@st.cache_resource(show_spinner=False)
+def get_store():
+    from core.store import ArtifactStore
+
+    return ArtifactStore()
+
+
+@st.cache_resource(show_spinner=False)
+def get_session_store():
+    from core.sessions import SessionStore
+
+    return SessionStore()
+
+
+def atlas_home() -> Path:
+    home = os.environ.get("ATLAS_HOME")
+    return Path(home) if home else Path.home() / ".atlas"
+
+
+def harvest_settings():
+    from core.harvest import HarvestSettings
+
+    tokens = st.session_state.get("harvest_tokens") or None
+    return HarvestSettings(max_tokens=int(tokens) if tokens else None)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _harvest_in_memory(key: str):
+    """Loaded harvests by key (one per process): a revisit costs nothing."""
+    from core.harvest import HarvestResult
+
+    return HarvestResult.load(get_store(), key)
+
+
+def get_harvest(sources: Sources | None = None):
+    """(HarvestResult, key) for the sources; computed under a progress bar only when the store lacks it."""
+    from core.harvest import harvest_cached, harvest_key
+
+    sources = sources or current_sources()
+    model = get_model(sources.model)
+    saes = get_saes(sources)
+    corpus = get_corpus(sources.corpus, sources.model)
+    settings = harvest_settings()
+    key = harvest_key(model, saes, corpus, settings)
+    store = get_store()
+    if not store.has(key):
+        with st.status(f"Harvesting {corpus.description} through {len(saes)} SAE(s)...", expanded=True) as status:
+            bar = st.progress(0.0, text="starting")
+
+            def progress(done: int, total: int, seconds_left: float) -> None:
+                bar.progress(min(1.0, done / max(total, 1)),
+                             text=f"{done:,} / {total:,} tokens, about {seconds_left:.0f} s left")
+
+            harvest_cached(model, saes, corpus, settings, store, progress)
+            status.update(label="Harvest done and cached.", state="complete", expanded=False)
+    result = _harvest_in_memory(key)
+    from app.state import remember_artifact
+
+    remember_artifact("harvest", key)
+    return result, key
+
+
+def get_feature_map(W_dec, method: str, purpose: str):
+    """Feature map coordinates from the store; a first UMAP fit runs under st.status."""
+    from core import feature_map as fm
+
+    store = get_store()
+    key = fm.feature_map_key(W_dec, method if fm.umap_available() or method == "pca" else "pca", 15, 0.1, 0)
+    if method == "umap" and not store.has(key):
+        with st.status("Computing the UMAP feature map (the first fit in a process compiles numba: ~40 s)...",
+                       expanded=True) as status:
+            result = fm.feature_map(W_dec, store, method, progress=st.write)
+            status.update(label=f"UMAP done in {result.seconds:.1f} s and cached.", state="complete", expanded=False)
+    else:
+        result = fm.feature_map(W_dec, store, method)
+    from app.state import remember_artifact
+
+    remember_artifact(purpose, result.key)
+    return result

@@ -1,0 +1,225 @@
+"""The feature map: a 2-D layout of an SAE's decoder rows, cached in the artifact store.
+
+UMAP (McInnes et al. 2018) on the unit-normalised decoder rows with the cosine metric,
+`n_neighbors=15`, `min_dist=0.1`, a fixed `random_state`; PCA (the top two principal
+components of the unit-normalised rows) when umap-learn is missing or for a quick first view.
+The first UMAP fit in a process spends ~40 s compiling numba code, so layouts are stored under
+a key that includes a fingerprint of the decoder weights: a second visit is a disk read.
+
+Lobes (Li et al. 2024, "The Geometry of Concepts", METHODS.md section 6): spectral clustering of
+the phi coefficient of feature co-occurrence, `SpectralClustering(K, affinity="precomputed")`
+on `phi + 1`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+METHODS = ("umap", "pca")
+
+
+@dataclass
+class FeatureMap:
+    coords: np.ndarray   # [n_features, 2] float32
+    method: str          # "umap" | "pca"
+    seconds: float       # time spent computing (0 on a cache hit)
+    from_cache: bool
+    key: str | None
+
+
+def umap_available() -> bool:
+    try:
+        import umap  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def decoder_fingerprint(W_dec: np.ndarray) -> str:
+    """sha256 of the float32 decoder weights and their shape: same weights, same map."""
+    array = np.ascontiguousarray(np.asarray(W_dec, dtype=np.float32))
+    digest = hashlib.sha256(str(array.shape).encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _unit_rows(W_dec: np.ndarray) -> np.ndarray:
+    W = np.asarray(W_dec, dtype=np.float32)
+    return W / np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1e-8)
+
+
+def pca_layout(W_dec: np.ndarray) -> np.ndarray:
+    """Top two principal components of the unit-normalised rows (sign fixed: largest |loading| > 0)."""
+    W = _unit_rows(W_dec)
+    W = W - W.mean(axis=0, keepdims=True)
+    _, _, vt = np.linalg.svd(W, full_matrices=False)
+    axes = vt[:2]
+    axes = axes * np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(axis=1)])[:, None]
+    coords = W @ axes.T
+    if coords.shape[1] < 2:  # a one-dimensional input: pad with zeros
+        coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
+    return coords.astype(np.float32)
+
+
+def umap_layout(W_dec: np.ndarray, n_neighbors: int = 15, min_dist: float = 0.1,
+                random_state: int = 0) -> np.ndarray:
+    """UMAP of the unit-normalised rows, cosine metric, fixed seed (single-threaded, reproducible)."""
+    import umap
+
+    W = _unit_rows(W_dec)
+    n_neighbors = max(2, min(n_neighbors, len(W) - 1))
+    reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, metric="cosine",
+                        random_state=random_state, n_components=2, low_memory=True)
+    return reducer.fit_transform(W).astype(np.float32)
+
+
+def feature_map_key(W_dec: np.ndarray, method: str, n_neighbors: int, min_dist: float,
+                    random_state: int) -> str:
+    from core.store import artifact_key
+
+    return artifact_key(kind="feature_map", decoder=decoder_fingerprint(W_dec), method=method,
+                        n_neighbors=n_neighbors, min_dist=min_dist, random_state=random_state)
+
+
+def feature_map(W_dec: np.ndarray, store: Any | None = None, method: str = "umap", *,
+                n_neighbors: int = 15, min_dist: float = 0.1, random_state: int = 0,
+                progress: Callable[[str], None] | None = None) -> FeatureMap:
+    """The 2-D map of `W_dec` ([n_features, d]) by `method`, from `store` when it was made before.
+
+    "umap" falls back to "pca" (and says so through `progress`) when umap-learn is not installed.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}")
+    W_dec = np.asarray(W_dec, dtype=np.float32)
+    if method == "umap" and (not umap_available() or len(W_dec) < 4):
+        if progress:
+            progress("UMAP is not available here (or there are too few features); showing PCA.")
+        method = "pca"
+    key = None
+    if store is not None:
+        key = feature_map_key(W_dec, method, n_neighbors, min_dist, random_state)
+        cached = store.load(key)
+        if cached is not None:
+            return FeatureMap(np.asarray(cached.arrays["coords"]), method, 0.0, True, key)
+    if progress:
+        progress("Fitting UMAP (the first fit in a process compiles numba code: ~40 s)."
+                 if method == "umap" else "Projecting on the top two principal components.")
+    start = time.perf_counter()
+    coords = umap_layout(W_dec, n_neighbors, min_dist, random_state) if method == "umap" else pca_layout(W_dec)
+    seconds = time.perf_counter() - start
+    if store is not None:
+        store.save(key, {"coords": coords}, {"kind": "feature_map", "method": method,
+                                             "n_features": int(len(W_dec)), "seconds": seconds})
+    return FeatureMap(coords, method, seconds, False, key)
+
+
+def phi_coefficients(cooc: np.ndarray, n_chunks: int) -> np.ndarray:
+    """Phi coefficient of co-occurrence between features (METHODS.md section 6).
+
+    n11 = C, ni = diag(C), n10 = ni[:, None] - C, n01 = n10.T, n00 = n - ni[:, None] - ni[None] + C,
+    phi = (n11 n00 - n10 n01) / sqrt((n11+n10)(n01+n00)(n11+n01)(n10+n00)); nan -> 0.
+    """
+    C = np.asarray(cooc, dtype=np.float64)
+    ni = np.diag(C)
+    n10 = ni[:, None] - C
+    n01 = n10.T
+    n00 = n_chunks - ni[:, None] - ni[None, :] + C
+    with np.errstate(divide="ignore", invalid="ignore"):
+        phi = (C * n00 - n10 * n01) / np.sqrt((C + n10) * (n01 + n00) * (C + n01) * (n10 + n00))
+    return np.nan_to_num(phi, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def lobe_labels(cooc: np.ndarray, n_chunks: int, n_lobes: int = 5, random_state: int = 0) -> np.ndarray:
+    """Lobes: SpectralClustering(n_lobes, affinity="precomputed").fit_predict(phi + 1); -1 for dead features.
+
+    Features that never fire have no co-occurrence to cluster on; they get label -1.
+    """
+    from sklearn.cluster import SpectralClustering
+
+    C = np.asarray(cooc, dtype=np.float64)
+    alive = np.flatnonzero(np.diag(C) > 0)
+    labels = np.full(len(C), -1, dtype=np.int64)
+    if len(alive) <= n_lobes:
+        labels[alive] = np.arange(len(alive))
+        return labels
+    phi = phi_coefficients(C[np.ix_(alive, alive)], n_chunks)
+    clustering = SpectralClustering(n_clusters=n_lobes, affinity="precomputed", random_state=random_state)
+    labels[alive] = clustering.fit_predict(phi + 1.0)
+    return labels
+
+
+def cooccurring_features(cooc: Any, feature: int, n_chunks: int, k: int = 10) -> list[tuple[int, float, int]]:
+    """The `k` features whose firing goes most with `feature`'s: (id, phi, chunks together), phi descending.
+
+    `cooc` is the [d_sae, d_sae] chunk co-occurrence count matrix (dense or scipy sparse).
+    """
+    row = cooc[feature]
+    row = np.asarray(row.toarray() if hasattr(row, "toarray") else row, dtype=np.float64).reshape(-1)
+    diag = np.asarray(cooc.diagonal() if hasattr(cooc, "diagonal") else np.diag(cooc), dtype=np.float64)
+    n_i = diag[feature]
+    if n_i <= 0:
+        return []
+    n11, nj = row, diag
+    n10 = n_i - n11
+    n01 = nj - n11
+    n00 = n_chunks - n_i - nj + n11
+    with np.errstate(divide="ignore", invalid="ignore"):
+        phi = (n11 * n00 - n10 * n01) / np.sqrt((n11 + n10) * (n01 + n00) * (n11 + n01) * (n10 + n00))
+    phi = np.nan_to_num(phi, nan=0.0)
+    phi[feature] = -np.inf
+    phi[n11 <= 0] = -np.inf
+    order = np.argsort(-phi)[:k]
+    return [(int(j), float(phi[j]), int(n11[j])) for j in order if np.isfinite(phi[j])]
+
+
+def decoder_neighbours(W_dec: np.ndarray, feature: int, k: int = 10) -> list[tuple[int, float]]:
+    """The `k` features whose decoder rows have the highest cosine with `feature`'s: (id, cosine)."""
+    W = _unit_rows(W_dec)
+    cos = W @ W[feature]
+    cos[feature] = -np.inf
+    order = np.argsort(-cos)[:k]
+    return [(int(j), float(cos[j])) for j in order]
+
+
+def logit_effects(W_dec: np.ndarray, W_U: np.ndarray, feature: int, k: int = 10) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """Direct logit effect of a feature, W_dec[i] @ W_U: the top `k` and bottom `k` tokens (id, value)."""
+    effect = np.asarray(W_dec[feature], dtype=np.float32) @ np.asarray(W_U, dtype=np.float32)
+    order = np.argsort(effect)
+    top = [(int(t), float(effect[t])) for t in order[::-1][:k]]
+    bottom = [(int(t), float(effect[t])) for t in order[:k]]
+    return top, bottom
+
+
+def top_token_ids(top_tokens: np.ndarray, top_values: np.ndarray, center: int, n: int = 3) -> list[list[int]]:
+    """Per feature, the `n` most frequent tokens at the centre of its top-activating contexts.
+
+    top_tokens [d_sae, k, W] (-1 = empty), top_values [d_sae, k] (0 = empty slot).
+    """
+    centre = np.asarray(top_tokens)[:, :, center]
+    valid = (np.asarray(top_values) > 0) & (centre >= 0)
+    out = []
+    for row, ok in zip(centre, valid):
+        ids, counts = np.unique(row[ok], return_counts=True)
+        out.append([int(i) for i in ids[np.argsort(-counts, kind="stable")][:n]])
+    return out
+
+
+def feature_table(l1_mass: np.ndarray, fire_count: np.ndarray, max_act: np.ndarray, n_tokens: int,
+                  top_tokens: list[str] | None = None):
+    """One row per feature: id, density (fire_count / n_tokens), max, share of the L1 mass, top tokens."""
+    import pandas as pd
+
+    l1 = np.asarray(l1_mass, dtype=np.float64)
+    total = l1.sum()
+    return pd.DataFrame({
+        "feature": np.arange(len(l1)),
+        "density": np.asarray(fire_count, dtype=np.float64) / max(int(n_tokens), 1),
+        "max": np.asarray(max_act, dtype=np.float64),
+        "L1 share": l1 / total if total > 0 else np.zeros_like(l1),
+        "top tokens": top_tokens if top_tokens is not None else [""] * len(l1),
+    })

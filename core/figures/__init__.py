@@ -1,0 +1,1 @@
+"""Plotly figures and small HTML views, one module per family (features, spectral, superposition, geometry)."""

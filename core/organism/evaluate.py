@@ -1,0 +1,63 @@
+"""Held-out answer accuracy per family and LM loss of the organism.
+
+Answer accuracy: the share of facts whose answer word is the model's top-1 next token after the
+prompt (BOS + prompt words), over the full vocabulary.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from core.organism.train import encode_documents, lm_loss
+
+
+@torch.no_grad()
+def answer_accuracy(model, facts: list[list[str]], batch_size: int = 128) -> float:
+    """Share of [prompt, answer] pairs whose answer is the argmax next token."""
+    if not facts:
+        return float("nan")
+    vocab = model.tokenizer.get_vocab()
+    unk, pad, bos = vocab["<unk>"], vocab["<pad>"], vocab["<bos>"]
+    correct = 0
+    for start in range(0, len(facts), batch_size):
+        chunk = facts[start:start + batch_size]
+        ids = [[bos] + [vocab.get(w, unk) for w in prompt.split()] for prompt, _ in chunk]
+        width = max(len(i) for i in ids)
+        tokens = torch.full((len(ids), width), pad, dtype=torch.long)
+        for row, seq in enumerate(ids):
+            tokens[row, : len(seq)] = torch.tensor(seq)
+        logits = model(tokens.to(model.cfg.device), return_type="logits")
+        last = torch.tensor([len(seq) - 1 for seq in ids])
+        predicted = logits[torch.arange(len(ids)), last].argmax(-1).cpu()
+        answers = torch.tensor([vocab.get(answer, unk) for _, answer in chunk])
+        correct += int((predicted == answers).sum())
+    return correct / len(facts)
+
+
+def evaluate_facts(model, eval_facts: dict, max_train_per_family: int = 200, seed: int = 0) -> dict:
+    """{"held_out": {family: acc}, "train": {family: acc}} from ground_truth["eval_facts"]."""
+    rng = random.Random(seed)
+    result: dict[str, dict[str, float]] = {"held_out": {}, "train": {}}
+    for family, facts in eval_facts["held_out"].items():
+        result["held_out"][family] = round(answer_accuracy(model, facts), 4)
+    for family, facts in eval_facts["train"].items():
+        sample = facts if len(facts) <= max_train_per_family else rng.sample(facts, max_train_per_family)
+        result["train"][family] = round(answer_accuracy(model, sample), 4)
+    return result
+
+
+def evaluate_model(model, world) -> dict:
+    from core.organism.world import ground_truth
+
+    return evaluate_facts(model, ground_truth(world)["eval_facts"])
+
+
+@torch.no_grad()
+def corpus_loss(model, texts: list[str]) -> float:
+    """Mean next-token loss of `model` on world documents (non-PAD targets)."""
+    vocab = model.tokenizer.get_vocab()
+    tokens = encode_documents(texts, vocab, model.cfg.n_ctx)
+    losses = [lm_loss(model, chunk, vocab["<pad>"]).item() for chunk in tokens.split(128)]
+    return sum(losses) / len(losses)

@@ -1,0 +1,110 @@
+"""Load the committed organism (or any directory the trainer wrote): model, checkpoints, SAEs, world.
+
+Only JSON and safetensors are read; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
+from core.errors import AtlasError  # noqa: E402
+
+ORGANISM_DIR: Path = Path(__file__).resolve().parents[2] / "assets" / "organism"
+
+
+class OrganismError(AtlasError):
+    """The organism directory is missing a file, or a checkpoint name is unknown."""
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise OrganismError(f"The organism directory {path.parent} has no {path.name}; regenerate it with "
+                            "`python -m core.organism train`.")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise OrganismError(f"{path} is not valid JSON ({error}).") from error
+    if not isinstance(data, dict):
+        raise OrganismError(f"{path} should hold a JSON object.")
+    return data
+
+
+def checkpoint_steps(directory: Path = ORGANISM_DIR) -> dict[str, int]:
+    """Checkpoint name -> training step, in training order ("final" last)."""
+    steps = _read_json(Path(directory) / "checkpoints.json")
+    return dict(sorted(((str(k), int(v)) for k, v in steps.items()), key=lambda kv: (kv[1], kv[0] == "final")))
+
+
+def list_checkpoints(directory: Path = ORGANISM_DIR) -> list[str]:
+    """["step_000000", ..., "final"] in training order."""
+    return list(checkpoint_steps(directory))
+
+
+def _weights_path(directory: Path, checkpoint: str) -> Path:
+    if checkpoint == "final":
+        return directory / "model.safetensors"
+    if checkpoint not in checkpoint_steps(directory):
+        raise OrganismError(f"Unknown organism checkpoint {checkpoint!r}; available: "
+                            f"{', '.join(list_checkpoints(directory))}.")
+    return directory / "checkpoints" / f"{checkpoint}.safetensors"
+
+
+def load_organism_tokenizer(directory: Path = ORGANISM_DIR):
+    from core.organism.tokenizer import load_tokenizer
+
+    if not (Path(directory) / "tokenizer.json").is_file():
+        raise OrganismError(f"The organism directory {directory} has no tokenizer.json.")
+    return load_tokenizer(Path(directory))
+
+
+def load_organism(directory: Path = ORGANISM_DIR, checkpoint: str = "final", device: str = "cpu"):
+    """The organism as a TransformerLens HookedTransformer (float32) with its tokenizer attached."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    directory = Path(directory)
+    cfg_dict = _read_json(directory / "config.json")
+    weights = _weights_path(directory, checkpoint)
+    if not weights.is_file():
+        raise OrganismError(f"The organism checkpoint file {weights} is missing.")
+    tokenizer = load_organism_tokenizer(directory)
+    model = HookedTransformer(HookedTransformerConfig(**cfg_dict, device=device), tokenizer=tokenizer)
+    state = {name: tensor.to(torch.float32) for name, tensor in load_file(str(weights)).items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    parameter_names = {name for name, _ in model.named_parameters()}
+    if unexpected or parameter_names & set(missing):
+        raise OrganismError(f"{weights} does not match config.json (missing {sorted(parameter_names & set(missing))[:3]}, "
+                            f"unexpected {unexpected[:3]}).")
+    model.to(device)
+    model.eval()
+    return model
+
+
+def organism_sae_dirs(directory: Path = ORGANISM_DIR) -> dict[str, Path]:
+    """Hook name -> SAELens directory (cfg.json + sae_weights.safetensors), by layer."""
+    root = Path(directory) / "saes"
+    if not root.is_dir():
+        return {}
+    dirs = [d for d in root.iterdir() if (d / "cfg.json").is_file() and (d / "sae_weights.safetensors").is_file()]
+    return {d.name: d for d in sorted(dirs, key=lambda d: int(d.name.split(".")[1]))}
+
+
+def load_ground_truth(directory: Path = ORGANISM_DIR) -> dict:
+    """The planted structures (schema in docs/ORGANISM.md)."""
+    return _read_json(Path(directory) / "world" / "ground_truth.json")
+
+
+def world_corpus_texts(directory: Path = ORGANISM_DIR, split: str = "eval") -> list[str]:
+    """Documents of the synthetic world: "train" (a sample of the training stream) or "eval"."""
+    if split not in ("train", "eval"):
+        raise OrganismError(f"Unknown world corpus split {split!r}; use 'train' or 'eval'.")
+    path = Path(directory) / "world" / f"corpus_{split}.txt"
+    if not path.is_file():
+        raise OrganismError(f"The organism directory {directory} has no world/corpus_{split}.txt.")
+    return [line for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,187 @@
+"""Evidence that the planted structure is in the organism, per layer.
+
+Token representations are context-averaged: the mean of `blocks.{L}.hook_resid_post` over every
+occurrence of the token in the world's eval documents (site "resid_L"), plus the embedding rows
+W_E[t] ("embed") and unembedding columns W_U[:, t] ("unembed").
+
+- circles (Engels et al. 2024, "Not all language model features are linear"; Karkada et al.,
+  "Symmetry in language statistics shapes the geometry of model representations"): centre the k
+  mean vectors X (k x d); the share of variance at Fourier frequency f is
+  (|X^T c_f|^2 / |c_f|^2 + |X^T s_f|^2 / |s_f|^2) / |X|_F^2 with c_f[i] = cos(2 pi f i / k),
+  s_f[i] = sin(2 pi f i / k); the shares over f = 1..k/2 sum to 1 (chance level 2 / (k - 1) per
+  frequency for random vectors); we report the best frequency coprime with k. Circle
+  order: in the best pair of the top 5 principal components, the items' angles give a cyclic
+  order; `neighbour_step` is the most common index step between angular neighbours and
+  `neighbour_consistency` the share of neighbours exactly that step apart (1.0 = a perfect
+  circle going round in that step; step 1 = calendar order, step s at frequency f with
+  f * s = +-1 mod k).
+- city probe: ridge regression from representations of city-token occurrences to (lon, lat),
+  R^2 on cities held out (grouped K-fold over cities).
+- analogies: difference vectors v(b) - v(a) for each pair of a family; mean cosine between pairs of
+  the same family vs pairs of different families (parallelogram structure; Mikolov et al. 2013).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.organism.loading import ORGANISM_DIR, load_ground_truth, load_organism, world_corpus_texts
+from core.organism.train import encode_documents
+
+
+@torch.no_grad()
+def token_representations(model, texts: list[str], sample_ids: list[int], max_occurrences: int = 64) -> tuple[dict[str, np.ndarray], dict[str, dict[int, list[np.ndarray]]]]:
+    """Per site, [d_vocab, d_model] mean representation of each token (NaN where unseen); and per site
+    a capped list of single-occurrence vectors for each token of `sample_ids` (probes grouped by token)."""
+    vocab = model.tokenizer.get_vocab()
+    tokens = encode_documents(texts, vocab, model.cfg.n_ctx)
+    names = [f"blocks.{layer}.hook_resid_post" for layer in range(model.cfg.n_layers)]
+    d_vocab, d_model = model.cfg.d_vocab, model.cfg.d_model
+    sums = {n: torch.zeros(d_vocab, d_model) for n in names}
+    counts = torch.zeros(d_vocab)
+    samples: dict[str, dict[int, list[np.ndarray]]] = {n: {} for n in names}
+    wanted = torch.tensor(sorted(set(sample_ids)), dtype=torch.long)
+    for chunk in tokens.split(64):
+        _, cache = model.run_with_cache(chunk, names_filter=names)
+        flat = chunk.reshape(-1)
+        counts.index_add_(0, flat, torch.ones_like(flat, dtype=torch.float))
+        for n in names:
+            acts = cache[n].reshape(-1, d_model).float()
+            sums[n].index_add_(0, flat, acts)
+            for pos in torch.nonzero(torch.isin(flat, wanted)).flatten().tolist():
+                token = int(flat[pos])
+                bucket = samples[n].setdefault(token, [])
+                if len(bucket) < max_occurrences:
+                    bucket.append(acts[pos].numpy())
+    means = {f"resid_{i}": (sums[n] / counts[:, None]).numpy() for i, n in enumerate(names)}
+    means["embed"] = model.W_E.detach().float().numpy()
+    means["unembed"] = model.W_U.detach().float().T.numpy()
+    return means, {f"resid_{i}": samples[n] for i, n in enumerate(names)}
+
+
+def fourier_shares(vectors: np.ndarray) -> dict[int, float]:
+    """Share of the centred variance of k ordered vectors at each frequency f = 1..k//2."""
+    k = vectors.shape[0]
+    centred = vectors - vectors.mean(0)
+    total = float((centred ** 2).sum())
+    index = np.arange(k)
+    shares = {}
+    for f in range(1, k // 2 + 1):
+        share = 0.0
+        for basis in (np.cos(2 * np.pi * f * index / k), np.sin(2 * np.pi * f * index / k)):
+            norm = float(basis @ basis)
+            if norm > 1e-9:
+                share += float(((basis @ centred) ** 2).sum()) / norm
+        shares[f] = share / total if total > 0 else 0.0
+    return shares
+
+
+def _angular_steps(coords: np.ndarray) -> tuple[int, float]:
+    """Most common index step (mod k, either direction) between angular neighbours, and its share."""
+    k = coords.shape[0]
+    order = np.argsort(np.arctan2(coords[:, 1], coords[:, 0]))
+    steps = [int((order[(i + 1) % k] - order[i]) % k) for i in range(k)]
+    steps = [min(s, k - s) for s in steps]  # direction of travel does not matter
+    step, count = Counter(steps).most_common(1)[0]
+    return step, count / k
+
+
+def circle_order(vectors: np.ndarray, n_components: int = 5) -> dict:
+    """Best pair of the top principal components for a circle: the pair whose angular neighbours
+    are most often one constant index step apart (unsupervised: the plane is not fitted to the
+    labels, unlike a Fourier-basis projection, which shows a circle even for random vectors)."""
+    k = vectors.shape[0]
+    centred = vectors - vectors.mean(0)
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    m = min(n_components, k - 1, vt.shape[0])
+    projected = centred @ vt[:m].T
+    best = None
+    for a in range(m):
+        for b in range(a + 1, m):
+            step, consistency = _angular_steps(projected[:, [a, b]])
+            key = (consistency, singular[a] ** 2 + singular[b] ** 2)
+            if best is None or key > best[0]:
+                best = (key, step, consistency, (a, b))
+    _, step, consistency, pair = best
+    return {"neighbour_step": step, "neighbour_consistency": round(consistency, 3), "pcs": list(pair)}
+
+
+def circle_report(vectors: np.ndarray) -> dict:
+    """Fourier variance shares per frequency and the best-PC-pair circle order."""
+    k = vectors.shape[0]
+    shares = fourier_shares(vectors)
+    coprime = {f: s for f, s in shares.items() if math.gcd(f, k) == 1}
+    best = max(coprime, key=coprime.get)
+    return {"shares": {str(f): round(s, 3) for f, s in shares.items()}, "best_coprime_frequency": best,
+            "best_share": round(coprime[best], 3), "calendar_share": round(shares[1], 3),
+            "chance_share": round(2 / (k - 1), 3), **circle_order(vectors)}
+
+
+def city_probe_r2(samples: dict[int, list[np.ndarray]], city_ids: list[int], coords: np.ndarray, folds: int = 5) -> float:
+    """Ridge probe occurrence -> (lon, lat), R^2 on held-out cities (grouped K-fold)."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.metrics import r2_score
+    from sklearn.model_selection import GroupKFold
+
+    xs, ys, groups = [], [], []
+    for city, token in enumerate(city_ids):
+        for vec in samples.get(token, []):
+            xs.append(vec)
+            ys.append(coords[city])
+            groups.append(city)
+    x, y, g = np.array(xs), np.array(ys), np.array(groups)
+    predictions = np.zeros_like(y)
+    for train, test in GroupKFold(n_splits=folds).split(x, y, g):
+        probe = RidgeCV(alphas=np.logspace(-2, 4, 13)).fit(x[train], y[train])
+        predictions[test] = probe.predict(x[test])
+    return float(r2_score(y, predictions))
+
+
+def analogy_parallelism(means: np.ndarray, vocab: dict[str, int], analogies: dict[str, list[list[str]]]) -> dict:
+    """Mean cosine of difference vectors within a family vs across families."""
+    diffs: dict[str, list[np.ndarray]] = {}
+    for family, pairs in analogies.items():
+        for pair in pairs:
+            a, b = means[vocab[pair[0]]], means[vocab[pair[1]]]
+            if np.isfinite(a).all() and np.isfinite(b).all():
+                d = b - a
+                diffs.setdefault(family, []).append(d / (np.linalg.norm(d) + 1e-9))
+    within, across, per_family = [], [], {}
+    families = list(diffs)
+    for i, family in enumerate(families):
+        block = np.array(diffs[family])
+        cos = block @ block.T
+        upper = cos[np.triu_indices(len(block), 1)]
+        per_family[family] = round(float(upper.mean()), 3)
+        within.extend(upper)
+        for other in families[i + 1:]:
+            across.extend((block @ np.array(diffs[other]).T).ravel())
+    return {"within": round(float(np.mean(within)), 3), "across": round(float(np.mean(across)), 3),
+            "per_family": per_family}
+
+
+def structure_report(directory: Path = ORGANISM_DIR, checkpoint: str = "final", max_docs: int = 1000) -> dict:
+    """Circles (weekdays, months), city probe R^2 and analogy parallelism at every site."""
+    model = load_organism(directory, checkpoint=checkpoint)
+    truth = load_ground_truth(directory)
+    vocab = model.tokenizer.get_vocab()
+    cities = truth["cities"]
+    city_ids = [vocab[c] for c in cities]
+    means, samples = token_representations(model, world_corpus_texts(directory, "eval")[:max_docs], city_ids)
+    coords = np.array(list(cities.values()), dtype=float)
+    report: dict[str, dict] = {}
+    for site, table in means.items():
+        entry = {
+            name: circle_report(table[[vocab[w] for w in words]])
+            for name, words in truth["cyclic"].items()
+        }
+        entry["analogies"] = analogy_parallelism(table, vocab, truth["analogies"])
+        if site in samples:
+            entry["city_probe_r2"] = round(city_probe_r2(samples[site], city_ids, coords), 3)
+        report[site] = entry
+    return report

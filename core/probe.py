@@ -1,0 +1,177 @@
+"""Ad-hoc prompt probing: one forward pass, every SAE, the logit lens.
+
+`probe_prompt(model, saes, text)` tokenizes a prompt (BOS first, cut to the context), runs the
+model once with hooks at every SAE's site and at each block's `hook_resid_post`, encodes each
+site with its SAE, and returns per token: the SAE feature activations, the top features, the
+reconstruction error, and the logit lens (Nostalgebraist 2020: unembed the residual stream after
+each block, `softmax(W_U ln_final(resid_L))`). The model's lock is held once for the whole call,
+because hooks live on modules shared by every browser session.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from core.errors import PromptError
+
+MAX_PROMPT_CHARS = 20000
+_LAYER = re.compile(r"^blocks\.(\d+)\.")
+
+
+@dataclass
+class LayerProbe:
+    """One SAE's view of the prompt."""
+
+    hook_name: str
+    acts: np.ndarray          # [pos, d_sae] feature activations
+    recon_error: np.ndarray   # [pos] relative error ||x - x_hat|| / ||x||
+    resid_norm: np.ndarray    # [pos] ||x||
+    top_ids: np.ndarray       # [pos, k] feature ids, largest activation first
+    top_values: np.ndarray    # [pos, k]
+
+    @property
+    def l0(self) -> np.ndarray:
+        """[pos] number of active features per token."""
+        return (self.acts > 0).sum(axis=1)
+
+
+@dataclass
+class ProbeResult:
+    text: str
+    tokens: np.ndarray                      # [pos] token ids, BOS first when the model has one
+    str_tokens: list[str]
+    n_truncated: int                        # tokens cut to fit the context
+    truncated_text: str                     # the text that was cut ("" when nothing was)
+    unknown_positions: list[int]            # positions of UNK tokens
+    layers: list[LayerProbe]                # one per SAE, in layer order
+    lens_hooks: list[str]                   # residual sites of the logit lens, in order
+    lens_top_ids: np.ndarray                # [n_lens, pos, k]
+    lens_top_probs: np.ndarray              # [n_lens, pos, k]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def layer(self, hook_name: str) -> LayerProbe:
+        for layer in self.layers:
+            if layer.hook_name == hook_name:
+                return layer
+        raise KeyError(hook_name)
+
+    @property
+    def hook_names(self) -> list[str]:
+        return [layer.hook_name for layer in self.layers]
+
+    def active_features(self, hook_name: str) -> dict[int, float]:
+        """Features that fire anywhere in the prompt (BOS excluded when present) -> their max activation."""
+        acts = self.layer(hook_name).acts
+        start = 1 if self.extra.get("has_bos") and acts.shape[0] > 1 else 0
+        peak = acts[start:].max(axis=0) if acts.shape[0] > start else np.zeros(acts.shape[1])
+        ids = np.flatnonzero(peak > 0)
+        return {int(i): float(peak[i]) for i in ids[np.argsort(-peak[ids])]}
+
+    def layer_matrix(self, quantity: str) -> np.ndarray:
+        """[n_saes, pos] matrix for the tokens x layers heatmap.
+
+        quantity: "recon_error" (relative reconstruction error), "l0" (active features), "resid_norm".
+        """
+        if quantity == "recon_error":
+            return np.stack([layer.recon_error for layer in self.layers])
+        if quantity == "l0":
+            return np.stack([layer.l0 for layer in self.layers]).astype(np.float32)
+        if quantity == "resid_norm":
+            return np.stack([layer.resid_norm for layer in self.layers])
+        raise ValueError(f"unknown quantity {quantity!r}")
+
+
+def layer_of(hook_name: str) -> int:
+    match = _LAYER.match(hook_name)
+    return int(match.group(1)) if match else -1
+
+
+def probe_prompt(model: Any, saes: Sequence[Any], text: str, *, top_k: int = 8,
+                 lens_k: int = 5, max_tokens: int | None = None) -> ProbeResult:
+    """Probe `text` through `model` (core.models.LoadedModel) and every SAE in `saes` (LoadedSAE).
+
+    Raises PromptError for an empty or oversized prompt. The prompt is cut to the model's
+    context (or `max_tokens`); `n_truncated` and `truncated_text` say what was cut.
+    """
+    if text is None or not str(text).strip():
+        raise PromptError("The prompt is empty. Type some text to probe.")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise PromptError(f"The prompt has {len(text):,} characters; the limit is {MAX_PROMPT_CHARS:,}.")
+    prompt = model.tokenize_prompt(text, max_tokens)
+    truncated_text = ""
+    if prompt.n_truncated:
+        ids = model.encode(text)
+        truncated_text = model.to_string(ids[len(ids) - prompt.n_truncated:])
+    saes = sorted(saes, key=lambda s: layer_of(s.hook_name))
+    lens_hooks = [f"blocks.{layer}.hook_resid_post" for layer in range(model.n_layers)]
+    sites = list(dict.fromkeys([s.hook_name for s in saes] + lens_hooks))
+    layers: list[LayerProbe] = []
+    with model.lock, torch.inference_mode():
+        cache = model.run(prompt.tokens, sites, return_logits=False)
+        for sae in saes:
+            x = cache[sae.hook_name][0]
+            z = sae.encode(x)
+            x_hat = sae.decode(z)
+            x_norm = x.norm(dim=-1)
+            error = (x - x_hat).norm(dim=-1) / x_norm.clamp_min(1e-8)
+            k = min(top_k, z.shape[-1])
+            top = torch.topk(z, k, dim=-1)
+            layers.append(LayerProbe(
+                hook_name=sae.hook_name,
+                acts=z.float().cpu().numpy(),
+                recon_error=error.float().cpu().numpy(),
+                resid_norm=x_norm.float().cpu().numpy(),
+                top_ids=top.indices.cpu().numpy(),
+                top_values=top.values.float().cpu().numpy(),
+            ))
+        resid = torch.stack([cache[h][0] for h in lens_hooks])          # [n_lens, pos, d]
+        probs = torch.softmax(model.unembed(resid), dim=-1)
+        lens = torch.topk(probs, min(lens_k, probs.shape[-1]), dim=-1)
+    tokens = prompt.tokens.reshape(-1).cpu().numpy()
+    return ProbeResult(
+        text=text,
+        tokens=tokens,
+        str_tokens=list(prompt.str_tokens),
+        n_truncated=int(prompt.n_truncated),
+        truncated_text=truncated_text,
+        unknown_positions=list(prompt.unknown_positions),
+        layers=layers,
+        lens_hooks=lens_hooks,
+        lens_top_ids=lens.indices.cpu().numpy(),
+        lens_top_probs=lens.values.float().cpu().numpy(),
+        extra={"has_bos": getattr(model, "bos_token_id", None) is not None
+               and len(tokens) > 0 and int(tokens[0]) == model.bos_token_id},
+    )
+
+
+def token_features_frame(result: ProbeResult, position: int) -> pd.DataFrame:
+    """Top SAE features at one token, for every layer: columns layer, hook, rank, feature, activation."""
+    rows = []
+    for layer in result.layers:
+        for rank, (fid, value) in enumerate(zip(layer.top_ids[position], layer.top_values[position])):
+            if value <= 0:
+                continue
+            rows.append({"layer": layer_of(layer.hook_name), "hook": layer.hook_name, "rank": rank + 1,
+                         "feature": int(fid), "activation": float(value)})
+    return pd.DataFrame(rows, columns=["layer", "hook", "rank", "feature", "activation"])
+
+
+def logit_lens_frame(result: ProbeResult, position: int, decode) -> pd.DataFrame:
+    """Logit lens at one position: one row per layer, the top tokens with their probabilities.
+
+    `decode(ids) -> list[str]` turns token ids into strings (LoadedModel.to_str_tokens).
+    """
+    rows = []
+    for i, hook in enumerate(result.lens_hooks):
+        ids = result.lens_top_ids[i, position]
+        words = decode(ids.tolist())
+        rows.append({"layer": layer_of(hook),
+                     **{f"top {r + 1}": f"{w!r} {p:.2f}" for r, (w, p) in
+                        enumerate(zip(words, result.lens_top_probs[i, position]))}})
+    return pd.DataFrame(rows)

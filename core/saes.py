@@ -1,0 +1,322 @@
+"""Sparse autoencoders from every source, with one face and a fit check.
+
+Sources (SAESpec.source):
+- "organism": the SAEs trained with the embedded organism, one per hook site
+  (core/organism/loading.organism_sae_dirs); `hook_name` picks the layer, `path` another organism dir.
+- "release": a SAELens pretrained release and SAE id from the registry that ships inside sae-lens
+  (pretrained_saes.yaml), loaded with SAE.from_pretrained(release, sae_id) from the hub or its cache.
+- "dir": a local SAELens directory (cfg.json + sae_weights.safetensors), SAE.load_from_disk.
+
+LoadedSAE gives W_enc [d_in, d_sae], W_dec [d_sae, d_in], b_enc [d_sae], b_dec [d_in], encode and
+decode the same way for Standard, TopK, JumpReLU and Gated SAEs. For a Gated SAE, b_enc is the gate
+bias b_gate (the gate decides which features fire; the magnitude path rescales W_enc by exp(r_mag)).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.errors import OfflineError, SAEMismatchError, UnknownSAEError
+
+SOURCES = ("organism", "release", "dir")
+SAE_FILES = ("cfg.json", "sae_weights.safetensors")
+
+
+@dataclass(frozen=True)
+class SAESpec:
+    source: str = "organism"  # "organism" | "release" | "dir"
+    release: str | None = None
+    sae_id: str | None = None
+    path: str | None = None  # "dir": the SAELens directory; "organism": another organism directory
+    hook_name: str | None = None  # organism: which site's SAE
+
+
+@dataclass
+class LoadedSAE:
+    """A SAELens SAE behind a uniform face (see the module docstring)."""
+
+    spec: SAESpec
+    sae: Any  # the SAELens SAE
+    hook_name: str
+    d_in: int
+    d_sae: int
+    architecture: str  # "standard" | "topk" | "jumprelu" | "gated" | ...
+    model_name: str
+    prepend_bos: bool | None = None  # from the SAE's training metadata, when it says
+    context_size: int | None = None
+    origin: str = ""
+    fit_warnings: list[str] = field(default_factory=list)
+
+    @property
+    def device(self) -> torch.device:
+        return self.sae.W_dec.device
+
+    @property
+    def W_enc(self) -> torch.Tensor:
+        return self.sae.W_enc.detach().float()
+
+    @property
+    def W_dec(self) -> torch.Tensor:
+        return self.sae.W_dec.detach().float()
+
+    @property
+    def b_enc(self) -> torch.Tensor:
+        bias = getattr(self.sae, "b_enc", None)
+        if bias is None:  # Gated SAEs: the gate's bias decides which features fire
+            bias = self.sae.b_gate
+        return bias.detach().float()
+
+    @property
+    def b_dec(self) -> torch.Tensor:
+        return self.sae.b_dec.detach().float()
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature activations z [..., d_sae] (float32) of activations x [..., d_in]."""
+        with torch.inference_mode():
+            return self.sae.encode(x.to(self.device, dtype=self.sae.W_dec.dtype)).float()
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Reconstruction x_hat [..., d_in] (float32) of feature activations z [..., d_sae]."""
+        with torch.inference_mode():
+            return self.sae.decode(z.to(self.device, dtype=self.sae.W_dec.dtype)).float()
+
+    def describe(self) -> str:
+        return f"{self.architecture} SAE, {self.d_sae} features on {self.hook_name} ({self.origin})"
+
+
+# ---- loading ---------------------------------------------------------------------------------
+def load_sae(spec: SAESpec, model: Any = None, device: str | torch.device | None = None) -> LoadedSAE:
+    """Load the SAE `spec` describes, on the model's device; with a model, check the fit too.
+
+    Raises UnknownSAEError (not found), OfflineError (needs the hub, none), SAEMismatchError (does
+    not fit `model`). Warnings of the fit check (alias model names) land in `fit_warnings`.
+    """
+    if spec.source not in SOURCES:
+        raise UnknownSAEError(f"Unknown SAE source {spec.source!r}; choose one of {', '.join(SOURCES)}.")
+    if device is None:
+        from core.device import pick_device
+
+        device = model.device if model is not None else pick_device("auto")
+    device = str(device)
+    if spec.source == "organism":
+        sae, origin = _load_organism_sae(spec, device)
+    elif spec.source == "release":
+        sae, origin = _load_release_sae(spec, device)
+    else:
+        sae, origin = _load_dir_sae(spec, device)
+    loaded = wrap_sae(sae, spec, origin)
+    if model is not None:
+        loaded.fit_warnings = check_fit(loaded, model)
+    return loaded
+
+
+def wrap_sae(sae: Any, spec: SAESpec | None = None, origin: str = "in-memory") -> LoadedSAE:
+    """Put an SAELens SAE behind the LoadedSAE face."""
+    meta = sae.cfg.metadata
+    hook_name = meta.hook_name or (spec.hook_name if spec else None)
+    if not hook_name:
+        raise UnknownSAEError("This SAE does not say which hook it reads (cfg.metadata.hook_name is empty).")
+    sae = sae.float() if sae.W_dec.dtype != torch.float32 else sae
+    prepend_bos = meta.prepend_bos
+    context_size = meta.context_size
+    return LoadedSAE(
+        spec=spec or SAESpec(source="dir"),
+        sae=sae.eval(),
+        hook_name=str(hook_name),
+        d_in=int(sae.cfg.d_in),
+        d_sae=int(sae.cfg.d_sae),
+        architecture=str(sae.cfg.architecture()),
+        model_name=str(meta.model_name or ""),
+        prepend_bos=None if prepend_bos is None else bool(prepend_bos),
+        context_size=None if context_size is None else int(context_size),
+        origin=origin,
+    )
+
+
+def _load_organism_sae(spec: SAESpec, device: str) -> tuple[Any, str]:
+    try:
+        from core.organism import loading
+    except ImportError as error:
+        raise UnknownSAEError(f"The embedded organism's SAEs are not available in this install ({error}).") from error
+    directory = Path(spec.path) if spec.path else loading.ORGANISM_DIR
+    dirs = loading.organism_sae_dirs(directory)
+    if not dirs:
+        raise UnknownSAEError(f"The organism at {str(directory)!r} has no SAEs.")
+    hook = spec.hook_name or next(iter(dirs))
+    if hook not in dirs:
+        raise UnknownSAEError(f"The organism has no SAE on {hook!r}; it has SAEs on {', '.join(dirs)}.")
+    from sae_lens import SAE
+
+    return SAE.load_from_disk(str(dirs[hook]), device=device), f"organism:{hook}"
+
+
+def _load_dir_sae(spec: SAESpec, device: str) -> tuple[Any, str]:
+    if not spec.path:
+        raise UnknownSAEError("Give the path of a SAELens directory (cfg.json + sae_weights.safetensors).")
+    directory = Path(spec.path).expanduser()
+    missing = [f for f in SAE_FILES if not (directory / f).is_file()]
+    if missing:
+        raise UnknownSAEError(
+            f"{str(directory)!r} is not a SAELens SAE directory: {', '.join(missing)} missing. "
+            "Save SAEs with sae.save_model(directory)."
+        )
+    from sae_lens import SAE
+
+    try:
+        return SAE.load_from_disk(str(directory), device=device), str(directory)
+    except Exception as error:  # malformed cfg.json or weights: say which and why
+        raise UnknownSAEError(
+            f"SAELens could not read the SAE in {str(directory)!r}: {type(error).__name__}: {error}"
+        ) from error
+
+
+def _registry() -> dict[str, Any]:
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    return get_pretrained_saes_directory()
+
+
+def _load_release_sae(spec: SAESpec, device: str) -> tuple[Any, str]:
+    if not spec.release or not spec.sae_id:
+        raise UnknownSAEError("Choose a SAELens release and an SAE id.")
+    registry = _registry()
+    lookup = registry.get(spec.release)
+    if lookup is None:
+        close = difflib.get_close_matches(spec.release, list(registry), n=5, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise UnknownSAEError(f"SAELens has no release called {spec.release!r}.{hint}")
+    if spec.sae_id not in lookup.saes_map:
+        close = difflib.get_close_matches(spec.sae_id, list(lookup.saes_map), n=5, cutoff=0.4)
+        hint = f" Close ids: {', '.join(close)}." if close else f" It has {len(lookup.saes_map)} ids."
+        raise UnknownSAEError(f"The release {spec.release!r} has no SAE id {spec.sae_id!r}.{hint}")
+    from core.hub import is_offline_failure, offline_message, require_cached
+
+    folder = lookup.saes_map[spec.sae_id]
+    what = f"The SAE {spec.release}/{spec.sae_id}"
+    if lookup.conversion_func is None:  # the SAELens layout: <folder>/cfg.json + weights
+        require_cached(lookup.repo_id, [f"{folder}/{f}" for f in SAE_FILES], what)
+    from sae_lens import SAE
+
+    try:
+        sae = SAE.from_pretrained(spec.release, spec.sae_id, device=device)
+    except Exception as error:
+        if is_offline_failure(error):
+            raise OfflineError(offline_message(what, lookup.repo_id, [f"files under {folder}/"])) from error
+        raise
+    return sae, f"release:{spec.release}/{spec.sae_id}"
+
+
+# ---- the registry ------------------------------------------------------------------------------
+def list_releases(model_name: str | None = None) -> list[str]:
+    """SAELens releases (sorted); with a model name, those made for it or one of its aliases."""
+    registry = _registry()
+    if model_name is None:
+        return sorted(registry)
+    wanted = _name_variants(model_name)
+    return sorted(r for r, lookup in registry.items() if _name_variants(lookup.model) & wanted)
+
+
+def list_sae_ids(release: str) -> list[str]:
+    """The SAE ids of a release, in the registry's order."""
+    lookup = _registry().get(release)
+    if lookup is None:
+        raise UnknownSAEError(f"SAELens has no release called {release!r}.")
+    return list(lookup.saes_map)
+
+
+def release_info(release: str) -> dict[str, Any]:
+    """What the registry says about a release: repo, model, and per-id L0 / variance explained."""
+    lookup = _registry().get(release)
+    if lookup is None:
+        raise UnknownSAEError(f"SAELens has no release called {release!r}.")
+    return {
+        "release": release,
+        "repo_id": lookup.repo_id,
+        "model": lookup.model,
+        "ids": list(lookup.saes_map),
+        "paths": dict(lookup.saes_map),
+        "l0": dict(lookup.expected_l0),
+        "variance_explained": dict(lookup.expected_var_explained),
+        "neuronpedia": dict(lookup.neuronpedia_id),
+    }
+
+
+def organism_sae_specs(directory: str | Path | None = None) -> list[SAESpec]:
+    """One spec per organism SAE, in the organism's order of hook sites."""
+    from core.organism import loading
+
+    root = Path(directory) if directory else loading.ORGANISM_DIR
+    path = str(directory) if directory else None
+    return [SAESpec(source="organism", hook_name=h, path=path) for h in loading.organism_sae_dirs(root)]
+
+
+# ---- fit ---------------------------------------------------------------------------------------
+def _name_variants(name: str) -> set[str]:
+    """Lower-case names that mean the same model: TransformerLens aliases, with and without the org."""
+    from core.models import tl_aliases
+
+    base = name.strip().lower()
+    variants = {base, base.rsplit("/", 1)[-1]}
+    for v in list(variants):
+        variants |= tl_aliases(v)
+    return variants
+
+
+def model_names(model: Any) -> set[str]:
+    """The names a loaded model goes by: its spec name, its origin's name, its official TL name."""
+    names = {model.spec.name}
+    origin = str(getattr(model.card, "origin", ""))
+    if origin.startswith("transformer_lens:"):
+        names.add(origin.split(":", 1)[1])
+    elif origin:
+        names.add(Path(origin).name)
+    return {n.strip().lower() for n in names if n}
+
+
+def check_fit(sae: LoadedSAE, model: Any) -> list[str]:
+    """Check that `sae` reads a site `model` has, with its width, made for the same model.
+
+    Raises SAEMismatchError (hook missing, d_in differs, another model). Returns warnings: the
+    model name differs only by an alias (e.g. "gpt2-small" vs "gpt2").
+    """
+    problems = []
+    if not model.has_hook(sae.hook_name):
+        problems.append(
+            f"it reads the hook {sae.hook_name!r}, which the model does not have "
+            f"(the model has {model.n_layers} layers; sites like {model.hook_names()[-1]!r})"
+        )
+    if sae.d_in != model.d_model:
+        problems.append(f"it expects vectors of width {sae.d_in}, but the model's width is {model.d_model}")
+    warnings: list[str] = []
+    if sae.model_name and not (sae.spec.source == "organism" and model.spec.source == "organism"):
+        loaded = model_names(model)
+        sae_name = sae.model_name.strip().lower()
+        if sae_name not in loaded:
+            if _name_variants(sae_name) & set().union(*(_name_variants(n) for n in loaded)):
+                warnings.append(
+                    f"The SAE was trained on {sae.model_name!r}; the model is loaded as {model.spec.name!r}. "
+                    "These are names of the same model."
+                )
+            else:
+                problems.append(f"it was trained on {sae.model_name!r}, but the model is {model.spec.name!r}")
+    if problems:
+        raise SAEMismatchError(f"The SAE {sae.describe()} does not fit this model: " + "; ".join(problems) + ".")
+    return warnings
+
+
+__all__ = [
+    "SAESpec",
+    "LoadedSAE",
+    "load_sae",
+    "wrap_sae",
+    "check_fit",
+    "list_releases",
+    "list_sae_ids",
+    "release_info",
+    "organism_sae_specs",
+]

@@ -1,0 +1,101 @@
+"""Probe: one prompt through the model and every SAE."""
+
+import numpy as np
+import streamlit as st
+
+from app.resources import current_sources, get_feature_map, get_model, get_saes
+from app.state import set_page
+from app.widgets import feature_picker, guarded, layer_picker
+from core.errors import AtlasError
+from core.figures.features import (ERROR_RGB, HIGHLIGHT_RGB, feature_map_figure, highlight_tokens_html,
+                                   logit_lens_figure, probe_heatmap)
+from core.probe import layer_of, probe_prompt, token_features_frame
+
+set_page("probe")
+st.title("Probe a prompt")
+st.caption("The prompt runs once through the model; every layer's SAE encodes the residual stream at its site.")
+
+sources = current_sources()
+model = guarded(lambda: get_model(sources.model))
+saes = guarded(lambda: get_saes(sources)) if model is not None else None
+if not model or not saes:
+    st.stop()
+
+st.text_area("Prompt", key="prompt", height=80,
+             help="Press Ctrl+Enter (or click outside) to probe. Words the organism does not know become UNK.")
+text = st.session_state["prompt"]
+try:
+    result = probe_prompt(model, saes, text)
+except AtlasError as error:
+    st.info(str(error))
+    st.stop()
+
+if result.n_truncated:
+    st.warning(f"The prompt is longer than the model's context of {model.n_ctx} tokens: the last "
+               f"{result.n_truncated} tokens were cut: \u201c{result.truncated_text}\u201d")
+if result.unknown_positions:
+    unknown = ", ".join(str(i) for i in result.unknown_positions)
+    st.info(f"{len(result.unknown_positions)} word(s) are unknown to the model and were read as "
+            f"{result.str_tokens[result.unknown_positions[0]]!r} (dashed red border; positions {unknown}).")
+
+hooks = result.hook_names
+left, right = st.columns([1, 2])
+with left:
+    hook = layer_picker(hooks)
+    st.radio("Colour tokens by", ["Reconstruction error", "A feature"], key="color_by", horizontal=True)
+    layer = result.layer(hook)
+    if st.session_state["color_by"] == "A feature":
+        feature = feature_picker(layer.acts.shape[1])
+        values, rgb, label = layer.acts[:, feature], HIGHLIGHT_RGB, f"feature {feature}"
+    else:
+        values, rgb, label = layer.recon_error, ERROR_RGB, "relative reconstruction error"
+with right:
+    st.markdown(f"**Tokens coloured by {label}** on `{hook}` (hover a token for its value)")
+    st.html(highlight_tokens_html(result.str_tokens, values, rgb=rgb, unknown_positions=result.unknown_positions,
+                                  focus=st.session_state.get("position"), value_label=label))
+
+st.subheader("Tokens x layers")
+quantities = {"recon_error": "reconstruction error ||x - x_hat|| / ||x||", "l0": "active features (L0)",
+              "resid_norm": "residual norm ||x||"}
+st.selectbox("Quantity", list(quantities), format_func=quantities.get, key="heatmap_quantity")
+quantity = st.session_state["heatmap_quantity"]
+st.plotly_chart(probe_heatmap(result.layer_matrix(quantity), result.str_tokens, hooks, quantities[quantity].split(" ")[0],
+                              result.unknown_positions), key="probe_heatmap")
+st.caption(f"Each cell: the {quantities[quantity]} of one token (column) at one SAE site (row).")
+
+st.subheader("One token")
+n_pos = len(result.str_tokens)
+if not isinstance(st.session_state.get("position"), int) or not 0 <= st.session_state["position"] < n_pos:
+    st.session_state["position"] = min(1, n_pos - 1)
+st.selectbox("Token", list(range(n_pos)), format_func=lambda i: f"{i}: {result.str_tokens[i]!r}", key="position")
+position = st.session_state["position"]
+col_features, col_lens = st.columns(2)
+with col_features:
+    st.markdown("**Top SAE features per layer at this token**")
+    frame = token_features_frame(result, position)
+    if frame.empty:
+        st.write("No feature fires at this token.")
+    else:
+        st.dataframe(frame.drop(columns=["hook"]), hide_index=True, width="stretch", height=300)
+with col_lens:
+    st.markdown("**Logit lens**: the residual stream after each block, read through the unembedding")
+    words = [model.to_str_tokens(result.lens_top_ids[i, position].tolist()) for i in range(len(result.lens_hooks))]
+    st.plotly_chart(logit_lens_figure(result.lens_top_probs[:, position], words,
+                                      [f"block {layer_of(h)}" for h in result.lens_hooks]), key="logit_lens")
+    st.caption("Cells: the top next-token guesses per layer; colour: their probability.")
+
+st.subheader("The prompt's active features on the feature map")
+sae = next(s for s in saes if s.hook_name == hook)
+W_dec = sae.W_dec.cpu().numpy()
+method = "umap" if st.session_state.get("map_method", "").startswith("UMAP") else "pca"
+fmap = guarded(lambda: get_feature_map(W_dec, method, f"feature_map:{hook}"))
+if fmap is not None:
+    active = result.active_features(hook)
+    peak = np.zeros(len(W_dec))
+    for fid, value in active.items():
+        peak[fid] = value
+    fig = feature_map_figure(fmap.coords, peak, "max activation in prompt", categorical=False, highlight=active,
+                             title=f"{hook}: {len(active)} of {len(W_dec)} features fire in the prompt ({fmap.method.upper()})")
+    st.plotly_chart(fig, key="probe_map")
+    st.caption("One point per feature (its decoder direction); red rings: features active in the prompt, "
+               "colour: their largest activation. The layout (PCA or UMAP) is chosen on the Features page.")

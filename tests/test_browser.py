@@ -1,0 +1,151 @@
+"""End to end in headless Chromium: probe a prompt, open a feature, save a session, reopen it by URL.
+
+Starts the real server (`streamlit run app/main.py`) on a free port and drives Debian's chromium with
+Playwright. Screenshots go to test-artifacts/. Skipped when /usr/bin/chromium is missing, unless
+ATLAS_REQUIRE_BROWSER=1 (CI), where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--no-first-run"]
+TIMEOUT_MS = 120_000
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _require_browser() -> None:
+    missing = None
+    if not Path(CHROMIUM).is_file():
+        missing = f"{CHROMIUM} is missing (apt-get install chromium)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            missing = "the playwright package is not installed"
+    if missing:
+        if os.environ.get("ATLAS_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"ATLAS_REQUIRE_BROWSER=1 but {missing}")
+        pytest.skip(missing)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tiny_organism_dir, tmp_path):
+    _require_browser()
+    port = _free_port()
+    env = {**os.environ, "ATLAS_ORGANISM_DIR": str(tiny_organism_dir), "ATLAS_HOME": str(tmp_path / "home"),
+           "ATLAS_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",
+           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    log = open(tmp_path / "server.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--server.port", str(port)],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(f"{base}/_stcore/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline or process.poll() is not None:
+                raise RuntimeError("the Streamlit server did not start:\n" + (tmp_path / "server.log").read_text())
+            time.sleep(0.5)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def _shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.wait_for_timeout(800)   # let Plotly finish drawing
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def _wait_idle(page) -> None:
+    # Streamlit shows a "running" status widget while the script runs.
+    page.wait_for_timeout(300)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=TIMEOUT_MS)
+
+
+def test_probe_feature_session_round_trip(server):
+    from playwright.sync_api import expect, sync_playwright
+
+    prompt = "monday tuesday wednesday"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1500, "height": 1000}).new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(server)
+            expect(page.get_by_role("heading", name="Atlas", exact=True)).to_be_visible()
+            _wait_idle(page)
+            _shot(page, "01-home")
+
+            page.get_by_role("link", name="Probe").click()
+            box = page.get_by_label("Prompt")
+            box.fill(prompt)
+            box.press("Control+Enter")
+            _wait_idle(page)
+            expect(page.locator("span[title*=\"'wednesday'\"]").first).to_be_visible()
+            expect(page.get_by_text("Logit lens", exact=False).first).to_be_visible()
+            _shot(page, "02-probe")
+
+            page.get_by_role("link", name="Features").click()
+            expect(page.get_by_role("heading", name=re.compile(r"^Feature 0 on"))).to_be_visible()
+            feature_box = page.get_by_label(re.compile(r"^Feature id"))
+            feature_box.fill("4")
+            feature_box.press("Enter")
+            expect(page.get_by_role("heading", name=re.compile(r"^Feature 4 on"))).to_be_visible()
+            _wait_idle(page)
+            _shot(page, "03-features")
+
+            page.get_by_role("link", name="Sessions").click()
+            page.get_by_label("Title").fill("browser test")
+            page.get_by_role("button", name="Save session").click()
+            saved = page.get_by_text(re.compile(r"Saved as session [0-9a-f]+"))
+            expect(saved).to_be_visible()
+            session_id = re.search(r"Saved as session ([0-9a-f]+)", saved.inner_text()).group(1)
+            _shot(page, "04-sessions")
+
+            # A fresh browser context (no shared state): the URL alone must restore the view.
+            other = browser.new_context(viewport={"width": 1500, "height": 1000}).new_page()
+            other.set_default_timeout(TIMEOUT_MS)
+            other.goto(f"{server}/?session={session_id}")
+            expect(other.get_by_role("heading", name=re.compile(r"^Feature 4 on"))).to_be_visible()
+            _wait_idle(other)
+            _shot(other, "05-reopened-features")
+            other.get_by_role("link", name="Probe").click()
+            expect(other.get_by_label("Prompt")).to_have_value(prompt)
+            expect(other.locator("span[title*=\"'wednesday'\"]").first).to_be_visible()
+            _wait_idle(other)
+            _shot(other, "06-reopened-probe")
+        finally:
+            browser.close()

@@ -1,0 +1,118 @@
+"""Feature map (layout + cache), lobes, neighbours, co-occurrence and logit effects on planted cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import core.feature_map as fm
+from core.store import ArtifactStore
+
+
+def _planted_clusters(n_per=30, d=16, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = np.eye(d)[:3] * 5
+    W = np.concatenate([c + 0.3 * rng.standard_normal((n_per, d)) for c in centers])
+    return W.astype(np.float32), np.repeat(np.arange(3), n_per)
+
+
+def test_pca_layout_separates_planted_clusters():
+    W, labels = _planted_clusters()
+    coords = fm.pca_layout(W)
+    assert coords.shape == (90, 2)
+    means = np.stack([coords[labels == k].mean(0) for k in range(3)])
+    spread = max(np.linalg.norm(coords[labels == k] - means[k], axis=1).mean() for k in range(3))
+    gaps = [np.linalg.norm(means[a] - means[b]) for a in range(3) for b in range(a + 1, 3)]
+    assert min(gaps) > 3 * spread
+
+
+def test_pca_of_a_line_orders_points_along_it():
+    t = np.linspace(-1, 1, 21)
+    W = np.stack([np.cos(t), np.sin(t), np.zeros_like(t)], axis=1)  # an arc of unit vectors
+    coords = fm.pca_layout(W)
+    first = coords[:, 0]
+    assert np.all(np.diff(first) > 0) or np.all(np.diff(first) < 0)
+
+
+def test_feature_map_is_cached_in_the_store(tmp_path, monkeypatch):
+    store = ArtifactStore(tmp_path)
+    W, _ = _planted_clusters()
+    calls = []
+
+    def fake_umap(W_dec, n_neighbors, min_dist, random_state):  # stands in for the 40 s JIT fit
+        calls.append(n_neighbors)
+        return fm.pca_layout(W_dec) * 2
+
+    monkeypatch.setattr(fm, "umap_layout", fake_umap)
+    monkeypatch.setattr(fm, "umap_available", lambda: True)
+    first = fm.feature_map(W, store, "umap")
+    second = fm.feature_map(W, store, "umap")
+    assert not first.from_cache and second.from_cache and len(calls) == 1
+    np.testing.assert_array_equal(first.coords, second.coords)
+    # other weights or another method: another key
+    assert not fm.feature_map(W * 1.01, store, "umap").from_cache
+    pca = fm.feature_map(W, store, "pca")
+    assert not pca.from_cache and pca.key != first.key
+    assert fm.feature_map(W, store, "pca").from_cache
+
+
+def test_umap_falls_back_to_pca_when_missing(monkeypatch):
+    monkeypatch.setattr(fm, "umap_available", lambda: False)
+    messages = []
+    result = fm.feature_map(_planted_clusters()[0], None, "umap", progress=messages.append)
+    assert result.method == "pca" and "PCA" in messages[0]
+
+
+def _planted_cooc(seed=0):
+    """Two groups of features that fire together chunk by chunk, plus a dead feature."""
+    rng = np.random.default_rng(seed)
+    n_chunks, n = 400, 13
+    group = rng.integers(0, 2, n_chunks)
+    fires = np.zeros((n_chunks, n), bool)
+    fires[:, :6] = (group == 0)[:, None] & (rng.random((n_chunks, 6)) < 0.8)
+    fires[:, 6:12] = (group == 1)[:, None] & (rng.random((n_chunks, 6)) < 0.8)
+    C = fires.T.astype(np.int64) @ fires.astype(np.int64)
+    return C, n_chunks
+
+
+def test_phi_of_independent_and_identical_features():
+    # feature 0 and 1 always together; feature 2 fires in every other chunk independently of them
+    fires = np.array([[1, 1, 1], [1, 1, 0], [0, 0, 1], [0, 0, 0]], dtype=np.int64)
+    phi = fm.phi_coefficients(fires.T @ fires, 4)
+    assert phi[0, 1] == pytest.approx(1.0)
+    assert phi[0, 2] == pytest.approx(0.0)
+
+
+def test_lobes_recover_planted_groups():
+    C, n_chunks = _planted_cooc()
+    labels = fm.lobe_labels(C, n_chunks, n_lobes=2)
+    assert labels[12] == -1                      # dead feature
+    assert len(set(labels[:6])) == 1 and len(set(labels[6:12])) == 1 and labels[0] != labels[6]
+
+
+def test_cooccurring_features_prefer_the_same_group():
+    C, n_chunks = _planted_cooc()
+    top = fm.cooccurring_features(C, 0, n_chunks, k=5)
+    assert {j for j, _, _ in top} <= set(range(1, 6))
+    assert all(phi > 0.3 for _, phi, _ in top)
+    assert fm.cooccurring_features(C, 12, n_chunks) == []
+
+
+def test_decoder_neighbours_and_logit_effects():
+    W = np.array([[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0], [-1, 0, 0]], dtype=np.float32)
+    neighbours = fm.decoder_neighbours(W, 0, k=3)
+    assert [j for j, _ in neighbours] == [1, 2, 3]
+    assert neighbours[-1][1] == pytest.approx(-1.0)
+    W_U = np.array([[3, -2, 0.5, 0], [0, 0, 0, 9], [0, 0, 0, 0]], dtype=np.float32)   # d_model 3, vocab 4
+    top, bottom = fm.logit_effects(W, W_U, 0, k=2)
+    assert top == [(0, 3.0), (2, 0.5)] and bottom[0] == (1, -2.0)
+
+
+def test_feature_table_and_top_tokens():
+    top_tokens = np.array([[[9, 5, 1], [9, 6, 1], [8, 7, 1]], [[-1, -1, -1], [-1, -1, -1], [-1, -1, -1]]])
+    top_values = np.array([[3.0, 2.0, 1.0], [0, 0, 0]])
+    assert fm.top_token_ids(top_tokens, top_values, center=1) == [[5, 6, 7], []]
+    assert fm.top_token_ids(top_tokens, top_values, center=0, n=1) == [[9], []]
+    table = fm.feature_table(np.array([3.0, 1.0]), np.array([10, 0]), np.array([2.5, 0.0]), 100, ["a", ""])
+    assert table["density"].tolist() == [0.1, 0.0]
+    assert table["L1 share"].tolist() == [0.75, 0.25]
