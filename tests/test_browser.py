@@ -110,7 +110,7 @@ def test_probe_feature_session_round_trip(server):
             _shot(page, "01-home")
 
             page.get_by_role("link", name="Probe").click()
-            box = page.get_by_label("Prompt")
+            box = page.locator("textarea[aria-label='Prompt']")
             box.fill(prompt)
             box.press("Control+Enter")
             _wait_idle(page)
@@ -120,7 +120,7 @@ def test_probe_feature_session_round_trip(server):
 
             page.get_by_role("link", name="Features").click()
             expect(page.get_by_role("heading", name=re.compile(r"^Feature 0 on"))).to_be_visible()
-            feature_box = page.get_by_label(re.compile(r"^Feature id"))
+            feature_box = page.locator("input[aria-label^='Feature id']")
             feature_box.fill("4")
             feature_box.press("Enter")
             expect(page.get_by_role("heading", name=re.compile(r"^Feature 4 on"))).to_be_visible()
@@ -128,7 +128,7 @@ def test_probe_feature_session_round_trip(server):
             _shot(page, "03-features")
 
             page.get_by_role("link", name="Sessions").click()
-            page.get_by_label("Title").fill("browser test")
+            page.locator("input[aria-label='Title']").fill("browser test")
             page.get_by_role("button", name="Save session").click()
             saved = page.get_by_text(re.compile(r"Saved as session [0-9a-f]+"))
             expect(saved).to_be_visible()
@@ -143,7 +143,7 @@ def test_probe_feature_session_round_trip(server):
             _wait_idle(other)
             _shot(other, "05-reopened-features")
             other.get_by_role("link", name="Probe").click()
-            expect(other.get_by_label("Prompt")).to_have_value(prompt)
+            expect(other.locator("textarea[aria-label='Prompt']")).to_have_value(prompt)
             expect(other.locator("span[title*=\"'wednesday'\"]").first).to_be_visible()
             _wait_idle(other)
             _shot(other, "06-reopened-probe")

@@ -65,7 +65,7 @@ def test_analyze_organism(tiny_organism_dir, tmp_path):
 @pytest.mark.slow
 def test_analyze_local_hf_directory(tiny_hf_dir, tmp_path):
     sae_dir = tmp_path / "sae"
-    make_tiny_sae("topk", hook_name="blocks.1.hook_resid_post", model_name="gpt2").save_model(str(sae_dir))
+    make_tiny_sae("topk", hook_name="blocks.1.hook_resid_post", model_name=tiny_hf_dir.name).save_model(str(sae_dir))
     text = tmp_path / "text.txt"
     text.write_text("\n\n".join("the cat sat on the mat and the dog ran to paris in january" for _ in range(40)))
     out = tmp_path / "run"

@@ -8,15 +8,13 @@ import pytest
 from core.errors import AtlasError
 from core.metrics.superposition import effective_features_from_mass, psi_frob
 from core.metrics.toy import (
+    DIMENSIONALITY_REFERENCES,
     ToyModel,
     ground_truth_mass,
     sweep_sparsity,
     toy_geometry,
     train_toy_model,
     train_toy_models,
-)
-from core.metrics.toy import (
-    DIMENSIONALITY_REFERENCES,
 )
 
 
@@ -113,7 +111,7 @@ def test_toy_figures_build_with_expected_traces():
     fig = feature_dimensionality_figure(g)
     assert len(fig.data) == 2
     levels = sorted(round(s.y0, 4) for s in fig.layout.shapes)
-    assert levels == sorted(round(v, 4) for v in (1, 3 / 4, 2 / 3, 1 / 2, 2 / 5, 3 / 8, g.D_star))
+    assert levels == sorted(round(v, 4) for v in (*DIMENSIONALITY_REFERENCES, g.D_star))
 
     fig = dimensionality_sweep_figure([0.5, 0.9], [g.D_i, np.array([1.0, 0.0])], [0.4, 1.0])
     assert len(fig.data) == 2 and len(fig.data[0].x) == 6  # zeros (not learned) are left out

@@ -48,11 +48,11 @@ class TrainConfig:
     d_mlp: int = 512
     n_ctx: int = 64
     # optimisation
-    steps: int = 2800
-    batch_size: int = 64
+    steps: int = 2400
+    batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.3
-    warmup_steps: int = 150
+    warmup_steps: int = 100
     min_lr_fraction: float = 0.1
     n_checkpoints: int = 13  # including step 0; log-spaced
     # data
@@ -62,8 +62,8 @@ class TrainConfig:
     # SAEs
     sae_expansion: int = 8
     sae_k: int = 16
-    sae_train_tokens: int = 200_000  # activations harvested per layer
-    sae_steps: int = 1500
+    sae_train_tokens: int = 150_000  # activations harvested per layer
+    sae_steps: int = 1000
     sae_batch_size: int = 1024
     sae_lr: float = 1e-3
     dead_feature_window: int = 50
@@ -184,7 +184,7 @@ def train_model(
         optimizer.step()
         if step % max(1, config.steps // 30) == 0 or step == config.steps - 1:
             with torch.no_grad():
-                held = lm_loss(model, eval_tokens[:256], pad_id).item()
+                held = lm_loss(model, eval_tokens[:128], pad_id).item()
             history.append({"step": step, "train_loss": loss.item(), "eval_loss": held})
             log(f"step {step}/{config.steps} loss {loss.item():.3f} eval {held:.3f} "
                 f"{(step + 1) * config.batch_size * config.n_ctx / (time.time() - start):.0f} tok/s")
