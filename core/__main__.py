@@ -249,9 +249,27 @@ def _add_analyze(subparsers: argparse._SubParsersAction) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# import-bundle (core/sessions.py does the work)
+# ---------------------------------------------------------------------------------------------
+def _add_import_bundle(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "import-bundle",
+        help="import a session bundle (.zip): validate it, restore its artifacts, save its session",
+        description="Validates the bundle (safe unzip, JSON schema, no pickle), restores its artifacts into the "
+                    "artifact store and saves the session in the SQLite store; prints ?session=<id>.",
+    )
+    p.add_argument("path", help="the bundle zip")
+    p.add_argument("--sessions", default=None, help="SQLite file (default: $ATLAS_HOME/sessions.sqlite)")
+    p.add_argument("--store", default=None, help="artifact store (default: $ATLAS_CACHE_DIR or ~/.cache/atlas)")
+    p.set_defaults(func=lambda args: __import__("core.sessions", fromlist=["main_import"]).main_import(
+        [args.path] + (["--sessions", args.sessions] if args.sessions else [])
+        + (["--store", args.store] if args.store else [])))
+
+
+# ---------------------------------------------------------------------------------------------
 # registry
 # ---------------------------------------------------------------------------------------------
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_analyze]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_analyze, _add_import_bundle]
 
 
 def build_parser() -> argparse.ArgumentParser:

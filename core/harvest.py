@@ -388,12 +388,23 @@ class FeatureStats:
         return torch.where(val > 0, key, torch.full_like(key, _TOP_EMPTY))
 
     def _merge_top(self, key, val, chunk, pos) -> None:
-        all_key = torch.cat([self.top_key, key], 1)
+        # only features whose best candidate beats their current k-th entry can change
+        rows = (key[:, 0] < self.top_key[:, -1]).nonzero(as_tuple=True)[0]
+        if rows.numel() == 0:
+            return
+        if rows.numel() < self.d_sae:
+            sub = (self.top_key[rows], self.top_val[rows], self.top_chunk[rows], self.top_pos[rows])
+            new = self._merged_top(sub, (key[rows], val[rows], chunk[rows], pos[rows]))
+            for buffer, values in zip((self.top_key, self.top_val, self.top_chunk, self.top_pos), new):
+                buffer[rows] = values
+            return
+        self.top_key, self.top_val, self.top_chunk, self.top_pos = self._merged_top(
+            (self.top_key, self.top_val, self.top_chunk, self.top_pos), (key, val, chunk, pos))
+
+    def _merged_top(self, mine, theirs):
+        all_key = torch.cat([mine[0], theirs[0]], 1)
         keep = torch.topk(all_key, self.settings.top_k, dim=1, largest=False).indices  # sorted: best first
-        self.top_key = all_key.gather(1, keep)
-        self.top_val = torch.cat([self.top_val, val], 1).gather(1, keep)
-        self.top_chunk = torch.cat([self.top_chunk, chunk], 1).gather(1, keep)
-        self.top_pos = torch.cat([self.top_pos, pos], 1).gather(1, keep)
+        return tuple(torch.cat([a, b], 1).gather(1, keep) for a, b in zip(mine, theirs))
 
     def _update_quantiles(self, rows, feats, vals, chunk, pos) -> None:
         m = self.settings.quantile_samples
@@ -416,12 +427,14 @@ class FeatureStats:
 
     def _merge_quantiles(self, key, val, chunk, pos) -> None:
         m = self.settings.quantile_samples
-        all_key = torch.cat([self.q_key, key], 1)
+        rows = (key[:, 0] < self.q_key[:, -1]).nonzero(as_tuple=True)[0]  # cells that can change
+        if rows.numel() == 0:
+            return
+        buffers = (self.q_key, self.q_val, self.q_chunk, self.q_pos)
+        all_key = torch.cat([self.q_key[rows], key[rows]], 1)
         keep = torch.topk(all_key, m, dim=1, largest=False).indices
-        self.q_key = all_key.gather(1, keep)
-        self.q_val = torch.cat([self.q_val, val], 1).gather(1, keep)
-        self.q_chunk = torch.cat([self.q_chunk, chunk], 1).gather(1, keep)
-        self.q_pos = torch.cat([self.q_pos, pos], 1).gather(1, keep)
+        for buffer, new in zip(buffers, (key, val, chunk, pos)):
+            buffer[rows] = torch.cat([buffer[rows], new[rows]], 1).gather(1, keep)
 
     # -- merge ------------------------------------------------------------------------
     def merge(self, other: "FeatureStats") -> "FeatureStats":
@@ -641,6 +654,7 @@ class HarvestState:
     n_tokens: int = 0  # kept (non-BOS) tokens
     n_positions: int = 0  # all positions read
     n_sequences: int = 0
+    _fast_decoders: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def update(self, tokens: torch.Tensor, chunk_index: torch.Tensor, acts: dict[str, torch.Tensor],
                saes: Sequence[Any], labels: Sequence[str], sites: Sequence[str]) -> None:
@@ -671,7 +685,7 @@ class HarvestState:
         for sae, label in zip(saes, labels):
             x = flat[sae_hook_name(sae)]
             z = sae.encode(x)
-            x_hat = sae.decode(z)
+            x_hat = self._decode(sae, label, z)
             if label not in self.features:
                 self.features[label] = FeatureStats(z.shape[1], x.shape[1], s, ctx, device)
                 self.cooc[label] = Cooccurrence(z.shape[1], s, seqs_per_chunk, device)
@@ -680,6 +694,32 @@ class HarvestState:
         self.n_tokens += int(keep_idx.numel())
         self.n_positions += b * ctx
         self.n_sequences += b
+
+    def _decode(self, sae: Any, label: str, z: torch.Tensor) -> torch.Tensor:
+        """sae.decode(z), computed from the non-zero codes only when that gives the same numbers.
+
+        A sparse code (TopK: k of d_sae) makes z @ W_dec mostly multiplications by zero. On the first
+        batch the sparse sum is checked against sae.decode; SAEs whose decode is not plain
+        z @ W_dec + b_dec (normalisation, rescaling, hooks) fail the check and keep sae.decode.
+        """
+        fast = self._fast_decoders.get(label, "unknown")
+        nnz = int((z > 0).sum()) if fast is not None else 0
+        dense_cheaper = nnz * 8 > z.numel()
+        if fast is None or dense_cheaper or z.lt(0).any():
+            return sae.decode(z)
+        if fast == "unknown":
+            reference = sae.decode(z)
+            try:
+                w_dec, b_dec = sae.W_dec.to(z.device), sae.b_dec.to(z.device)
+                candidate = _sparse_decode(z, w_dec, b_dec)
+                scale = float(reference.abs().max()) + 1e-12
+                ok = candidate.shape == reference.shape and bool(
+                    torch.allclose(candidate, reference, rtol=1e-4, atol=1e-5 * scale))
+            except (AttributeError, RuntimeError):
+                ok = False
+            self._fast_decoders[label] = (w_dec, b_dec) if ok else None
+            return reference
+        return _sparse_decode(z, *fast)
 
     def merge(self, other: "HarvestState") -> "HarvestState":
         if other.settings != self.settings or other.context != self.context:
@@ -695,6 +735,14 @@ class HarvestState:
         self.n_positions += other.n_positions
         self.n_sequences += other.n_sequences
         return self
+
+
+def _sparse_decode(z: torch.Tensor, w_dec: torch.Tensor, b_dec: torch.Tensor) -> torch.Tensor:
+    """z @ w_dec + b_dec summed over the positive entries of z only."""
+    rows, feats = (z > 0).nonzero(as_tuple=True)
+    out = b_dec.to(torch.float32).expand(z.shape[0], -1).clone()
+    out.index_add_(0, rows, z[rows, feats, None] * w_dec[feats])
+    return out
 
 
 def context_windows(corpus_tokens: torch.Tensor | np.ndarray, chunk: np.ndarray, pos: np.ndarray,

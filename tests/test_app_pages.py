@@ -106,3 +106,21 @@ def test_session_saved_and_reopened_by_url(app_env):
     assert fresh.session_state["prompt"] == "friday saturday"
     assert fresh.session_state["feature"] == 5
     assert any(h.value.startswith("Feature 5 on") for h in fresh.header)   # reopened on the Features page
+
+
+def test_sessions_page_builds_a_bundle_with_a_report(app_env):
+    import io
+    import zipfile
+
+    at = _app("probe")
+    at.switch_page("../pages/sessions.py").run()
+    at.text_input(key="session_title").set_value("bundle me")
+    at.button[0].click().run()
+    assert any("Saved as session" in s.value for s in at.success)
+    next(b for b in at.button if b.label == "Prepare bundle").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    session_id, data = at.session_state["bundle"]
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        names = archive.namelist()
+        report = archive.read("report.html").decode()
+    assert "session.json" in names and "bundle me" in report and report.count("plotly.js v") == 1

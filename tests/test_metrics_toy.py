@@ -65,6 +65,7 @@ def test_ground_truth_mass_keeps_represented_features_only():
     assert effective_features_from_mass(ground_truth_mass(model, x)) == pytest.approx(np.exp(-(p * np.log(p)).sum()))
 
 
+@pytest.mark.slow  # ~30 s on one core; runs by default (CI included)
 def test_sae_measured_features_track_ground_truth_across_sparsity():
     """Bereska et al. 2025: r = 0.94 +/- 0.02 for 20 features in 5 neurons, SAE dictionary 40, L1 0.1."""
     sweep = sweep_sparsity(seed=0)
@@ -73,6 +74,7 @@ def test_sae_measured_features_track_ground_truth_across_sparsity():
     assert sweep.F_true[0] == pytest.approx(5.0, abs=1.0)  # dense: about one feature per neuron
     assert sweep.F_true[-1] > 2 * sweep.F_true[0]
     assert sweep.D_star[0] == pytest.approx(1.0, abs=0.1)
+    assert sweep.n_represented[0] == 5 and np.all(sweep.n_represented <= 20)
     json.dumps(sweep.to_dict())
 
 

@@ -237,6 +237,18 @@ def test_tiny_world_files(tiny_organism_dir):
     assert set(manifest["metrics"]["accuracy"]["held_out"]) == set(truth["eval_facts"]["held_out"])
 
 
+def test_tiny_card_and_structure(tiny_organism_dir):
+    from core.organism.card import metrics_card, structure_card
+    from core.organism.structure import structure_report
+
+    assert "| weekday_arith |" in metrics_card(tiny_organism_dir)
+    report = structure_report(tiny_organism_dir)
+    assert set(report) == {"resid_0", "resid_1", "embed", "unembed"}
+    for entry in report.values():
+        assert sum(float(v) for v in entry["months"]["shares"].values()) == pytest.approx(1.0, abs=0.01)
+    assert "| resid_0 |" in structure_card(report)
+
+
 def test_missing_directory_is_a_clear_error(tmp_path):
     with pytest.raises(OrganismError, match="config.json"):
         load_organism(tmp_path)

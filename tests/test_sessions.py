@@ -176,3 +176,13 @@ def test_cli_import(tmp_path, stores, capsys):
     bad = tmp_path / "bad.zip"
     bad.write_bytes(_zip({"../x": b""}))
     assert main_import([str(bad), "--sessions", str(tmp_path / "cli.sqlite"), "--store", str(tmp_path / "st")]) == 1
+
+
+def test_python_m_core_import_bundle(tmp_path, stores):
+    from core.__main__ import main
+
+    artifacts, _, key = stores
+    bundle = tmp_path / "b.zip"
+    bundle.write_bytes(export_bundle(_session([key]), artifacts))
+    assert main(["import-bundle", str(bundle), "--sessions", str(tmp_path / "m.sqlite"), "--store", str(tmp_path / "st")]) == 0
+    assert SessionStore(tmp_path / "m.sqlite").list()[0].title == "Weekdays on layer 2"

@@ -9,6 +9,7 @@ relation clusters.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +69,14 @@ def parallelogram_score(D: np.ndarray, labels: np.ndarray) -> ParallelogramScore
     return ParallelogramScore(within_cos=within, across_cos=across, quality=within - across, silhouette=sil)
 
 
+def _fit_lda(D: np.ndarray, labels: np.ndarray, n_relations: int) -> LinearDiscriminantAnalysis:
+    # A relation with a single pair in a training fold makes Ledoit-Wolf warn "only one sample":
+    # its within-class covariance is zero, which is what the pooled estimate should get from it.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Only one sample available")
+        return _lda(n_relations, D.shape[1]).fit(D, labels)
+
+
 def _lda(n_relations: int, d: int) -> LinearDiscriminantAnalysis:
     # Shrinkage keeps LDA defined when there are fewer pairs than dimensions (the usual case).
     return LinearDiscriminantAnalysis(
@@ -110,7 +119,7 @@ def parallelogram_quality(
     raw = parallelogram_score(D, labels)
     lda_score: ParallelogramScore | None = None
     if lda == "in_sample":
-        P = _lda(uniq.size, D.shape[1]).fit(D, labels).transform(D)
+        P = _fit_lda(D, labels, uniq.size).transform(D)
         lda_score = parallelogram_score(P, labels)
     elif lda == "heldout":
         folds = int(min(n_folds, counts.min()))
@@ -119,7 +128,7 @@ def parallelogram_quality(
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
         scores = []
         for train, test in splitter.split(D, labels):
-            P = _lda(uniq.size, D.shape[1]).fit(D[train], labels[train]).transform(D[test])
+            P = _fit_lda(D[train], labels[train], uniq.size).transform(D[test])
             scores.append(parallelogram_score(P, labels[test]))
         lda_score = ParallelogramScore(
             within_cos=float(np.nanmean([s.within_cos for s in scores])),
@@ -148,7 +157,7 @@ def crystal_projection(
         if relation_labels is None:
             raise GeometryInputError("The LDA view needs the relation labels.")
         labels = np.asarray(relation_labels).ravel()
-        model = _lda(np.unique(labels).size, A.shape[1]).fit(A - B, labels)
+        model = _fit_lda(A - B, labels, np.unique(labels).size)
         Y = (X - X.mean(0)) @ model.scalings_[:, : min(2, model.scalings_.shape[1])]
     else:
         Y = PCA(n_components=min(2, X.shape[1], X.shape[0])).fit_transform(X)

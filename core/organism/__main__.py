@@ -1,4 +1,4 @@
-"""`python -m core.organism train|evaluate|structure`: regenerate or inspect the embedded organism.
+"""`python -m core.organism train|evaluate|structure|card`: regenerate or inspect the embedded organism.
 
 Subcommands are registered in `build_parser`; add one by writing a `_cmd_<name>(args)` function and a
 subparser with `set_defaults(func=...)`.
@@ -53,6 +53,16 @@ def _cmd_structure(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_card(args: argparse.Namespace) -> int:
+    from core.organism.card import metrics_card, structure_card
+    from core.organism.structure import structure_report
+
+    print(metrics_card(Path(args.dir)))
+    print()
+    print(structure_card(structure_report(Path(args.dir), checkpoint=args.checkpoint)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from core.organism.loading import ORGANISM_DIR
 
@@ -69,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_cmd_train)
 
     for name, func, text in [("evaluate", _cmd_evaluate, "held-out loss and answer accuracy per family"),
-                             ("structure", _cmd_structure, "circles, city probe and analogy parallelism per layer")]:
+                             ("structure", _cmd_structure, "circles, city probe and analogy parallelism per layer"),
+                             ("card", _cmd_card, "the ground-truth card (Markdown) for docs/ORGANISM.md")]:
         command = sub.add_parser(name, help=text)
         command.add_argument("--dir", default=str(ORGANISM_DIR))
         command.add_argument("--checkpoint", default="final")

@@ -134,6 +134,8 @@ def city_probe_r2(samples: dict[int, list[np.ndarray]], city_ids: list[int], coo
             xs.append(vec)
             ys.append(coords[city])
             groups.append(city)
+    if len(set(groups)) < max(folds, 3):
+        return float("nan")  # too few cities seen in the documents for a held-out-city probe
     x, y, g = np.array(xs), np.array(ys), np.array(groups)
     predictions = np.zeros_like(y)
     for train, test in GroupKFold(n_splits=folds).split(x, y, g):

@@ -1,0 +1,211 @@
+"""Harvest benchmarks, each a ratio measured in the same run on identical inputs.
+
+(a) throughput: harvest with every statistic on / the bare forward pass of the same model
+    (model(tokens) -> logits, batch by batch); also shown against two reference points:
+    the forward pass to the last SAE hook without logits, and that plus every SAE's encode+decode
+    (the least any SAE statistic can cost).
+(b) harvest vs a naive baseline written the way peers do it: run_with_cache of every hook, keep
+    every SAE code, then per-feature Python loops for counts, L1, max, top-k and histograms.
+(c) peak memory against corpus length: each length in a fresh process, peak RSS above the
+    process's level after a small warm-up harvest (goal: flat).
+
+    python -m bench.bench_harvest [--tokens N] [--repeats R] [--device cpu|cuda] [--gpt2-shape]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import torch
+
+from bench.common import Sources, median_seconds, organism_sources, random_corpus, random_sources
+from core.harvest import HarvestSettings, harvest
+
+
+def _corpus_for(sources: Sources, n_tokens: int):
+    model = sources.model
+    context = min(64, model.n_ctx)
+    if sources.label.startswith("organism"):
+        from core.corpus import CorpusSpec, load_corpus
+
+        try:
+            corpus = load_corpus(CorpusSpec(source="world", split="eval", context_size=context,
+                                            max_chunks=max(1, n_tokens // context)), model)
+            if corpus.tokens.numel() >= n_tokens // 2:
+                return corpus
+        except Exception as error:  # noqa: BLE001
+            print(f"(world corpus not usable: {error}; random tokens instead)")
+    return random_corpus(n_tokens, context, model.d_vocab, model.bos_token_id)
+
+
+def bare_forward(model, corpus, batch_size: int) -> None:
+    for start in range(0, corpus.tokens.shape[0], batch_size):
+        model.logits(corpus.tokens[start:start + batch_size])
+
+
+def forward_to_hooks(model, saes, corpus, batch_size: int, encode: bool) -> None:
+    hooks = list(dict.fromkeys(s.hook_name for s in saes))
+    with torch.no_grad():
+        for start in range(0, corpus.tokens.shape[0], batch_size):
+            acts = model.run(corpus.tokens[start:start + batch_size], hooks)
+            if encode:
+                for sae in saes:
+                    x = acts[sae.hook_name].reshape(-1, sae.d_in)
+                    sae.decode(sae.encode(x))
+
+
+def naive_baseline(model, saes, corpus, batch_size: int, top_k: int, edges: np.ndarray) -> dict:
+    """How feature dashboards are usually built: cache everything, then loop over features."""
+    hooked = model.model
+    codes = {s.hook_name: [] for s in saes}
+    bos = model.bos_token_id
+    with torch.no_grad():
+        for start in range(0, corpus.tokens.shape[0], batch_size):
+            tokens = corpus.tokens[start:start + batch_size].to(model.device)
+            _, cache = hooked.run_with_cache(tokens)  # every hook of every layer
+            keep = (tokens != bos).reshape(-1) if bos is not None else torch.ones(tokens.numel(), dtype=torch.bool)
+            for sae in saes:
+                x = cache[sae.hook_name].reshape(-1, sae.d_in)[keep]
+                codes[sae.hook_name].append(sae.encode(x))
+            del cache
+    out = {}
+    for hook, parts in codes.items():
+        z = torch.cat(parts)
+        stats = []
+        for feature in range(z.shape[1]):  # the per-feature Python loop
+            column = z[:, feature]
+            fired = column > 0
+            values, index = torch.topk(column, top_k)
+            hist, _ = np.histogram(column[fired].cpu().numpy(), bins=edges)
+            stats.append((int(fired.sum()), float(column[fired].sum()), float(column.max()), values, index, hist))
+        out[hook] = stats
+    return out
+
+
+def throughput(sources: Sources, n_tokens: int, repeats: int, batch_size: int) -> dict:
+    model, saes = sources.model, sources.saes
+    corpus = _corpus_for(sources, n_tokens)
+    tokens = corpus.tokens.numel()
+    settings = HarvestSettings(batch_size=batch_size)
+    device = model.device
+    t_bare = median_seconds(lambda: bare_forward(model, corpus, batch_size), repeats, device)
+    t_hooks = median_seconds(lambda: forward_to_hooks(model, saes, corpus, batch_size, False), repeats, device)
+    t_sae = median_seconds(lambda: forward_to_hooks(model, saes, corpus, batch_size, True), repeats, device)
+    t_harvest = median_seconds(lambda: harvest(model, saes, corpus, settings), repeats, device)
+    return {
+        "tokens": tokens, "batch_size": batch_size, "corpus": corpus.description,
+        "tok_per_s": {"bare_forward": tokens / t_bare, "forward_to_last_hook": tokens / t_hooks,
+                      "forward_plus_sae_encode_decode": tokens / t_sae, "harvest_all_statistics": tokens / t_harvest},
+        "ratio_harvest_vs_bare_forward": t_bare / t_harvest,
+        "ratio_harvest_vs_forward_plus_sae": t_sae / t_harvest,
+    }
+
+
+def versus_naive(sources: Sources, n_tokens: int, repeats: int, batch_size: int) -> dict:
+    model, saes = sources.model, sources.saes
+    corpus = _corpus_for(sources, n_tokens)
+    settings = HarvestSettings(batch_size=batch_size)
+    t_harvest = median_seconds(lambda: harvest(model, saes, corpus, settings), repeats, model.device)
+    t_naive = median_seconds(
+        lambda: naive_baseline(model, saes, corpus, batch_size, settings.top_k, settings.hist_edges),
+        max(1, repeats // 2), model.device, warmup=0)
+    return {"tokens": corpus.tokens.numel(), "harvest_s": t_harvest, "naive_s": t_naive,
+            "speedup_harvest_vs_naive": t_naive / t_harvest}
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def memory_child(n_tokens: int, batch_size: int, device: str, gpt2_shape: bool, random_organism: bool) -> dict:
+    sources = _sources(device, gpt2_shape, random_organism)
+    corpus = _corpus_for(sources, n_tokens)
+    small = random_corpus(batch_size * 4 * corpus.tokens.shape[1], corpus.tokens.shape[1], sources.model.d_vocab,
+                          sources.model.bos_token_id)
+    settings = HarvestSettings(batch_size=batch_size)
+    harvest(sources.model, sources.saes, small, settings)  # warm-up: allocators, buffers, first-call costs
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    before = _peak_rss_mb()
+    start = time.perf_counter()
+    harvest(sources.model, sources.saes, corpus, settings)
+    out = {"tokens": corpus.tokens.numel(), "peak_rss_increase_mb": _peak_rss_mb() - before,
+           "seconds": time.perf_counter() - start}
+    if torch.device(device).type == "cuda":
+        out["cuda_peak_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def memory_curve(lengths: list[int], batch_size: int, device: str, gpt2_shape: bool,
+                 random_organism: bool) -> list[dict]:
+    rows = []
+    for n in lengths:
+        args = [sys.executable, "-m", "bench.bench_harvest", "--memory-child", str(n), "--batch-size",
+                str(batch_size), "--device", device] + (["--gpt2-shape"] if gpt2_shape else []) + (["--random-organism"] if random_organism else [])
+        done = subprocess.run(args, capture_output=True, text=True, check=True)
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+def _sources(device: str, gpt2_shape: bool, random_organism: bool = False) -> Sources:
+    if random_organism:
+        from core.organism.train import TrainConfig
+
+        c = TrainConfig()
+        return random_sources(c.n_layers, c.d_model, c.n_heads, c.d_mlp, c.n_ctx, d_vocab=1024,
+                              d_sae=c.sae_expansion * c.d_model, k=c.sae_k, device=device,
+                              label="random organism-shaped")
+    if gpt2_shape:  # a TransformerLens model of GPT-2 small's shape (random weights: no hub here)
+        return random_sources(12, 768, 12, 3072, 1024, 50257, d_sae=24576, k=32, device=device,
+                              label="random gpt2-small-shaped", sae_layers=[3, 6, 9])
+    return organism_sources(device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokens", type=int, default=16384, help="tokens per throughput measurement")
+    parser.add_argument("--naive-tokens", type=int, default=8192, help="tokens for the naive comparison")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=32, help="sequences per forward pass")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--gpt2-shape", action="store_true", help="random GPT-2-small-shaped TL model + 3 SAEs")
+    parser.add_argument("--random-organism", action="store_true",
+                        help="a random model of the default organism's shape, even when assets/organism exists")
+    parser.add_argument("--memory-lengths", default="8192,32768,131072")
+    parser.add_argument("--skip", default="", help="comma list of parts to skip: throughput,naive,memory")
+    parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_child is not None:
+        print(json.dumps(memory_child(args.memory_child, args.batch_size, args.device, args.gpt2_shape,
+                                             args.random_organism)))
+        return 0
+    skip = set(filter(None, args.skip.split(",")))
+    sources = _sources(args.device, args.gpt2_shape, args.random_organism)
+    print(f"sources: {sources.label}; device {sources.model.device}; torch threads {torch.get_num_threads()}")
+    report = {"sources": sources.label, "device": str(sources.model.device)}
+    if "throughput" not in skip:
+        report["throughput"] = throughput(sources, args.tokens, args.repeats, args.batch_size)
+        print("(a) throughput", json.dumps(report["throughput"], indent=2))
+    if "naive" not in skip:
+        report["naive"] = versus_naive(sources, args.naive_tokens, args.repeats, args.batch_size)
+        print("(b) versus naive", json.dumps(report["naive"], indent=2))
+    if "memory" not in skip:
+        lengths = [int(n) for n in args.memory_lengths.split(",")]
+        report["memory"] = memory_curve(lengths, args.batch_size, args.device, args.gpt2_shape,
+                                        args.random_organism)
+        print("(c) memory vs corpus length", json.dumps(report["memory"], indent=2))
+    print("RESULT", json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,889 @@
+"""Run every measurement over a harvest's artifacts: the one place the CLI, the verify card and the
+pages get their numbers from.
+
+Pure orchestration (no streamlit): each function takes the loaded model / SAEs / HarvestResult /
+ground truth, calls `core.metrics.*`, and returns a JSON-able dict. With a store, the dict is saved
+under a key derived from what it was computed from (the harvest key, or the model identity and a
+hash of the ground truth, plus the settings and ANALYSIS_VERSION), so a second call costs a read.
+
+Views:
+    spectra_by_layer           RankMe, alpha-ReQ (fit range reported), PR, TwoNN + MLE ID per site
+    spectra_over_checkpoints   moments-only harvest per organism checkpoint -> layer x checkpoint
+                               tables and the phase segmentation per layer
+    superposition_by_layer     F, psi (N = d_in of the site), alive, mean L0, convergence curve,
+                               interference of decoder rows and of unembedding rows vs 1/m
+    geometry_by_layer          galaxy spectrum, lobes (co-occurrence vs geometry, AMI vs null),
+                               decoder clusters with the PCA of their reconstructions
+    ground_truth_geometry      needs a ground truth (the organism's, or word lists in its schema):
+                               circles of cyclic items per layer, crystals, concepts, probes
+    run_all                    everything above that the inputs allow
+
+Results use plain lists for arrays and None for NaN (JSON has no NaN).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import asdict, is_dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from core.errors import AtlasError
+
+ANALYSIS_VERSION = "analysis-1"
+ProgressFn = Callable[[float, str], None]  # (fraction done in [0, 1], what is running)
+
+# Generic English templates used when a ground truth gives word lists but no templates (real models).
+DEFAULT_TEMPLATES: dict[str, Any] = {
+    "weekday_mention": "we met on {day} and again on",
+    "month_mention": "we met in {month} and again in",
+    "city_direction": "going from {a} to {b} you travel",
+    "city_mention": "i drove from {a} to",
+    "people_order": "of {a} and {b} the older is",
+    "people_birth": "{person} was born in",
+    "analogy_context": {},
+    "analogy": {},
+}
+
+
+class AnalysisError(AtlasError):
+    """An analysis cannot run on these inputs (a missing artifact, too few items, ...)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON, keys, cache
+# ---------------------------------------------------------------------------------------------
+def to_json(value: Any) -> Any:
+    """Plain JSON values: dataclasses (via to_dict when they have one), arrays -> lists, NaN/inf -> None."""
+    if hasattr(value, "to_dict") and callable(value.to_dict):
+        return to_json(value.to_dict())
+    if is_dataclass(value) and not isinstance(value, type):
+        return to_json(asdict(value))
+    if isinstance(value, Mapping):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_json(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        return v if math.isfinite(v) else None
+    if value is None or isinstance(value, str):
+        return value
+    return str(value)
+
+
+def harvest_key_of(harvest: Any) -> str:
+    """The store key of a harvest, recomputed from what it records (equals core.harvest.harvest_key)."""
+    from core.store import artifact_key
+
+    return artifact_key(kind="harvest", sources=harvest.sources, settings=harvest.settings)
+
+
+def model_identity(model: Any) -> dict[str, Any]:
+    """What identifies a model's weights for a cache key (name, source, origin, revision, dtype)."""
+    card = getattr(model, "card", None)
+    if card is None:
+        return {"name": type(model).__name__, "id": id(model)}
+    return {k: getattr(card, k, None) for k in ("name", "source", "origin", "revision", "dtype")}
+
+
+def ground_truth_digest(ground_truth: Mapping[str, Any]) -> str:
+    text = json.dumps(to_json(ground_truth), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def analysis_key(name: str, **parts: Any) -> str:
+    from core.store import artifact_key
+
+    return artifact_key(kind=f"analysis:{name}", analysis_version=ANALYSIS_VERSION, **to_json(parts))
+
+
+def _cached(store: Any, name: str, parts: Mapping[str, Any], compute: Callable[[], dict]) -> dict:
+    """compute() unless the store holds the result under the key of (name, parts); JSON-safe result
+    with its "key" and "name" set."""
+    key = analysis_key(name, **parts)
+    if store is not None:
+        artifact = store.load(key)
+        if artifact is not None and "result" in artifact.meta:
+            return artifact.meta["result"]
+    result = to_json(compute())
+    result["key"] = key
+    result["name"] = name
+    if store is not None:
+        store.save(key, {}, {"kind": f"analysis:{name}", "result": result})
+    return result
+
+
+def _say(progress: ProgressFn | None, fraction: float, text: str) -> None:
+    if progress is not None:
+        progress(float(min(1.0, max(0.0, fraction))), text)
+
+
+_LAYER = re.compile(r"^blocks\.(\d+)\.")
+
+
+def layer_of(hook_name: str) -> int:
+    match = _LAYER.match(hook_name)
+    return int(match.group(1)) if match else -1
+
+
+def _sorted_sites(names: Sequence[str]) -> list[str]:
+    return sorted(names, key=lambda n: (layer_of(n), n))
+
+
+# ---------------------------------------------------------------------------------------------
+# spectra
+# ---------------------------------------------------------------------------------------------
+def site_spectrum(cov: np.ndarray, reservoir: np.ndarray | None, fit_range: tuple[int, int] | None = None,
+                  id_max_points: int = 2000, mle_k: int = 10) -> dict[str, Any]:
+    """One site's spectral numbers: the spectral_summary of its covariance (Li et al. 2025) and
+    TwoNN / MLE intrinsic dimension of its reservoir (Facco et al. 2017; Levina & Bickel 2004)."""
+    from core.metrics.intrinsic_dim import mle_levina_bickel, twonn
+    from core.metrics.spectral import MetricInputError, spectral_summary
+
+    summary = spectral_summary(np.asarray(cov, dtype=np.float64), fit_range)
+    out: dict[str, Any] = {
+        "d": summary.d, "total_variance": summary.total_variance, "rankme": summary.rankme,
+        "participation_ratio": summary.participation_ratio, "alpha": summary.alpha.to_dict(),
+        "eigenvalues": summary.eigenvalues, "twonn": None, "mle": None, "id_note": "",
+    }
+    points = None if reservoir is None else np.asarray(reservoir, dtype=np.float64)
+    if points is None or points.shape[0] < 20:
+        out["id_note"] = "too few reservoir samples for an intrinsic dimension (need >= 20)"
+        return out
+    if points.shape[0] > id_max_points:
+        points = points[np.random.default_rng(0).choice(points.shape[0], id_max_points, replace=False)]
+    try:
+        out["twonn"] = twonn(points).to_dict()
+        out["mle"] = mle_levina_bickel(points, k=mle_k).to_dict()
+    except MetricInputError as error:
+        out["id_note"] = str(error)
+    return out
+
+
+def spectra_by_layer(harvest: Any, store: Any = None, fit_range: tuple[int, int] | None = None,
+                     id_max_points: int = 2000, harvest_key: str | None = None) -> dict[str, Any]:
+    """RankMe, alpha-ReQ (with its fit range), participation ratio, TwoNN and MLE intrinsic
+    dimension for every harvested site (METHODS.md sections 4-5).
+
+    Returns {"sites": [...], "layers": [...], "per_site": {site: site_spectrum}, "fit_note": str}.
+    """
+    if not harvest.sites:
+        raise AnalysisError("This harvest has no activation sites: harvest with at least one site.")
+    hkey = harvest_key or harvest_key_of(harvest)
+    settings = {"fit_range": list(fit_range) if fit_range else None, "id_max_points": id_max_points}
+
+    def compute() -> dict:
+        sites = _sorted_sites(list(harvest.sites))
+        per_site = {s: site_spectrum(harvest.sites[s].cov, harvest.sites[s].reservoir, fit_range, id_max_points)
+                    for s in sites}
+        notes = {v["alpha"]["message"] for v in per_site.values() if v["alpha"]["message"]}
+        return {"sites": sites, "layers": [layer_of(s) for s in sites], "per_site": per_site,
+                "fit_note": " ".join(sorted(notes)), "n_tokens": harvest.n_tokens}
+
+    return _cached(store, "spectra_by_layer", {"harvest": hkey, **settings}, compute)
+
+
+def spectra_over_checkpoints(directory: Any = None, checkpoints: Sequence[str] | None = None,
+                             max_tokens: int = 4096, store: Any = None, progress: ProgressFn | None = None,
+                             smoothing: float = 0.5, fit_range: tuple[int, int] | None = None,
+                             device: str = "cpu") -> dict[str, Any]:
+    """Spectral phases over training (Li et al. 2025; METHODS.md section 4) on the organism's checkpoints.
+
+    For each checkpoint a moments-only harvest (no SAEs, no reservoir) of the world's eval corpus,
+    cut to `max_tokens`, gives every resid_post covariance; RankMe / alpha-ReQ / PR of each give
+    [layer x checkpoint] tables, and `segment_phases` (sign of d smoothed RankMe / d log step) gives
+    the phases per layer with the raw curves. Each per-checkpoint harvest is cached in the store.
+    """
+    from core.corpus import CorpusSpec, load_corpus
+    from core.harvest import HarvestSettings, harvest_cached
+    from core.metrics.spectral import segment_phases, spectral_summary
+    from core.models import ModelSpec, load_model
+    from core.organism.loading import ORGANISM_DIR, checkpoint_steps
+
+    directory = ORGANISM_DIR if directory is None else directory
+    steps_by_name = checkpoint_steps(directory)
+    names = list(checkpoints) if checkpoints is not None else list(steps_by_name)
+    unknown = [n for n in names if n not in steps_by_name]
+    if unknown:
+        raise AnalysisError(f"Unknown checkpoint(s) {', '.join(unknown)}; the organism has {', '.join(steps_by_name)}.")
+    names = sorted(names, key=lambda n: steps_by_name[n])
+    if len(names) < 2:
+        raise AnalysisError("Spectral phases need at least 2 checkpoints.")
+    path = str(directory)
+    settings = HarvestSettings(max_tokens=int(max_tokens), reservoir_size=0, batch_size=32)
+    parts = {"directory": path, "checkpoints": names, "steps": [steps_by_name[n] for n in names],
+             "max_tokens": int(max_tokens), "smoothing": smoothing, "fit_range": fit_range,
+             "manifest": _file_digest(directory, "manifest.json")}
+
+    def compute() -> dict:
+        covs: dict[str, list[np.ndarray]] = {}
+        for i, name in enumerate(names):
+            _say(progress, i / len(names), f"checkpoint {name} ({i + 1}/{len(names)})")
+            model = load_model(ModelSpec(source="organism", path=path, checkpoint=name, device=device))
+            corpus = load_corpus(CorpusSpec(source="world", path=path, split="eval",
+                                            max_chunks=max(1, -(-int(max_tokens) // model.n_ctx))), model)
+            result, _ = harvest_cached(model, [], corpus, settings, store)
+            for site in _sorted_sites(list(result.sites)):
+                covs.setdefault(site, []).append(np.asarray(result.sites[site].cov, dtype=np.float64))
+        _say(progress, 1.0, "spectra and phases")
+        sites = list(covs)
+        steps = [steps_by_name[n] for n in names]
+        table = {"rankme": [], "alpha": [], "participation_ratio": []}
+        phases = {}
+        fit_note = ""
+        for site in sites:
+            summaries = [spectral_summary(c, fit_range) for c in covs[site]]
+            rm = [s.rankme for s in summaries]
+            al = [s.alpha.alpha for s in summaries]
+            table["rankme"].append(rm)
+            table["alpha"].append(al)
+            table["participation_ratio"].append([s.participation_ratio for s in summaries])
+            fit_note = fit_note or summaries[0].alpha.message
+            phases[site] = segment_phases(steps, rm, al, smoothing=smoothing).to_dict()
+        return {"sites": sites, "layers": [layer_of(s) for s in sites], "checkpoints": names, "steps": steps,
+                "tables": table, "phases": phases, "fit_note": fit_note, "max_tokens": int(max_tokens),
+                "smoothing": smoothing}
+
+    return _cached(store, "spectra_over_checkpoints", parts, compute)
+
+
+def _file_digest(directory: Any, name: str) -> str | None:
+    from pathlib import Path
+
+    path = Path(directory) / name
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# superposition
+# ---------------------------------------------------------------------------------------------
+def _numpy(t: Any) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.float64) if isinstance(t, torch.Tensor) else np.asarray(t, np.float64)
+
+
+def superposition_by_layer(harvest: Any, saes: Sequence[Any], model: Any = None, store: Any = None,
+                           max_pairs: int = 200_000, harvest_key: str | None = None) -> dict[str, Any]:
+    """Effective features and interference per SAE site (METHODS.md sections 1-2).
+
+    Per SAE: F = exp(H(p)) of the L1 mass share, psi = F / N with N = the site's width d_in (d_model
+    for resid sites), alive features, mean L0, the convergence curve of F over the harvest's L1-mass
+    snapshots, and the interference (mean and mean-squared |cos|) of the decoder rows against 1/m.
+    With a model: the interference of the unembedding rows (W_U.T) too.
+    """
+    from core.metrics.superposition import effective_features, effective_features_curve, interference
+
+    by_hook = {s.hook_name: s for s in saes}
+    hooks = _sorted_sites([h for h in harvest.saes if h in by_hook])
+    if not hooks:
+        raise AnalysisError("None of the loaded SAEs was harvested: run the harvest with these SAEs.")
+    hkey = harvest_key or harvest_key_of(harvest)
+
+    def compute() -> dict:
+        per_sae = {}
+        for hook in hooks:
+            stats, sae = harvest.saes[hook], by_hook[hook]
+            entry: dict[str, Any] = {"hook_name": hook, "layer": layer_of(hook), "d_sae": int(sae.d_sae),
+                                     "width": int(sae.d_in), "explained_variance": stats.explained_variance,
+                                     "l0": stats.l0, "n_tokens": stats.n_tokens}
+            if float(np.sum(stats.l1_mass)) > 0:
+                entry["effective"] = effective_features(stats.l1_mass, sae.d_in, stats.fire_count,
+                                                        max(stats.n_tokens, 1)).to_dict()
+            else:
+                entry["effective"] = None
+            mass = np.asarray(stats.l1_snapshots, dtype=np.float64)
+            counts = np.asarray(stats.l1_snapshot_tokens, dtype=np.float64)
+            keep = mass.sum(1) > 0 if mass.ndim == 2 and mass.size else np.zeros(0, bool)
+            entry["convergence"] = (effective_features_curve(mass[keep], counts[keep]).to_dict()
+                                    if keep.sum() >= 1 else None)
+            entry["interference"] = interference(_numpy(sae.W_dec), max_pairs=max_pairs).to_dict()
+            per_sae[hook] = entry
+        out = {"hooks": hooks, "layers": [layer_of(h) for h in hooks], "per_sae": per_sae, "unembedding": None}
+        if model is not None:
+            W_U = _numpy(model.W_U)  # [d_model, d_vocab]
+            out["unembedding"] = interference(W_U.T, max_pairs=max_pairs).to_dict()
+        return out
+
+    parts = {"harvest": hkey, "max_pairs": max_pairs, "model": model_identity(model) if model is not None else None}
+    return _cached(store, "superposition_by_layer", parts, compute)
+
+
+def toy_lab(n: int = 5, m: int = 2, sparsity: float = 0.95, importance_decay: float = 1.0, steps: int = 2000,
+            sae_dictionary: int | None = None, seed: int = 0, store: Any = None) -> dict[str, Any]:
+    """The toy model of superposition trained live (Elhage et al. 2022), with an SAE on its hidden
+    layer (Bereska et al. 2025): W, D*, D_i, and F measured through the SAE against the ground truth.
+
+    The SAE check is `sweep_sparsity` at this S and its neighbour, so both share one training code path.
+    """
+    from core.metrics.toy import sweep_sparsity, toy_geometry, train_toy_model
+
+    parts = {"n": n, "m": m, "sparsity": sparsity, "importance_decay": importance_decay, "steps": steps,
+             "sae_dictionary": sae_dictionary, "seed": seed}
+
+    def compute() -> dict:
+        model = train_toy_model(n=n, m=m, sparsity=sparsity, importance_decay=importance_decay, steps=steps,
+                                seed=seed)
+        geometry = toy_geometry(model.W)
+        neighbour = sparsity * 0.5 if sparsity > 0.5 else min(0.99, sparsity + 0.3)
+        sweep = sweep_sparsity([sparsity, neighbour], n=n, m=m, importance_decay=importance_decay,
+                               toy_steps=steps, sae_dictionary=sae_dictionary or 2 * n, sae_steps=steps,
+                               eval_samples=5000, seed=seed)
+        return {"W": model.W, "importance": model.importance, "final_loss": model.final_loss,
+                "geometry": geometry.to_dict(), "F_true": float(sweep.F_true[0]), "F_sae": float(sweep.F_sae[0]),
+                "sae_dictionary": sweep.sae_dictionary, "settings": parts}
+
+    return _cached(store, "toy_lab", parts, compute)
+
+
+# ---------------------------------------------------------------------------------------------
+# geometry from the SAEs and the harvest (no ground truth needed)
+# ---------------------------------------------------------------------------------------------
+def _default_clusters(n: int, per_cluster: int, low: int = 2, high: int = 64) -> int:
+    return int(min(high, max(low, round(n / per_cluster))))
+
+
+def lobes_for_sae(stats: Any, W_dec: np.ndarray, n_lobes: int | None = None, affinity: str = "phi",
+                  max_features: int = 1500, n_permutations: int = 100, seed: int = 0) -> dict[str, Any]:
+    """Lobes of one SAE (Li et al. 2024): co-occurrence affinity over chunks -> spectral clusters,
+    decoder-angle spectral clusters, and their AMI against a label-permutation null.
+
+    Features used: those of `cooc_features` that fired in some but not every chunk (a constant
+    feature has phi 0 with everything), the `max_features` most frequent of them when there are more.
+    """
+    from core.metrics.geometry import cooccurrence_affinity, geometric_clusters, lobe_agreement, lobes
+
+    C = np.asarray(stats.cooc, dtype=np.float64)
+    ids = np.asarray(stats.cooc_features, dtype=np.int64)
+    n_chunks = int(stats.cooc_n_chunks)
+    if n_chunks < 2 or C.size == 0:
+        return {"skipped": f"only {n_chunks} co-occurrence chunk(s): harvest more tokens for lobes"}
+    fired = np.diag(C)
+    usable = np.flatnonzero((fired > 0) & (fired < n_chunks))
+    if usable.size > max_features:
+        usable = usable[np.argsort(-fired[usable], kind="stable")[:max_features]]
+        usable.sort()
+    if usable.size < 8:
+        return {"skipped": f"only {usable.size} features vary across chunks: harvest more tokens for lobes"}
+    k = int(n_lobes) if n_lobes else _default_clusters(usable.size, 25, 2, 20)
+    k = max(2, min(k, usable.size // 2))
+    sub = C[np.ix_(usable, usable)]
+    A = cooccurrence_affinity(sub, n_chunks, kind=affinity)
+    lobe_labels = lobes(A, k, offset=1.0 if affinity == "phi" else 0.0, seed=seed)
+    W = np.asarray(W_dec, dtype=np.float64)[ids[usable]]
+    geo = geometric_clusters(W, k, seed=seed)
+    agreement = lobe_agreement(geo, lobe_labels, n_permutations=n_permutations, seed=seed)
+    return {"features": ids[usable], "n_lobes": k, "affinity": affinity, "n_chunks": n_chunks,
+            "lobes": lobe_labels, "geometric": geo, "agreement": agreement.to_dict(),
+            "lobe_sizes": np.bincount(lobe_labels, minlength=k)}
+
+
+def decoder_circles_for_sae(sae: Any, site: Any, W_dec: np.ndarray, n_clusters: int | None = None,
+                            cyclic_token_ids: Mapping[str, Sequence[int]] | None = None, top_clusters: int = 6,
+                            max_points: int = 600, seed: int = 0) -> dict[str, Any]:
+    """Engels et al. 2024: spectral clusters of decoder directions, then the PCA of each cluster's
+    reconstructions r_t = sum_{i in cluster, z_ti > 0} z_ti W_dec[i] over the harvest's reservoir tokens.
+
+    Clusters are ranked by the share of their reconstruction mass on the cyclic tokens (weekdays,
+    months) when `cyclic_token_ids` is given, else by total mass; the top ones keep their PCA.
+    """
+    from core.metrics.circles import cluster_reconstruction_pca, decoder_clusters
+
+    X = torch.as_tensor(np.asarray(site.reservoir, dtype=np.float32))
+    tokens = np.asarray(site.reservoir_token, dtype=np.int64)
+    if X.shape[0] < 10:
+        return {"skipped": "the harvest kept fewer than 10 reservoir samples at this site"}
+    Z = sae.encode(X).cpu().numpy().astype(np.float64)
+    W = np.asarray(W_dec, dtype=np.float64)
+    k = int(n_clusters) if n_clusters else _default_clusters(W.shape[0], 20, 2, 200)
+    labels = decoder_clusters(W, k, seed=seed)
+    cyclic = {name: set(int(t) for t in ids) for name, ids in (cyclic_token_ids or {}).items()}
+    cyc_all = set().union(*cyclic.values()) if cyclic else set()
+    on_cyclic = np.isin(tokens, list(cyc_all)) if cyc_all else np.zeros(tokens.size, bool)
+    scores = []
+    for c in range(k):
+        members = np.flatnonzero(labels == c)
+        mass = np.clip(Z[:, members], 0, None).sum(1)
+        total = float(mass.sum())
+        share = float(mass[on_cyclic].sum() / total) if total > 0 else 0.0
+        scores.append((share if cyc_all else total, total, c))
+    ranked = [c for _, total, c in sorted(scores, reverse=True) if total > 0][:top_clusters]
+    score_of = {c: score for score, _, c in scores}
+    clusters = []
+    for c in ranked:
+        members = np.flatnonzero(labels == c)
+        try:
+            pca = cluster_reconstruction_pca(Z, W, members, n_components=5, seed=seed)
+        except AtlasError:
+            continue
+        keep = pca.token_indices
+        sel = np.arange(keep.size)
+        if sel.size > max_points:
+            sel = np.sort(np.random.default_rng(seed).choice(sel.size, max_points, replace=False))
+        tok = tokens[keep]
+        counts = np.bincount(tok, minlength=1)
+        top_tokens = np.argsort(-counts)[:8]
+        entry = {"cluster": c, "features": members, "score": score_of[c],
+                 "n_tokens": int(keep.size), "explained_variance_ratio": pca.explained_variance_ratio,
+                 "projections": pca.projections[sel], "tokens": tok[sel],
+                 "top_tokens": [int(t) for t in top_tokens if counts[t] > 0]}
+        # Circularity of the cluster: the mean reconstruction PCs of each cyclic item, when all occur.
+        entry["circularity"] = {}
+        for name, ids in (cyclic_token_ids or {}).items():
+            ids = list(ids)
+            present = [np.flatnonzero(tok == t) for t in ids]
+            if all(p.size for p in present) and len(ids) >= 3:
+                from core.metrics.circles import circularity
+
+                M = np.stack([pca.projections[p].mean(0) for p in present])
+                if np.ptp(M) > 0:
+                    entry["circularity"][name] = _circularity_summary(circularity(M, n_permutations=200, seed=seed))
+        clusters.append(entry)
+    return {"n_clusters": k, "cluster_sizes": np.bincount(labels, minlength=k), "clusters": clusters,
+            "ranked_by": "share of mass on cyclic tokens" if cyc_all else "total reconstruction mass"}
+
+
+def _circularity_summary(result: Any) -> dict[str, Any]:
+    d = result.to_dict()
+    d.pop("null_best_shares", None)
+    return d
+
+
+def geometry_by_layer(harvest: Any, saes: Sequence[Any], store: Any = None, n_lobes: int | None = None,
+                      affinity: str = "phi", n_permutations: int = 100, n_clusters: int | None = None,
+                      cyclic_token_ids: Mapping[str, Sequence[int]] | None = None, harvest_key: str | None = None,
+                      progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Galaxy spectrum and clustering entropy of the decoder cloud, lobes, and decoder-cluster circles
+    per SAE (Li et al. 2024; Engels et al. 2024)."""
+    from core.metrics.geometry import clustering_entropy, galaxy_spectrum
+
+    by_hook = {s.hook_name: s for s in saes}
+    hooks = _sorted_sites([h for h in harvest.saes if h in by_hook])
+    if not hooks:
+        raise AnalysisError("None of the loaded SAEs was harvested: run the harvest with these SAEs.")
+    hkey = harvest_key or harvest_key_of(harvest)
+    parts = {"harvest": hkey, "n_lobes": n_lobes, "affinity": affinity, "n_permutations": n_permutations,
+             "n_clusters": n_clusters, "cyclic": {k: list(v) for k, v in (cyclic_token_ids or {}).items()}}
+
+    def compute() -> dict:
+        per_sae = {}
+        for i, hook in enumerate(hooks):
+            _say(progress, i / len(hooks), f"geometry of {hook}")
+            sae = by_hook[hook]
+            W = _numpy(sae.W_dec)
+            entry: dict[str, Any] = {"hook_name": hook, "layer": layer_of(hook)}
+            try:
+                entry["galaxy"] = galaxy_spectrum(W).to_dict()
+            except AtlasError as error:
+                entry["galaxy"] = {"skipped": str(error)}
+            try:
+                ce = clustering_entropy(W, n_samples=min(W.shape[0], 2000), n_dims=min(100, W.shape[1]), seed=0)
+                entry["clustering_entropy"] = ce.to_dict()
+            except AtlasError as error:
+                entry["clustering_entropy"] = {"skipped": str(error)}
+            entry["lobes"] = _guard(lambda: lobes_for_sae(harvest.saes[hook], W, n_lobes, affinity,
+                                                          n_permutations=n_permutations))
+            site = harvest.sites.get(hook)
+            entry["circles"] = (_guard(lambda: decoder_circles_for_sae(sae, site, W, n_clusters, cyclic_token_ids))
+                                if site is not None else {"skipped": "the SAE's site was not harvested"})
+            per_sae[hook] = entry
+        _say(progress, 1.0, "done")
+        return {"hooks": hooks, "layers": [layer_of(h) for h in hooks], "per_sae": per_sae}
+
+    return _cached(store, "geometry_by_layer", parts, compute)
+
+
+def _guard(call: Callable[[], dict]) -> dict:
+    try:
+        return call()
+    except AtlasError as error:
+        return {"skipped": str(error)}
+
+
+# ---------------------------------------------------------------------------------------------
+# token representations from prompts (ground-truth analyses)
+# ---------------------------------------------------------------------------------------------
+_FIELD = re.compile(r"\{(\w+)\}")
+
+
+def fill_template(template: str, values: Mapping[str, str]) -> str:
+    """Replace {name} fields with values (missing names left as they are)."""
+    return _FIELD.sub(lambda m: str(values.get(m.group(1), m.group(0))), template)
+
+
+def slot_prompt(template: str, slot: str, word: str, others: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """(full prompt, prompt up to and including `word`) with `word` in the {slot} field of `template`."""
+    marker = "{" + slot + "}"
+    if marker not in template:
+        raise AnalysisError(f"The template {template!r} has no {marker} field.")
+    values = dict(others or {})
+    values[slot] = word
+    head = template[: template.index(marker)]
+    return fill_template(template, values), fill_template(head, values) + word
+
+
+def representations_at(model: Any, prompts: Sequence[tuple[str, str]], sites: Sequence[str],
+                       batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Activations at the last token of each prompt's prefix: {site: [n_prompts, d]} (float64).
+
+    Each prompt is (text, prefix) where prefix is the text up to and including the word of interest;
+    its position is the token count of the prefix (BOS included) minus one, so multi-token words are
+    read at their last token.
+    """
+    if not prompts:
+        raise AnalysisError("No prompts to read representations from.")
+    bos = 1 if getattr(model, "bos_token_id", None) is not None else 0
+    positions = [len(model.encode(prefix)) + bos - 1 for _, prefix in prompts]
+    n_ctx = int(model.n_ctx)
+    out: dict[str, list[np.ndarray]] = {s: [] for s in sites}
+    for start in range(0, len(prompts), batch_size):
+        texts = [t for t, _ in prompts[start:start + batch_size]]
+        pos = torch.tensor([min(p, n_ctx - 1) for p in positions[start:start + batch_size]])
+        tokens = model.to_tokens(texts)
+        acts = model.run(tokens, list(sites))
+        rows = torch.arange(len(texts))
+        for s in sites:
+            out[s].append(acts[s][rows, pos.to(acts[s].device)].cpu().numpy().astype(np.float64))
+    return {s: np.concatenate(v) for s, v in out.items()}
+
+
+def _resid_sites(model: Any) -> list[str]:
+    return [f"blocks.{layer}.hook_resid_post" for layer in model.layers()
+            if model.has_hook(f"blocks.{layer}.hook_resid_post")]
+
+
+def _templates(ground_truth: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(DEFAULT_TEMPLATES)
+    merged.update(ground_truth.get("templates") or {})
+    return merged
+
+
+def _known_words(model: Any, words: Sequence[str]) -> list[str]:
+    """Words the tokenizer knows (organism: not UNK); every word for tokenizers without UNK."""
+    unk = getattr(model, "unk_token_id", None)
+    return [w for w in words if not (unk is not None and unk in model.encode(w)) and model.encode(w)]
+
+
+def _cyclic_prompts(ground_truth: Mapping[str, Any], name: str, words: Sequence[str]) -> list[tuple[int, str, str]]:
+    """(item index, text, prefix) prompts for each cyclic item: the mention template and, for the
+    organism's arithmetic templates, one prompt per offset (varied left context, then averaged)."""
+    t = _templates(ground_truth)
+    kind = "weekday" if name.startswith("week") or name.startswith("day") else "month"
+    slot = "day" if kind == "weekday" else "month"
+    numbers = list(ground_truth.get("numbers") or [])
+    prompts = []
+    for i, word in enumerate(words):
+        mention = t.get(f"{kind}_mention")
+        if mention and "{" + slot + "}" in mention:
+            prompts.append((i, *slot_prompt(mention, slot, word)))
+        arith = t.get(f"{kind}_arith")
+        if arith and numbers and "{" + slot + "}" in arith:
+            for n in numbers[1:len(words)]:
+                prompts.append((i, *slot_prompt(arith, slot, word, {"n": n})))
+    return prompts
+
+
+def cyclic_representations(model: Any, ground_truth: Mapping[str, Any], sites: Sequence[str]) -> dict[str, Any]:
+    """Mean representation of each cyclic item (weekdays, months) per site, [k, d], in cycle order."""
+    out = {}
+    for name, words in (ground_truth.get("cyclic") or {}).items():
+        words = list(words)
+        if len(_known_words(model, words)) != len(words) or len(words) < 3:
+            continue
+        prompts = _cyclic_prompts(ground_truth, name, words)
+        if not prompts:
+            continue
+        reps = representations_at(model, [(a, b) for _, a, b in prompts], sites)
+        index = np.array([i for i, _, _ in prompts])
+        out[name] = {"words": words, "means": {s: np.stack([reps[s][index == i].mean(0) for i in range(len(words))])
+                                                for s in sites}}
+    return out
+
+
+def _pair_prompts(template: str, slot: str, other_slot: str, names: Sequence[str], per_item: int,
+                  seed: int) -> list[tuple[int, str, str]]:
+    """Prompts with item i in `slot` and a seeded sample of other items in `other_slot`."""
+    rng = np.random.default_rng(seed)
+    prompts = []
+    for i, word in enumerate(names):
+        others = [j for j in range(len(names)) if j != i]
+        for j in rng.permutation(others)[:per_item]:
+            prompts.append((i, *slot_prompt(template, slot, word, {other_slot: names[j]})))
+    return prompts
+
+
+def probe_samples(model: Any, ground_truth: Mapping[str, Any], sites: Sequence[str], per_item: int = 12,
+                  seed: int = 0) -> dict[str, Any]:
+    """Representations of city and person tokens in varied contexts, for the space and time probes
+    (Gurnee & Tegmark 2023): {attribute: {"X": {site: [n, d]}, "y": [n, ...], "groups": [n], "names"}}."""
+    t = _templates(ground_truth)
+    out = {}
+    specs = [("space", ground_truth.get("cities") or {}, "city_direction", "city_mention", "b", "a"),
+             ("time", ground_truth.get("people") or {}, "people_order", "people_birth", "b", "a")]
+    for attribute, table, pair_key, single_key, slot, other in specs:
+        names = _known_words(model, list(table))
+        if len(names) < 8:
+            continue
+        prompts: list[tuple[int, str, str]] = []
+        pair = t.get(pair_key)
+        if pair and "{" + slot + "}" in pair and "{" + other + "}" in pair:
+            prompts += _pair_prompts(pair, slot, other, names, per_item, seed)
+        single = t.get(single_key)
+        if single:
+            field = _FIELD.findall(single)
+            if len(field) == 1:
+                prompts += [(i, *slot_prompt(single, field[0], w)) for i, w in enumerate(names)]
+        if not prompts:
+            continue
+        reps = representations_at(model, [(a, b) for _, a, b in prompts], sites)
+        groups = np.array([i for i, _, _ in prompts])
+        y = np.array([table[names[i]] for i in groups], dtype=np.float64)
+        out[attribute] = {"X": reps, "y": y, "groups": groups, "names": names}
+    return out
+
+
+def analogy_pairs(ground_truth: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(relation, family, a, b) for every analogy pair; a capital triple (country, capital, language)
+    gives two relations, country -> capital and country -> language."""
+    pairs = []
+    for family, items in (ground_truth.get("analogies") or {}).items():
+        for item in items:
+            if len(item) == 3 and family == "capital":
+                pairs.append(("capital", family, item[0], item[1]))
+                pairs.append(("language", family, item[0], item[2]))
+            elif len(item) >= 2:
+                pairs.append((family, family, item[0], item[1]))
+    return pairs
+
+
+def analogy_representations(model: Any, ground_truth: Mapping[str, Any], sites: Sequence[str]) -> dict[str, Any]:
+    """Mean representation of each analogy word over its family's context templates (word read at its
+    own position); words with no template are read alone after BOS."""
+    t = _templates(ground_truth)
+    contexts = t.get("analogy_context") or {}
+    analogies = ground_truth.get("analogies") or {}
+    prompts: list[tuple[str, str, str]] = []
+    for family, items in analogies.items():
+        templates = list(contexts.get(family) or []) + ([t["analogy"][family]] if family in (t.get("analogy") or {}) else [])
+        for item in items:
+            words = {str(i): w for i, w in enumerate(item)}
+            for slot, word in words.items():
+                used = False
+                for template in templates:
+                    if "{" + slot + "}" in template:
+                        prompts.append((word, *slot_prompt(template, slot, word, words)))
+                        used = True
+                if not used:
+                    prompts.append((word, word, word))
+    if not prompts:
+        return {}
+    reps = representations_at(model, [(a, b) for _, a, b in prompts], sites)
+    words = np.array([w for w, _, _ in prompts])
+    vocabulary = sorted(set(words.tolist()))
+    return {"words": vocabulary,
+            "means": {s: {w: reps[s][words == w].mean(0) for w in vocabulary} for s in sites}}
+
+
+# ---------------------------------------------------------------------------------------------
+# ground-truth geometry: circles, crystals, concepts, probes
+# ---------------------------------------------------------------------------------------------
+def circles_from_tokens(model: Any, ground_truth: Mapping[str, Any], sites: Sequence[str] | None = None,
+                        n_permutations: int = 200, seed: int = 0) -> dict[str, Any]:
+    """Circularity at any Fourier frequency (Engels et al. 2024; METHODS.md section 7) of the mean
+    token representations of each cyclic set per layer, and of its unembedding rows; with the top-5
+    PCA of the items (for the PC-pair scatter)."""
+    from core.metrics.circles import circularity
+
+    sites = list(sites or _resid_sites(model))
+    reps = cyclic_representations(model, ground_truth, sites)
+    W_U = _numpy(model.W_U)
+    out = {}
+    for name, entry in reps.items():
+        words = entry["words"]
+        ids = [model.encode(w)[-1] for w in words]
+        per_site = {}
+        tables = dict(entry["means"])
+        tables["unembed"] = W_U[:, ids].T
+        for site, M in tables.items():
+            if np.ptp(M) == 0:
+                continue
+            c = circularity(M, n_permutations=n_permutations, seed=seed)
+            Mc = M - M.mean(0)
+            _, s, vt = np.linalg.svd(Mc, full_matrices=False)
+            n_pc = min(5, vt.shape[0])
+            per_site[site] = {"circularity": _circularity_summary(c), "pcs": Mc @ vt[:n_pc].T,
+                              "pc_variance": (s[:n_pc] ** 2) / max(float((s ** 2).sum()), 1e-300)}
+        out[name] = {"words": words, "sites": list(per_site), "per_site": per_site}
+    return out
+
+
+def crystals_from_tokens(model: Any, ground_truth: Mapping[str, Any], sites: Sequence[str] | None = None,
+                         seed: int = 0) -> dict[str, Any]:
+    """Analogy parallelograms (Li et al. 2024 crystals) per layer: within- vs across-relation cosine of
+    difference vectors and the relation-cluster silhouette, raw and after held-out LDA; with 2-D
+    projections (PCA, and LDA for display) for the arrows figure."""
+    from core.metrics.crystals import crystal_projection, parallelogram_quality
+
+    sites = list(sites or _resid_sites(model))
+    pairs = analogy_pairs(ground_truth)
+    if not pairs:
+        return {}
+    reps = analogy_representations(model, ground_truth, sites)
+    known = set(_known_words(model, reps.get("words", [])))
+    pairs = [p for p in pairs if p[2] in known and p[3] in known]
+    relations = np.array([p[0] for p in pairs])
+    per_site = {}
+    for site in sites:
+        means = reps["means"][site]
+        A = np.stack([means[p[2]] for p in pairs])
+        B = np.stack([means[p[3]] for p in pairs])
+        try:
+            quality = parallelogram_quality(A, B, relations, lda="heldout", seed=seed)
+            pa, pb = crystal_projection(A, B, relations, use_lda=False)
+            la, lb = crystal_projection(A, B, relations, use_lda=True)
+        except AtlasError as error:
+            per_site[site] = {"skipped": str(error)}
+            continue
+        per_site[site] = {"quality": quality.to_dict(), "pca": {"a": pa, "b": pb}, "lda": {"a": la, "b": lb}}
+    return {"relations": relations, "words_a": [p[2] for p in pairs], "words_b": [p[3] for p in pairs],
+            "sites": sites, "per_site": per_site}
+
+
+def concepts_from_unembedding(model: Any, ground_truth: Mapping[str, Any], n_shuffles: int = 20,
+                              seed: int = 0) -> dict[str, Any]:
+    """Categorical and hierarchical concepts in the causal inner product (Park et al. 2024; METHODS.md
+    section 8): per kingdom of the taxonomy, cos(ell_category - ell_kingdom, ell_kingdom) against row-
+    shuffled and random-parent baselines; every category's vector and its words' rows of g, for the
+    simplex of sibling categories."""
+    from core.metrics.concepts import causal_inner_product_basis, hierarchical_orthogonality, vector_representation
+
+    taxonomy = ground_truth.get("taxonomy") or {}
+    if not taxonomy:
+        return {}
+    g = causal_inner_product_basis(_numpy(model.W_U))
+    kingdoms = {}
+    categories = {}
+    for kingdom, cats in taxonomy.items():
+        child_ids = {}
+        for cat, species in cats.items():
+            words = _known_words(model, species)
+            if len(words) >= 2:
+                child_ids[cat] = [model.encode(w)[-1] for w in words]
+                vec = vector_representation(g, child_ids[cat])
+                categories[cat] = {"kingdom": kingdom, "words": words, "ell": vec.ell,
+                                   "word_rows": g[child_ids[cat]]}
+        parent = sorted({i for ids in child_ids.values() for i in ids})
+        if len(child_ids) >= 1 and len(parent) >= 2:
+            result = hierarchical_orthogonality(g, parent, child_ids, n_shuffles=n_shuffles, seed=seed)
+            kingdoms[kingdom] = result.to_dict()
+    return {"kingdoms": kingdoms, "categories": categories, "d_model": int(g.shape[1])}
+
+
+def probes_from_tokens(model: Any, ground_truth: Mapping[str, Any], sites: Sequence[str] | None = None,
+                       per_item: int = 12, seed: int = 0) -> dict[str, Any]:
+    """Space (city longitude, latitude) and time (birth year) ridge probes per layer, with whole
+    entities held out (Gurnee & Tegmark 2023; METHODS.md section 9)."""
+    from core.metrics.probes import probe_per_layer
+
+    sites = list(sites or _resid_sites(model))
+    samples = probe_samples(model, ground_truth, sites, per_item=per_item, seed=seed)
+    out = {}
+    for attribute, sample in samples.items():
+        try:
+            result = probe_per_layer(sample["X"], sample["y"], seed=seed, groups=sample["groups"])
+        except AtlasError as error:
+            out[attribute] = {"skipped": str(error)}
+            continue
+        d = result.to_dict()
+        d["item_names"] = [sample["names"][i] for i in sample["groups"]]
+        out[attribute] = d
+    return out
+
+
+def ground_truth_geometry(model: Any, ground_truth: Mapping[str, Any] | None, store: Any = None,
+                          progress: ProgressFn | None = None, seed: int = 0) -> dict[str, Any]:
+    """Circles, crystals, concepts and probes from running the model on the ground truth's prompts.
+
+    Without a ground truth (a real model and no word lists) every part is skipped with a reason.
+    """
+    if not ground_truth:
+        return {"skipped": "No ground truth: these analyses need the organism's planted world, or word "
+                           "lists in its schema (cyclic, analogies, taxonomy, cities, people)."}
+    parts = {"model": model_identity(model), "ground_truth": ground_truth_digest(ground_truth), "seed": seed}
+
+    def compute() -> dict:
+        sites = _resid_sites(model)
+        out: dict[str, Any] = {"sites": sites, "layers": [layer_of(s) for s in sites]}
+        steps = [("circles", lambda: circles_from_tokens(model, ground_truth, sites, seed=seed)),
+                 ("crystals", lambda: crystals_from_tokens(model, ground_truth, sites, seed=seed)),
+                 ("concepts", lambda: concepts_from_unembedding(model, ground_truth, seed=seed)),
+                 ("probes", lambda: probes_from_tokens(model, ground_truth, sites, seed=seed))]
+        for i, (name, call) in enumerate(steps):
+            _say(progress, i / len(steps), name)
+            out[name] = _guard(call)
+        _say(progress, 1.0, "done")
+        return out
+
+    return _cached(store, "ground_truth_geometry", parts, compute)
+
+
+def cyclic_token_ids(model: Any, ground_truth: Mapping[str, Any] | None) -> dict[str, list[int]]:
+    """Token ids of each cyclic set (weekdays, months), for ranking decoder clusters."""
+    out = {}
+    for name, words in ((ground_truth or {}).get("cyclic") or {}).items():
+        if len(_known_words(model, list(words))) == len(words):
+            out[name] = [model.encode(w)[-1] for w in words]
+    return out
+
+
+def organism_ground_truth(model: Any) -> dict[str, Any] | None:
+    """The organism's ground truth when `model` is the organism (from its directory), else None."""
+    spec = getattr(model, "spec", None)
+    if spec is None or getattr(spec, "source", None) != "organism":
+        return None
+    from core.organism.loading import ORGANISM_DIR, OrganismError, load_ground_truth
+
+    try:
+        return load_ground_truth(spec.path or ORGANISM_DIR)
+    except OrganismError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# everything
+# ---------------------------------------------------------------------------------------------
+def run_all(model: Any, saes: Sequence[Any], harvest: Any, ground_truth: Mapping[str, Any] | None = None,
+            store: Any = None, progress: ProgressFn | None = None, checkpoints: bool = False) -> dict[str, Any]:
+    """Every analysis these inputs allow; {"spectra", "superposition", "geometry", "ground_truth",
+    ["checkpoints"], "artifact_keys"}. The organism's ground truth is used when none is given and the
+    model is the organism. Checkpoint phases run only when asked (they load every checkpoint)."""
+    if ground_truth is None:
+        ground_truth = organism_ground_truth(model)
+    hkey = harvest_key_of(harvest)
+    out: dict[str, Any] = {}
+    _say(progress, 0.0, "spectra")
+    out["spectra"] = spectra_by_layer(harvest, store, harvest_key=hkey)
+    _say(progress, 0.2, "superposition")
+    out["superposition"] = superposition_by_layer(harvest, saes, model, store, harvest_key=hkey) if saes else \
+        {"skipped": "no SAE loaded"}
+    _say(progress, 0.35, "geometry")
+    out["geometry"] = geometry_by_layer(harvest, saes, store, cyclic_token_ids=cyclic_token_ids(model, ground_truth),
+                                        harvest_key=hkey) if saes else {"skipped": "no SAE loaded"}
+    _say(progress, 0.7, "ground-truth geometry")
+    out["ground_truth"] = ground_truth_geometry(model, ground_truth, store)
+    if checkpoints and getattr(getattr(model, "spec", None), "source", None) == "organism":
+        from core.organism.loading import ORGANISM_DIR
+
+        out["checkpoints"] = spectra_over_checkpoints(model.spec.path or ORGANISM_DIR, store=store)
+    _say(progress, 1.0, "done")
+    out["artifact_keys"] = [v["key"] for v in out.values() if isinstance(v, dict) and "key" in v]
+    return out
