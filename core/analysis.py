@@ -398,7 +398,7 @@ def decoder_circles_for_sae(sae: Any, site: Any, W_dec: np.ndarray, n_clusters: 
     """
     from core.metrics.circles import cluster_reconstruction_pca, decoder_clusters
 
-    X = torch.as_tensor(np.asarray(site.reservoir, dtype=np.float32))
+    X = torch.from_numpy(np.array(site.reservoir, dtype=np.float32))  # a writable copy of the mmap
     tokens = np.asarray(site.reservoir_token, dtype=np.int64)
     if X.shape[0] < 10:
         return {"skipped": "the harvest kept fewer than 10 reservoir samples at this site"}
@@ -450,6 +450,17 @@ def decoder_circles_for_sae(sae: Any, site: Any, W_dec: np.ndarray, n_clusters: 
         clusters.append(entry)
     return {"n_clusters": k, "cluster_sizes": np.bincount(labels, minlength=k), "clusters": clusters,
             "ranked_by": "share of mass on cyclic tokens" if cyc_all else "total reconstruction mass"}
+
+
+def lobes_view(harvest: Any, sae: Any, store: Any = None, n_lobes: int | None = None, affinity: str = "phi",
+               n_permutations: int = 100, harvest_key: str | None = None) -> dict[str, Any]:
+    """`lobes_for_sae` for one harvested SAE with other settings than geometry_by_layer's, cached."""
+    if sae.hook_name not in harvest.saes:
+        raise AnalysisError(f"The SAE on {sae.hook_name} was not harvested: run the harvest with it.")
+    parts = {"harvest": harvest_key or harvest_key_of(harvest), "hook": sae.hook_name, "n_lobes": n_lobes,
+             "affinity": affinity, "n_permutations": n_permutations}
+    return _cached(store, "lobes_view", parts, lambda: lobes_for_sae(
+        harvest.saes[sae.hook_name], _numpy(sae.W_dec), n_lobes, affinity, n_permutations=n_permutations))
 
 
 def _circularity_summary(result: Any) -> dict[str, Any]:

@@ -43,3 +43,7 @@ class ArtifactError(AtlasError):
 
 class UnknownHookError(AtlasError):
     """A hook site name the model does not have."""
+
+
+class MetricInputError(AtlasError):
+    """An array handed to a measurement has the wrong shape, is empty, or holds NaN/inf."""

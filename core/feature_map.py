@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -54,16 +55,42 @@ def _unit_rows(W_dec: np.ndarray) -> np.ndarray:
 
 
 def pca_layout(W_dec: np.ndarray) -> np.ndarray:
-    """Top two principal components of the unit-normalised rows (sign fixed: largest |loading| > 0)."""
-    W = _unit_rows(W_dec)
+    """Top two principal components of the unit-normalised rows (sign fixed: largest |loading| > 0).
+
+    Eigenvectors of the d x d covariance (cheaper than an SVD of the n x d rows when n >> d).
+    """
+    W = _unit_rows(W_dec).astype(np.float64)
     W = W - W.mean(axis=0, keepdims=True)
-    _, _, vt = np.linalg.svd(W, full_matrices=False)
-    axes = vt[:2]
+    _, vectors = np.linalg.eigh(W.T @ W)
+    axes = vectors[:, ::-1][:, :2].T
     axes = axes * np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(axis=1)])[:, None]
     coords = W @ axes.T
     if coords.shape[1] < 2:  # a one-dimensional input: pad with zeros
         coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
     return coords.astype(np.float32)
+
+
+def _exact_cosine_knn(W_unit: np.ndarray, k: int, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest neighbours by cosine distance (self first), in row blocks of a matrix product.
+
+    Handing these to UMAP (`precomputed_knn`) skips pynndescent, whose numba compilation is a large
+    part of the first fit's cost; for up to ~10^5 rows the exact product is also fast.
+    """
+    n = len(W_unit)
+    indices = np.empty((n, k), dtype=np.int64)
+    distances = np.empty((n, k), dtype=np.float32)
+    for start in range(0, n, block):
+        sims = W_unit[start:start + block] @ W_unit.T
+        rows = np.arange(sims.shape[0])
+        sims[rows, start + rows] = np.inf                       # self first, as UMAP expects
+        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(sims, part, axis=1), axis=1)
+        best = np.take_along_axis(part, order, axis=1)
+        indices[start:start + block] = best
+        d = 1.0 - np.take_along_axis(sims, best, axis=1)
+        d[:, 0] = 0.0
+        distances[start:start + block] = np.maximum(d, 0.0)
+    return indices, distances
 
 
 def umap_layout(W_dec: np.ndarray, n_neighbors: int = 15, min_dist: float = 0.1,
@@ -73,9 +100,13 @@ def umap_layout(W_dec: np.ndarray, n_neighbors: int = 15, min_dist: float = 0.1,
 
     W = _unit_rows(W_dec)
     n_neighbors = max(2, min(n_neighbors, len(W) - 1))
+    knn = _exact_cosine_knn(W, n_neighbors) if len(W) <= 100_000 else None
     reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, metric="cosine",
-                        random_state=random_state, n_components=2, low_memory=True)
-    return reducer.fit_transform(W).astype(np.float32)
+                        random_state=random_state, n_components=2, low_memory=True,
+                        precomputed_knn=(knn[0], knn[1], None) if knn is not None else (None, None, None))
+    with warnings.catch_warnings():  # "no NNDescent index" and "n_jobs overridden by random_state": expected
+        warnings.simplefilter("ignore", UserWarning)
+        return reducer.fit_transform(W).astype(np.float32)
 
 
 def feature_map_key(W_dec: np.ndarray, method: str, n_neighbors: int, min_dist: float,

@@ -200,6 +200,8 @@ with col_d:
     position = np.searchsorted(tracked, feature)
     if position < len(tracked) and tracked[position] == feature:
         pairs = fm.cooccurring_features(np.asarray(stats.cooc), int(position), stats.cooc_n_chunks, k=10)
+        if not pairs:
+            st.write("No feature fires in the same chunks as this one.")
         st.dataframe([{"feature": int(tracked[j]), "phi": round(p, 4), "chunks together": n,
                        "top tokens": table.iloc[int(tracked[j])]["top tokens"]} for j, p, n in pairs],
                      hide_index=True, width="stretch")

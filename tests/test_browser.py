@@ -102,7 +102,7 @@ def test_probe_feature_session_round_trip(server):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
         try:
-            page = browser.new_context(viewport={"width": 1500, "height": 1000}).new_page()
+            page = browser.new_context(viewport={"width": 1500, "height": 2400}).new_page()
             page.set_default_timeout(TIMEOUT_MS)
             page.goto(server)
             expect(page.get_by_role("heading", name="Atlas", exact=True)).to_be_visible()
@@ -136,7 +136,7 @@ def test_probe_feature_session_round_trip(server):
             _shot(page, "04-sessions")
 
             # A fresh browser context (no shared state): the URL alone must restore the view.
-            other = browser.new_context(viewport={"width": 1500, "height": 1000}).new_page()
+            other = browser.new_context(viewport={"width": 1500, "height": 2400}).new_page()
             other.set_default_timeout(TIMEOUT_MS)
             other.goto(f"{server}/?session={session_id}")
             expect(other.get_by_role("heading", name=re.compile(r"^Feature 4 on"))).to_be_visible()

@@ -116,3 +116,15 @@ def test_feature_table_and_top_tokens():
     table = fm.feature_table(np.array([3.0, 1.0]), np.array([10, 0]), np.array([2.5, 0.0]), 100, ["a", ""])
     assert table["density"].tolist() == [0.1, 0.0]
     assert table["L1 share"].tolist() == [0.75, 0.25]
+
+
+def test_exact_cosine_knn_matches_brute_force():
+    rng = np.random.default_rng(1)
+    W = fm._unit_rows(rng.standard_normal((50, 8)))
+    idx, dist = fm._exact_cosine_knn(W, 5, block=7)        # blocks that do not divide n
+    sims = W @ W.T
+    np.fill_diagonal(sims, np.inf)
+    expected = np.argsort(-sims, axis=1)[:, :5]
+    np.testing.assert_array_equal(idx, expected)
+    assert np.all(idx[:, 0] == np.arange(50)) and np.all(dist[:, 0] == 0)
+    np.testing.assert_allclose(dist[:, 1:], 1 - np.take_along_axis(W @ W.T, idx[:, 1:], axis=1), atol=1e-5)

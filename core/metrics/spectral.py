@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from core.errors import AtlasError
+from core.errors import AtlasError, MetricInputError  # noqa: F401  (re-exported for the metrics modules)
 
 # The paper's alpha-ReQ fit range: ranks 12..100 (1-based), i.e. indices 11..99.
 PAPER_FIT_FIRST_RANK = 12
@@ -27,10 +27,6 @@ RANKME_EPSILON = 1e-7
 PHASE_WARMUP = "warmup"
 PHASE_ENTROPY = "entropy-seeking"
 PHASE_COMPRESSION = "compression-seeking"
-
-
-class MetricInputError(AtlasError):
-    """An array handed to a measurement has the wrong shape, is empty, or holds NaN/inf."""
 
 
 def _to_json(value):

@@ -1,0 +1,318 @@
+"""The ground-truth card: Atlas's measurements on an organism directory, measured against expected.
+
+    python -m core.organism verify [--dir DIR] [--quick] [--cache-dir DIR] [--strict] [--json]
+
+Runs the harvest and `core.analysis` on the organism (default: the committed one) and prints one
+table: measurement | measured | expected | status. Two kinds of rows:
+- "sanity" rows check what any model must satisfy (1 <= F <= alive <= d_sae, finite RankMe within
+  [1, d], a finite alpha with its fit range, 0 < ID < d, ...): a failure there is a bug;
+- "structure" rows check that the planted world is recovered (circles in months/weekdays, city
+  probe R^2 > 0.8, analogies parallel within families, hierarchical orthogonality below the
+  shuffled baseline, lobes above their null, phases over checkpoints): they need a trained organism
+  and may fail on a seconds-long one (the tiny test configuration).
+Rows without a pass/fail expectation are "info". Exit status 0 when the card printed; with
+--strict, 1 when any row failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+PASS, FAIL, INFO, SKIPPED = "pass", "FAIL", "info", "skipped"
+
+
+@dataclass(frozen=True)
+class CardRow:
+    measurement: str
+    measured: str
+    expected: str
+    status: str  # pass | FAIL | info | skipped
+    kind: str  # sanity | structure | info
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _ok(flag: bool) -> str:
+    return PASS if flag else FAIL
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, float):
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+def _layer_name(site: str) -> str:
+    from core.analysis import layer_of
+
+    return "unembed" if site == "unembed" else f"L{layer_of(site)}"
+
+
+def build_card(directory: str | Path | None = None, quick: bool = False, store: Any = None,
+               progress: Callable[[str], None] | None = None, checkpoints: bool = True) -> list[CardRow]:
+    """Harvest the organism in `directory` (its eval corpus through every SAE), run core.analysis, and
+    turn the results into card rows. quick: a smaller harvest, fewer checkpoints."""
+    from core import analysis as A
+    from core.corpus import CorpusSpec, load_corpus
+    from core.harvest import HarvestSettings, harvest_cached
+    from core.models import ModelSpec, load_model
+    from core.organism.loading import ORGANISM_DIR, list_checkpoints, load_ground_truth
+    from core.saes import load_sae, organism_sae_specs
+    from core.store import ArtifactStore
+
+    say = progress or (lambda _text: None)
+    directory = Path(directory) if directory is not None else ORGANISM_DIR
+    path = str(directory)
+    store = store if store is not None else ArtifactStore()
+    say(f"loading the organism from {directory}")
+    model = load_model(ModelSpec(source="organism", path=path, checkpoint="final", device="cpu"))
+    saes = [load_sae(spec, model) for spec in organism_sae_specs(path)]
+    truth = load_ground_truth(directory)
+    corpus = load_corpus(CorpusSpec(source="world", path=path, split="eval"), model)
+    settings = HarvestSettings(max_tokens=20_000 if quick else 100_000, batch_size=32)
+    say(f"harvest: {corpus.description}")
+    harvest, hkey = harvest_cached(model, saes, corpus, settings, store)
+    say("spectra")
+    spectra = A.spectra_by_layer(harvest, store, harvest_key=hkey)
+    say("superposition")
+    sup = A.superposition_by_layer(harvest, saes, model, store, harvest_key=hkey)
+    say("geometry")
+    geo = A.geometry_by_layer(harvest, saes, store, n_permutations=50 if quick else 100,
+                              cyclic_token_ids=A.cyclic_token_ids(model, truth), harvest_key=hkey)
+    say("ground-truth geometry")
+    gt = A.ground_truth_geometry(model, truth, store)
+    phases = None
+    if checkpoints:
+        names = list_checkpoints(directory)
+        if quick and len(names) > 6:
+            step = math.ceil(len(names) / 6)
+            names = sorted(set(names[::step]) | {names[-1]}, key=names.index)
+        say(f"spectra over {len(names)} checkpoints")
+        phases = A.spectra_over_checkpoints(directory, names, max_tokens=2048 if quick else 8192, store=store)
+
+    rows: list[CardRow] = []
+    rows += _superposition_rows(sup)
+    rows += _spectra_rows(spectra)
+    rows += _geometry_rows(geo)
+    rows += _ground_truth_rows(gt)
+    if phases is not None:
+        rows += _phase_rows(phases)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+def _superposition_rows(sup: dict) -> list[CardRow]:
+    rows = []
+    for hook in sup["hooks"]:
+        e = sup["per_sae"][hook]
+        name = _layer_name(hook)
+        eff = e.get("effective")
+        if eff is None:
+            rows.append(CardRow(f"effective features F ({name})", "no feature ever fired", "1 <= F <= alive <= d_sae",
+                                FAIL, "sanity"))
+        else:
+            F, alive, d_sae = eff["F"], eff["alive"], e["d_sae"]
+            ok = _finite(F) and 1 - 1e-9 <= F <= alive + 1e-6 and alive <= d_sae
+            rows.append(CardRow(f"effective features F ({name})",
+                                f"F = {F:.1f}, psi = {eff['psi']:.2f}, alive {alive}/{d_sae}, L0 {_fmt(eff['mean_l0'])}",
+                                "1 <= F <= alive <= d_sae", _ok(ok), "sanity"))
+        conv = e.get("convergence")
+        if conv:
+            rows.append(CardRow(f"F convergence ({name})",
+                                f"last relative change {_fmt(conv['final_relative_change'])} over {len(conv['F'])} snapshots",
+                                "saturating: |change| < 0.1", _ok(_finite(conv["final_relative_change"])
+                                                                  and abs(conv["final_relative_change"]) < 0.1), "structure"))
+        it = e["interference"]
+        rows.append(_interference_row(f"interference of decoder rows ({name})", it))
+    if sup.get("unembedding"):
+        rows.append(_interference_row("interference of unembedding rows", sup["unembedding"]))
+    return rows
+
+
+def _interference_row(label: str, it: dict) -> CardRow:
+    msq, ref = it["msq_overlap"], it["reference_msq"]
+    ok = _finite(msq) and 0.5 * ref <= msq <= 1.0
+    return CardRow(label, f"msq |cos| = {_fmt(msq)} = {_fmt(it['msq_ratio'])} x 1/m (m = {it['width']})",
+                   "finite, at least ~1/m (random unit vectors: exactly 1/m)", _ok(ok), "sanity")
+
+
+def _spectra_rows(spectra: dict) -> list[CardRow]:
+    rows = []
+    for site in spectra["sites"]:
+        e = spectra["per_site"][site]
+        name, d = _layer_name(site), e["d"]
+        rm = e["rankme"]
+        rows.append(CardRow(f"RankMe ({name})", f"{_fmt(rm)} (PR {_fmt(e['participation_ratio'])}, d = {d})",
+                            "finite, 1 <= RankMe <= d", _ok(_finite(rm) and 1 - 1e-6 <= rm <= d + 1e-3), "sanity"))
+        a = e["alpha"]
+        rows.append(CardRow(f"alpha-ReQ ({name})", f"{_fmt(a['alpha'])} over ranks {a['first_rank']}..{a['last_rank']}"
+                            + (" (adapted, d < 100)" if a["adapted"] else ""),
+                            "finite, positive (fit range stated)", _ok(_finite(a["alpha"]) and a["alpha"] > 0), "sanity"))
+        tw = e.get("twonn")
+        if tw is None:
+            rows.append(CardRow(f"TwoNN intrinsic dimension ({name})", e.get("id_note") or "not computed",
+                                "0 < ID < d", SKIPPED, "sanity"))
+        else:
+            dim = tw["dimension"]
+            mle = (e.get("mle") or {}).get("dimension")
+            rows.append(CardRow(f"TwoNN intrinsic dimension ({name})", f"{_fmt(dim)} (MLE {_fmt(mle)}, {tw['n_used']} points)",
+                                "0 < ID < d", _ok(_finite(dim) and 0 < dim < d), "sanity"))
+    return rows
+
+
+def _geometry_rows(geo: dict) -> list[CardRow]:
+    rows = []
+    for hook in geo["hooks"]:
+        e = geo["per_sae"][hook]
+        name = _layer_name(hook)
+        g = e["galaxy"]
+        if "skipped" in g:
+            rows.append(CardRow(f"galaxy alpha ({name})", g["skipped"], "finite", SKIPPED, "sanity"))
+        else:
+            rows.append(CardRow(f"galaxy alpha ({name})", f"{_fmt(g['alpha'])}; {g['note']}",
+                                "finite (isotropic cloud ~0; trained LMs 0.2-0.5)", _ok(_finite(g["alpha"])), "sanity"))
+        lobes = e["lobes"]
+        if "skipped" in lobes:
+            rows.append(CardRow(f"lobes AMI vs null ({name})", lobes["skipped"], "AMI above the null", SKIPPED, "structure"))
+        else:
+            ag = lobes["agreement"]
+            rows.append(CardRow(f"lobes AMI vs null ({name})",
+                                f"AMI {_fmt(ag['ami'])} vs null {_fmt(ag['null_mean'])} +- {_fmt(ag['null_std'])}, "
+                                f"p = {_fmt(ag['p_value'])} ({lobes['n_lobes']} lobes, {len(lobes['features'])} features)",
+                                "AMI > null (p < 0.05)", _ok(_finite(ag["ami"]) and ag["p_value"] < 0.05), "structure"))
+    return rows
+
+
+def _ground_truth_rows(gt: dict) -> list[CardRow]:
+    rows = []
+    if "skipped" in gt:
+        return [CardRow("ground-truth geometry", gt["skipped"], "", SKIPPED, "structure")]
+    circles = gt.get("circles", {})
+    for name, entry in circles.items() if isinstance(circles, dict) and "skipped" not in circles else []:
+        found = []
+        for site in entry["sites"]:
+            c = entry["per_site"][site]["circularity"]
+            circle = c["p_value"] < 0.05 and c["coprime"]
+            found.append(circle)
+            rows.append(CardRow(f"{name} circle ({_layer_name(site)})",
+                                f"f = {c['best_frequency']}, share {_fmt(c['best_share'])}, p = {_fmt(c['p_value'])}, "
+                                f"balance {_fmt(c['circle_balance'])}", "info per layer", INFO, "info"))
+        rows.append(CardRow(f"{name} circle found", f"{sum(found)} of {len(found)} sites with p < 0.05",
+                            "a circle (p < 0.05, f coprime with k) at some layer", _ok(any(found)), "structure"))
+    probes = gt.get("probes", {})
+    for attribute, label, threshold in (("space", "city probe R^2 (lon, lat)", 0.8), ("time", "birth-year probe R^2", 0.5)):
+        p = probes.get(attribute) if isinstance(probes, dict) else None
+        if not p or "skipped" in p:
+            rows.append(CardRow(label, (p or {}).get("skipped", "not run"), f"best layer > {threshold}", SKIPPED, "structure"))
+            continue
+        per_layer = ", ".join(f"{_layer_name(s)} {_fmt(r, 2)}" for s, r in zip(p["layers"], p["r2"]))
+        rows.append(CardRow(label, f"best {_layer_name(p['best_layer'])}: {_fmt(p['best_r2'])} ({per_layer})",
+                            f"best layer held-out R^2 > {threshold}", _ok(_finite(p["best_r2"]) and p["best_r2"] > threshold),
+                            "structure"))
+    crystals = gt.get("crystals", {})
+    if crystals and "skipped" not in crystals:
+        best = None
+        for site in crystals["sites"]:
+            q = crystals["per_site"][site].get("quality")
+            if q and (best is None or q["raw"]["quality"] > best[1]["raw"]["quality"]):
+                best = (site, q)
+        if best:
+            site, q = best
+            lda = q.get("lda") or {}
+            rows.append(CardRow("analogy parallelism (within vs across families)",
+                                f"best {_layer_name(site)}: within {_fmt(q['raw']['within_cos'])} vs across "
+                                f"{_fmt(q['raw']['across_cos'])}; held-out LDA within {_fmt(lda.get('within_cos'))} vs "
+                                f"across {_fmt(lda.get('across_cos'))}",
+                                "within > across", _ok(q["raw"]["within_cos"] is not None and q["raw"]["across_cos"] is not None
+                                                       and q["raw"]["within_cos"] > q["raw"]["across_cos"]), "structure"))
+    concepts = gt.get("concepts", {})
+    for kingdom, h in (concepts.get("kingdoms", {}) if isinstance(concepts, dict) else {}).items():
+        rows.append(CardRow(f"hierarchical orthogonality ({kingdom})",
+                            f"mean |cos(child - parent, parent)| {_fmt(h['mean_abs_cos'])} vs shuffled "
+                            f"{_fmt(h['shuffled_rows_mean'])}, random parent {_fmt(h['random_parent_mean'])}",
+                            "|cos| below the shuffled baseline", _ok(_finite(h["mean_abs_cos"]) and _finite(h["shuffled_rows_mean"])
+                                                                      and h["mean_abs_cos"] < h["shuffled_rows_mean"]), "structure"))
+    return rows
+
+
+def _phase_rows(phases: dict) -> list[CardRow]:
+    from core.metrics.spectral import PHASE_COMPRESSION, PHASE_ENTROPY, PHASE_WARMUP
+
+    rows = []
+    valid = {PHASE_WARMUP, PHASE_ENTROPY, PHASE_COMPRESSION}
+    for site in phases["sites"]:
+        seg = phases["phases"][site]["segments"]
+        labels = [s["label"] for s in seg]
+        text = " -> ".join(f"{s['label']} ({int(s['start_step'])}-{int(s['end_step'])})" for s in seg)
+        rows.append(CardRow(f"spectral phases over {len(phases['steps'])} checkpoints ({_layer_name(site)})", text,
+                            "segments cover training; labels from warmup / entropy-seeking / compression-seeking",
+                            _ok(bool(seg) and set(labels) <= valid and seg[0]["start_step"] == phases["steps"][0]
+                                and seg[-1]["end_step"] == phases["steps"][-1]), "sanity"))
+    seen = sorted({s["label"] for site in phases["sites"] for s in phases["phases"][site]["segments"]})
+    rows.append(CardRow("spectral phases seen (all layers)", ", ".join(seen),
+                        "entropy-seeking and/or compression-seeking after warmup (Li et al. 2025)",
+                        _ok(bool(set(seen) & {PHASE_ENTROPY, PHASE_COMPRESSION})), "structure"))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+def format_card(rows: list[CardRow]) -> str:
+    """A plain-text table: measurement | measured | expected | status."""
+    header = ("measurement", "measured", "expected", "status")
+    table = [header] + [(r.measurement, r.measured, r.expected, r.status) for r in rows]
+    widths = [min(max(len(row[i]) for row in table), cap) for i, cap in enumerate((52, 110, 60, 8))]
+    lines = []
+    for j, row in enumerate(table):
+        lines.append(" | ".join(cell.ljust(w) if len(cell) <= w else cell for cell, w in zip(row, widths)))
+        if j == 0:
+            lines.append("-+-".join("-" * w for w in widths))
+    counts = {s: sum(r.status == s for r in rows) for s in (PASS, FAIL, INFO, SKIPPED)}
+    lines.append("")
+    lines.append(f"{counts[PASS]} pass, {counts[FAIL]} fail, {counts[SKIPPED]} skipped, {counts[INFO]} info")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from core.organism.loading import ORGANISM_DIR
+    from core.store import ArtifactStore
+
+    parser = argparse.ArgumentParser(prog="python -m core.organism verify", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dir", default=str(ORGANISM_DIR), help="organism directory (default: the committed one)")
+    parser.add_argument("--quick", action="store_true", help="small samples: a 20k-token harvest, <= 6 checkpoints")
+    parser.add_argument("--cache-dir", default=None, help="artifact store (default: $ATLAS_CACHE_DIR or ~/.cache/atlas)")
+    parser.add_argument("--no-checkpoints", action="store_true", help="skip the spectral phases over checkpoints")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when any row fails")
+    args = parser.parse_args(argv)
+    from core.errors import AtlasError
+
+    try:
+        rows = build_card(args.dir, quick=args.quick, store=ArtifactStore(args.cache_dir),
+                          progress=lambda text: print(f"... {text}", file=sys.stderr),
+                          checkpoints=not args.no_checkpoints)
+    except AtlasError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps([r.to_dict() for r in rows], indent=1) if args.json else format_card(rows))
+    return 1 if args.strict and any(r.status == FAIL for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

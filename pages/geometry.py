@@ -1,0 +1,236 @@
+"""Geometry: how SAE features and concepts are arranged in activation space, from galaxy scale (decoder
+spectrum) through lobes (co-occurrence vs geometry), crystals (analogies), circles (weekdays, months),
+categorical simplices and hierarchies, to linear probes of space and time (METHODS.md sections 6-9)."""
+
+import numpy as np
+import streamlit as st
+
+from app.resources import current_sources, get_harvest, get_model, get_saes, get_store
+from app.state import remember_artifact, set_page
+from app.widgets import guarded
+from core import analysis
+from core.figures.analysis_views import (as_result, circularity_by_layer_figure, cluster_pca_figure,
+                                         crystal_quality_figure)
+from core.figures.geometry import (alpha_per_layer_figure, circle_pcs_figure, crystals_figure, fourier_shares_figure,
+                                   galaxy_spectrum_figure, hierarchy_figure, lobe_agreement_figure, lobe_map_figure,
+                                   probe_figures_from_layers, probe_map_figure, simplex_figure)
+from core.metrics.concepts import simplex_projection
+
+set_page("geometry")
+st.title("Geometry")
+st.caption("The shape of the feature cloud and of concepts. The organism's planted world is the answer key: "
+           "weekdays and months should form circles, analogies parallelograms, taxonomies simplices and "
+           "hierarchies, cities a map.")
+
+sources = current_sources()
+model = guarded(lambda: get_model(sources.model))
+saes = guarded(lambda: get_saes(sources)) if model is not None else None
+if not model or not saes:
+    st.info("Geometry needs SAEs: choose them in the sidebar.")
+    st.stop()
+loaded = guarded(lambda: get_harvest(sources))
+if loaded is None:
+    st.stop()
+harvest, harvest_key = loaded
+store = get_store()
+truth = analysis.organism_ground_truth(model)
+cyclic_ids = analysis.cyclic_token_ids(model, truth)
+
+geo_key = analysis.analysis_key("geometry_by_layer", harvest=harvest_key, n_lobes=None, affinity="phi",
+                                n_permutations=100, n_clusters=None, cyclic={k: list(v) for k, v in cyclic_ids.items()})
+if store.has(geo_key):
+    geo = guarded(lambda: analysis.geometry_by_layer(harvest, saes, store, cyclic_token_ids=cyclic_ids,
+                                                     harvest_key=harvest_key))
+else:
+    with st.status("Decoder spectra, lobes and decoder clusters per SAE...") as status:
+        bar = st.progress(0.0)
+        geo = guarded(lambda: analysis.geometry_by_layer(harvest, saes, store, cyclic_token_ids=cyclic_ids,
+                                                         harvest_key=harvest_key,
+                                                         progress=lambda f, text: bar.progress(f, text=text)))
+        status.update(label="Geometry computed and cached.", state="complete")
+if geo is None:
+    st.stop()
+remember_artifact("geometry", geo["key"])
+gt = None
+if truth:
+    gt_key = analysis.analysis_key("ground_truth_geometry", model=analysis.model_identity(model),
+                                   ground_truth=analysis.ground_truth_digest(truth), seed=0)
+    if store.has(gt_key):
+        gt = guarded(lambda: analysis.ground_truth_geometry(model, truth, store))
+    else:
+        with st.status("Running the model on the ground truth's prompts (circles, crystals, concepts, probes)...") as status:
+            gt = guarded(lambda: analysis.ground_truth_geometry(model, truth, store))
+            status.update(label="Ground-truth geometry computed and cached.", state="complete")
+    if gt:
+        remember_artifact("ground_truth_geometry", gt["key"])
+NO_TRUTH = ("This model has no planted ground truth, so the word-list analyses are skipped. They run on the "
+            "organism; for a real model, core.analysis.ground_truth_geometry takes word lists in the organism's "
+            "schema (cyclic, analogies, taxonomy, cities, people).")
+
+hooks = geo["hooks"]
+per = geo["per_sae"]
+tabs = st.tabs(["Galaxy", "Lobes", "Crystals", "Circles", "Concepts", "Probes"])
+
+
+def _words(ids):
+    return model.to_str_tokens([int(i) for i in ids]) if len(ids) else []
+
+
+with tabs[0]:
+    fitted = [h for h in hooks if "alpha" in per[h]["galaxy"]]
+    if fitted:
+        st.plotly_chart(alpha_per_layer_figure([per[h]["layer"] for h in fitted], [per[h]["galaxy"]["alpha"] for h in fitted],
+                                               isotropic_reference=0.03), key="geo_alpha_layers")
+        st.caption("Power-law exponent of the decoder-direction cloud's eigenvalues per layer. Expected (Gemma Scope, "
+                   "Li et al. 2024): 0.24 rising to ~0.48 mid-depth then falling; an isotropic Gaussian cloud gives ~0.03.")
+        hook = st.selectbox("SAE", fitted, key="geo_galaxy_hook")
+        g = per[hook]["galaxy"]
+        st.plotly_chart(galaxy_spectrum_figure(as_result(g), title=f"Decoder-cloud spectrum of {hook}"), key="geo_galaxy")
+        ce = per[hook]["clustering_entropy"]
+        if "gap" in ce:
+            st.caption(f"Clustering entropy: H_gauss - H_kNN = {ce['gap']:.2f} nats (calibrated gap "
+                       f"{ce['gap_calibrated']:.2f}); larger = more clustered than a Gaussian of the same covariance.")
+    else:
+        st.info("No decoder spectrum could be fitted: " + "; ".join(per[h]["galaxy"].get("skipped", "") for h in hooks))
+
+with tabs[1]:
+    c1, c2, c3 = st.columns(3)
+    hook = c1.selectbox("SAE", hooks, key="geo_lobe_hook")
+    affinity = c2.selectbox("Co-occurrence affinity", ["phi", "jaccard", "dice", "overlap", "simple_matching"],
+                            key="geo_affinity")
+    n_lobes = c3.number_input("Lobes (0 = automatic)", min_value=0, max_value=50, value=0, step=1, key="geo_n_lobes")
+    if affinity == "phi" and n_lobes == 0:
+        lobes = per[hook]["lobes"]
+    else:
+        sae = next(s for s in saes if s.hook_name == hook)
+        with st.spinner("Clustering..."):
+            lobes = guarded(lambda: analysis.lobes_view(harvest, sae, store, n_lobes or None, affinity,
+                                                        harvest_key=harvest_key)) or {"skipped": "failed"}
+    if "skipped" in lobes:
+        st.info(lobes["skipped"])
+    else:
+        ag = lobes["agreement"]
+        left, right = st.columns(2)
+        left.plotly_chart(lobe_agreement_figure(as_result(ag), title=f"Lobes ({affinity}) vs decoder geometry: AMI"),
+                          key="geo_lobe_ami")
+        W = np.asarray(next(s for s in saes if s.hook_name == hook).W_dec.cpu().numpy(), dtype=float)[lobes["features"]]
+        Wc = W - W.mean(0)
+        coords = Wc @ np.linalg.svd(Wc, full_matrices=False)[2][:2].T
+        right.plotly_chart(lobe_map_figure(coords, lobes["lobes"], hover=[f"feature {i}" for i in lobes["features"]],
+                                           title="Features on the top-2 PCs of their decoder rows, coloured by lobe"),
+                           key="geo_lobe_map")
+        st.caption(f"{len(lobes['features'])} features in {lobes['n_lobes']} lobes over {lobes['n_chunks']} chunks. "
+                   "Lobes: spectral clusters of how features fire together in the same chunk; geometry: spectral "
+                   "clusters of decoder angles. AMI far right of the permutation null = functional lobes are also "
+                   f"geometric (observed {ag['ami']:.3f}, null {ag['null_mean']:.3f} +- {ag['null_std']:.3f}, p = {ag['p_value']:.3g}).")
+
+with tabs[2]:
+    crystals = (gt or {}).get("crystals") or {}
+    if not truth:
+        st.info(NO_TRUTH)
+    elif "skipped" in crystals or not crystals:
+        st.info(crystals.get("skipped", "No analogy pairs in the ground truth."))
+    else:
+        use_lda = st.toggle("Remove distractor directions with LDA", value=False, key="geo_lda")
+        sites_ok = [s for s in crystals["sites"] if "quality" in crystals["per_site"][s]]
+        st.plotly_chart(crystal_quality_figure([analysis.layer_of(s) for s in sites_ok],
+                                               [crystals["per_site"][s]["quality"] for s in sites_ok], use_lda),
+                        key="geo_crystal_layers")
+        site = st.selectbox("Layer", sites_ok, key="geo_crystal_site")
+        view = crystals["per_site"][site]["lda" if use_lda else "pca"]
+        st.plotly_chart(crystals_figure(as_result(view["a"]), as_result(view["b"]), crystals["relations"],
+                                        crystals["words_a"], crystals["words_b"], use_lda=use_lda), key="geo_crystals")
+        q = crystals["per_site"][site]["quality"]["lda" if use_lda else "raw"]
+        st.caption(f"Arrows a -> b of each analogy pair (man -> woman, france -> paris, walk -> walked, ...). "
+                   f"Parallelograms: arrows of one relation parallel. Here: within-relation cos {q['within_cos']:.2f} vs "
+                   f"across {q['across_cos']:.2f}, silhouette {q['silhouette'] if q['silhouette'] is not None else float('nan'):.2f}. "
+                   "LDA scores are held out (fitted on other pairs); the LDA picture is fitted on all pairs, for display.")
+
+with tabs[3]:
+    circles = (gt or {}).get("circles") or {}
+    if truth and circles and "skipped" not in circles:
+        name = st.selectbox("Cyclic items", list(circles), key="geo_cycle")
+        entry = circles[name]
+        st.plotly_chart(circularity_by_layer_figure(entry, name), key="geo_circ_layers")
+        site = st.selectbox("Site", entry["sites"], key="geo_circle_site")
+        c = entry["per_site"][site]["circularity"]
+        left, right = st.columns(2)
+        left.plotly_chart(fourier_shares_figure(as_result(c)), key="geo_fourier")
+        n_pc = len(entry["per_site"][site]["pc_variance"])
+        pairs = [(a, a + 1) for a in range(n_pc - 1)] or [(0, 0)]
+        pair = st.selectbox("PC pair", pairs, format_func=lambda p: f"PC {p[0] + 1} - PC {p[1] + 1}", key="geo_pc_pair")
+        right.plotly_chart(circle_pcs_figure(as_result(entry["per_site"][site]["pcs"]), entry["words"], pcs=pair,
+                                             title=f"{name} (mean token representations) on PCs"), key="geo_circle_pcs")
+        st.caption(f"Best frequency f = {c['best_frequency']} holds {c['best_share']:.0%} of the variance "
+                   f"(p = {c['p_value']:.3g} against shuffled labels). f = 1 is calendar order; a small model trained on "
+                   f"modular arithmetic may circle at another f coprime with k (visiting order here: "
+                   f"{', '.join(entry['words'][i] for i in c['visit_order'])}).")
+    elif not truth:
+        st.info(NO_TRUTH)
+    st.markdown("**Decoder clusters** (Engels et al. 2024): spectral clusters of decoder directions; the PCA of each "
+                "cluster's reconstructions over the harvest's token samples.")
+    hook = st.selectbox("SAE", hooks, key="geo_cluster_hook")
+    dc = per[hook]["circles"]
+    if "skipped" in dc or not dc.get("clusters"):
+        st.info(dc.get("skipped", "No cluster fired on the harvested tokens."))
+    else:
+        options = list(range(len(dc["clusters"])))
+        chosen = st.selectbox("Cluster", options, key="geo_cluster",
+                              format_func=lambda i: f"cluster {dc['clusters'][i]['cluster']} "
+                              f"({len(dc['clusters'][i]['features'])} features; top tokens: "
+                              f"{', '.join(_words(dc['clusters'][i]['top_tokens'][:4]))})")
+        cluster = dc["clusters"][chosen]
+        highlight = {}
+        for ids in cyclic_ids.values():
+            highlight.update({t: i for i, t in enumerate(ids)})
+        st.plotly_chart(cluster_pca_figure(cluster, _words(cluster["tokens"]), pcs=(0, 1), highlight=highlight),
+                        key="geo_cluster_pca")
+        st.caption(f"Clusters ranked by {dc['ranked_by']}; {dc['n_clusters']} clusters in all. "
+                   + "".join(f"Circularity of {k} in this cluster: f = {v['best_frequency']}, share {v['best_share']:.2f}, "
+                             f"p = {v['p_value']:.3g}. " for k, v in cluster["circularity"].items()))
+
+with tabs[4]:
+    concepts = (gt or {}).get("concepts") or {}
+    if not truth:
+        st.info(NO_TRUTH)
+    elif "skipped" in concepts or not concepts.get("kingdoms"):
+        st.info(concepts.get("skipped", "No taxonomy in the ground truth."))
+    else:
+        kingdom = st.selectbox("Parent category", list(concepts["kingdoms"]), key="geo_kingdom")
+        st.plotly_chart(hierarchy_figure(as_result(concepts["kingdoms"][kingdom]), kingdom), key="geo_hierarchy")
+        st.caption("Hierarchy (Park et al. 2024, causal inner product = whitened unembedding): child-minus-parent is "
+                   "orthogonal to the parent, |cos| near 0, well below the shuffled baselines.")
+        siblings = [c for c, v in concepts["categories"].items() if v["kingdom"] == kingdom]
+        chosen = st.multiselect("Sibling categories for the simplex", siblings, default=siblings[:3], key="geo_siblings")
+        if len(chosen) >= 2:
+            cats = concepts["categories"]
+            projection = simplex_projection(np.array([cats[c]["ell"] for c in chosen], dtype=float),
+                                            np.concatenate([np.array(cats[c]["word_rows"], dtype=float) for c in chosen]))
+            labels = [w for c in chosen for w in cats[c]["words"]]
+            members = [j for j, c in enumerate(chosen) for _ in cats[c]["words"]]
+            st.plotly_chart(simplex_figure(projection, chosen, labels, members), key="geo_simplex")
+            st.caption("Categorical concepts form a simplex: each category's vector points at its own words, "
+                       "siblings spread apart on the span of their vectors.")
+        else:
+            st.info("Choose at least two sibling categories.")
+
+with tabs[5]:
+    probes = (gt or {}).get("probes") or {}
+    ok = {k: v for k, v in probes.items() if isinstance(v, dict) and "r2" in v}
+    if not truth:
+        st.info(NO_TRUTH)
+    elif not ok:
+        st.info("; ".join(v.get("skipped", "") for v in probes.values() if isinstance(v, dict)) or "No probe targets.")
+    else:
+        st.plotly_chart(probe_figures_from_layers({("space (city lon, lat)" if k == "space" else "time (birth year)"): as_result(v)
+                                                   for k, v in ok.items()}), key="geo_probe_layers")
+        st.caption("Held-out R^2 of ridge probes from each layer's token representations, with whole cities / people "
+                   "held out (Gurnee & Tegmark 2023). Expected: some layer recovers the map with high R^2 (> 0.8).")
+        attribute = st.radio("Target", list(ok), horizontal=True, key="geo_probe_target")
+        p = ok[attribute]
+        layer = st.selectbox("Layer", p["layers"], index=p["layers"].index(p["best_layer"]), key="geo_probe_layer")
+        result = p["results"][layer]
+        names = p["item_names"]
+        st.plotly_chart(probe_map_figure(as_result(result), names,
+                                         title="Held-out cities: true vs predicted (lon, lat)" if attribute == "space"
+                                         else "Held-out people: true vs predicted birth year"), key="geo_probe_map")

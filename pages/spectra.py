@@ -1,0 +1,101 @@
+"""Spectra: RankMe, alpha-ReQ, participation ratio and intrinsic dimension across layers, and the
+spectral phases over training checkpoints (Li et al. 2025; METHODS.md sections 4-5)."""
+
+import streamlit as st
+
+from app.resources import current_sources, get_harvest, get_model, get_saes, get_store, organism_dir
+from app.state import remember_artifact, set_page
+from app.widgets import guarded
+from core import analysis
+from core.figures.analysis_views import as_result
+from core.figures.spectral import checkpoint_heatmap_figure, eigenspectrum_figure, layer_profile_figure, phase_figure
+
+set_page("spectra")
+st.title("Spectra")
+st.caption("How many dimensions the representations use, layer by layer and over training. "
+           "RankMe = exp(entropy of the variance shares); PR = (sum lam)^2 / sum lam^2; alpha-ReQ = decay exponent "
+           "of the eigenspectrum; TwoNN / MLE = intrinsic dimension of the harvest's token samples.")
+
+sources = current_sources()
+model = guarded(lambda: get_model(sources.model))
+if model is None:
+    st.stop()
+saes = guarded(lambda: get_saes(sources)) or []
+loaded = guarded(lambda: get_harvest(sources))
+if loaded is None:
+    st.stop()
+harvest, harvest_key = loaded
+store = get_store()
+
+key = analysis.analysis_key("spectra_by_layer", harvest=harvest_key, fit_range=None, id_max_points=2000)
+if store.has(key):
+    spectra = guarded(lambda: analysis.spectra_by_layer(harvest, store, harvest_key=harvest_key))
+else:
+    with st.status("Computing spectra and intrinsic dimensions per site...", expanded=False) as status:
+        spectra = guarded(lambda: analysis.spectra_by_layer(harvest, store, harvest_key=harvest_key))
+        status.update(label="Spectra computed and cached.", state="complete")
+if spectra is None:
+    st.stop()
+remember_artifact("spectra", spectra["key"])
+
+sites = spectra["sites"]
+per = spectra["per_site"]
+st.subheader("Across layers")
+layers = [str(layer) if layer >= 0 else site for layer, site in zip(spectra["layers"], sites)]
+ids = {"TwoNN": [(per[s]["twonn"] or {}).get("dimension") for s in sites],
+       "MLE": [(per[s]["mle"] or {}).get("dimension") for s in sites]}
+st.plotly_chart(layer_profile_figure(layers, [per[s]["rankme"] for s in sites], [per[s]["alpha"]["alpha"] for s in sites],
+                                     [per[s]["participation_ratio"] for s in sites], ids), key="spectra_profile")
+st.caption("Expected on trained LMs: intrinsic dimension low early, expanding mid-depth, compressing late; "
+           "RankMe and PR count effective directions (at most d), alpha is higher when variance sits in fewer directions.")
+if spectra["fit_note"]:
+    st.info(f"Small-d fit range: {spectra['fit_note']}")
+
+site = st.selectbox("Site for the eigenspectrum", sites, key="spectra_site")
+entry = per[site]
+alpha = as_result(entry["alpha"]) if entry["alpha"]["alpha"] is not None else None
+st.plotly_chart(eigenspectrum_figure(entry["eigenvalues"], alpha, title=f"Eigenspectrum of {site}"),
+                key="spectra_eigen")
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("RankMe", f"{entry['rankme']:.2f}")
+c2.metric("participation ratio", f"{entry['participation_ratio']:.2f}")
+c3.metric("alpha-ReQ", "n/a" if entry["alpha"]["alpha"] is None else f"{entry['alpha']['alpha']:.3f}",
+          help=f"fitted over ranks {entry['alpha']['first_rank']}..{entry['alpha']['last_rank']}")
+c4.metric("TwoNN ID", "n/a" if entry["twonn"] is None else f"{entry['twonn']['dimension']:.2f}",
+          help=entry["id_note"] or "TwoNN (Facco et al. 2017) on the reservoir samples")
+st.caption(f"Dashed line: the alpha-ReQ power law over its shaded fit range; {spectra['n_tokens']:,} harvested tokens.")
+
+st.subheader("Over training checkpoints")
+if sources.model.source != "organism":
+    st.info("Layer x checkpoint tables run on the organism's saved checkpoints. For Pythia checkpoints, choose a "
+            "checkpoint in the sidebar and compare this page between them.")
+    st.stop()
+directory = sources.model.path or str(organism_dir())
+c1, c2, c3 = st.columns(3)
+tokens = c1.select_slider("Tokens per checkpoint", [1024, 2048, 4096, 8192], value=2048, key="spectra_ckpt_tokens")
+metric = c2.selectbox("Heatmap", ["RankMe", "alpha-ReQ", "participation ratio"], key="spectra_ckpt_metric")
+smoothing = c3.select_slider("Smoothing width (log-step)", [0.0, 0.25, 0.5, 1.0], value=0.5, key="spectra_smoothing")
+run_now = st.toggle("Compute the checkpoint tables", value=True, key="spectra_ckpt_on",
+                    help="Loads every checkpoint and harvests its activation moments on a slice of the world corpus.")
+if not run_now:
+    st.stop()
+bar = st.progress(0.0, text="checkpoints")
+over = guarded(lambda: analysis.spectra_over_checkpoints(
+    directory, max_tokens=int(tokens), store=store, smoothing=float(smoothing),
+    progress=lambda f, text: bar.progress(f, text=text)))
+bar.empty()
+if over is None:
+    st.stop()
+remember_artifact("spectra_checkpoints", over["key"])
+table = {"RankMe": "rankme", "alpha-ReQ": "alpha", "participation ratio": "participation_ratio"}[metric]
+st.plotly_chart(checkpoint_heatmap_figure(as_result(over["tables"][table]), over["steps"], over["layers"], metric),
+                key="spectra_heatmap")
+phase_site = st.selectbox("Layer for the phases", over["sites"], key="spectra_phase_site")
+st.plotly_chart(phase_figure(as_result(over["phases"][phase_site])), key="spectra_phases")
+segments = over["phases"][phase_site]["segments"]
+st.caption("Phases: warmup = RankMe collapses; entropy-seeking = RankMe rises (alpha falls); compression-seeking = "
+           "RankMe falls after rising (alpha rises). Read from the sign of d(smoothed RankMe)/d log(step); raw points shown. "
+           + (f"Alpha fit range: {over['fit_note']}" if over["fit_note"] else ""))
+st.dataframe([{"phase": s["label"], "from step": int(s["start_step"]), "to step": int(s["end_step"]),
+               "RankMe change": s["rankme_change"], "alpha change": s["alpha_change"],
+               "alpha moved opposite": s["alpha_agrees"]} for s in segments], hide_index=True)

@@ -1,0 +1,89 @@
+"""AppTest: the Geometry, Superposition and Spectra pages render on the (tiny) organism, and widgets
+change what is shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+TIMEOUT = 300
+
+
+@pytest.fixture
+def app_env(tiny_organism_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("ATLAS_ORGANISM_DIR", str(tiny_organism_dir))
+    monkeypatch.setenv("ATLAS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ATLAS_CACHE_DIR", str(tmp_path / "cache"))
+    import streamlit as st
+
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    return tmp_path
+
+
+def _app(page: str):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(MAIN, default_timeout=TIMEOUT)
+    at.session_state["harvest_tokens"] = 4000
+    at.run()
+    at.switch_page(f"../pages/{page}.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def _titles(at) -> list[str]:
+    """Titles of every Plotly chart on the page."""
+    import json
+
+    return [json.loads(chart.proto.spec).get("layout", {}).get("title", {}).get("text", "") for chart in at.get("plotly_chart")]
+
+
+def test_spectra_page_site_and_heatmap(app_env):
+    at = _app("spectra")
+    titles = _titles(at)
+    assert any("Spectral profile" in t for t in titles)
+    assert any("RankMe by layer and training checkpoint" in t for t in titles)
+    assert any("Spectral phases" in t for t in titles)
+    assert any("Small-d fit range" in i.value for i in at.info)
+    sites = at.selectbox(key="spectra_site").options
+    at.selectbox(key="spectra_site").set_value(sites[-1]).run()
+    assert any(f"Eigenspectrum of {sites[-1]}" in t for t in _titles(at))
+    at.selectbox(key="spectra_ckpt_metric").set_value("alpha-ReQ").run()
+    assert not at.exception
+    assert any("alpha-ReQ by layer and training checkpoint" in t for t in _titles(at))
+
+
+def test_superposition_page_and_toy_lab(app_env):
+    at = _app("superposition")
+    titles = _titles(at)
+    assert any("1/m" in t or "interference" in t.lower() for t in titles), titles
+    before = len(at.get("plotly_chart"))
+    at.slider(key="toy_n").set_value(4)
+    at.slider(key="toy_m").set_value(2)
+    at.button(key="toy_train").click().run()
+    assert not at.exception, at.exception
+    assert any(m.label.startswith("D*") for m in at.metric)
+    assert len(at.get("plotly_chart")) == before + 2
+    assert "n = 4, m = 2" in " ".join(m.value for m in at.markdown)
+
+
+def test_geometry_page_tabs_and_toggles(app_env):
+    at = _app("geometry")
+    titles = _titles(at)
+    assert any("Power-law exponent" in t for t in titles)
+    assert any("circle strength per layer" in t for t in titles)
+    assert any("Hierarchical orthogonality" in t for t in titles)
+    assert any("held-out R^2" in t.lower() or "Held-out R^2" in t for t in titles)
+    assert any("Analogy parallelograms (PCA)" in t for t in titles)
+    at.toggle(key="geo_lda").set_value(True).run()
+    assert not at.exception
+    assert any("Analogy parallelograms (LDA directions)" in t for t in _titles(at))
+    at.selectbox(key="geo_cycle").set_value("months").run()
+    assert any(t.startswith("months: circle strength") for t in _titles(at))
+    at.selectbox(key="geo_affinity").set_value("jaccard").run()
+    assert not at.exception
