@@ -303,10 +303,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from core.errors import AtlasError
 
+    import contextlib
+
     try:
-        rows = build_card(args.dir, quick=args.quick, store=ArtifactStore(args.cache_dir),
-                          progress=lambda text: print(f"... {text}", file=sys.stderr),
-                          checkpoints=not args.no_checkpoints)
+        # Model loading prints to stdout (TransformerLens); keep stdout for the card alone.
+        with contextlib.redirect_stdout(sys.stderr):
+            rows = build_card(args.dir, quick=args.quick, store=ArtifactStore(args.cache_dir),
+                              progress=lambda text: print(f"... {text}", file=sys.stderr),
+                              checkpoints=not args.no_checkpoints)
     except AtlasError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
