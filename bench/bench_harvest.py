@@ -4,8 +4,10 @@
     (model(tokens) -> logits, batch by batch); also shown against two reference points:
     the forward pass to the last SAE hook without logits, and that plus every SAE's encode+decode
     (the least any SAE statistic can cost).
-(b) harvest vs a naive baseline written the way peers do it: run_with_cache of every hook, keep
-    every SAE code, then per-feature Python loops for counts, L1, max, top-k and histograms.
+(b) harvest vs a naive baseline written the way peers do it, computing the same set of statistics:
+    run_with_cache of every hook, keep every activation and SAE code, vectorised covariance /
+    token sample / reconstruction / L1 prefix sums, then per-feature Python loops for counts, L1,
+    max, top-k contexts, histograms, quantile-band samples and co-occurrence rows.
 (c) peak memory against corpus length: each length in a fresh process, peak RSS above the
     process's level after a small warm-up harvest (goal: flat).
 
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 
 from bench.common import Sources, median_seconds, organism_sources, random_corpus, random_sources
-from core.harvest import HarvestSettings, harvest
+from core.harvest import HarvestSettings, harvest, snapshot_counts
 
 
 def _corpus_for(sources: Sources, n_tokens: int):
@@ -63,31 +65,83 @@ def forward_to_hooks(model, saes, corpus, batch_size: int, encode: bool) -> None
                     sae.decode(sae.encode(x))
 
 
-def naive_baseline(model, saes, corpus, batch_size: int, top_k: int, edges: np.ndarray) -> dict:
-    """How feature dashboards are usually built: cache everything, then loop over features."""
+def naive_baseline(model, saes, corpus, batch_size: int, settings: HarvestSettings) -> dict:
+    """How feature dashboards are usually built: cache everything, then loop over features.
+
+    The same set of statistics as the harvest, each computed the way peers write it: run_with_cache of
+    every hook over the corpus, the activations of each site and every SAE code kept in memory; then
+    vectorised numpy/torch where that is the obvious way (covariance, a random sample of tokens,
+    reconstruction quality, L1 prefix sums), and per-feature Python loops for firing count, L1, max,
+    top-k contexts with their token windows, the histogram, quantile-band samples and co-occurrence.
+    """
     hooked = model.model
-    codes = {s.hook_name: [] for s in saes}
     bos = model.bos_token_id
+    sites = list(dict.fromkeys(s.hook_name for s in saes))
+    acts = {h: [] for h in sites}
+    codes = {s.hook_name: [] for s in saes}
+    places = []
     with torch.no_grad():
         for start in range(0, corpus.tokens.shape[0], batch_size):
             tokens = corpus.tokens[start:start + batch_size].to(model.device)
             _, cache = hooked.run_with_cache(tokens)  # every hook of every layer
             keep = (tokens != bos).reshape(-1) if bos is not None else torch.ones(tokens.numel(), dtype=torch.bool)
+            rows = torch.arange(start, start + tokens.shape[0]).repeat_interleave(tokens.shape[1])
+            cols = torch.arange(tokens.shape[1]).repeat(tokens.shape[0])
+            places.append(torch.stack([rows, cols], 1)[keep.cpu()])
+            for hook in sites:
+                acts[hook].append(cache[hook].reshape(-1, cache[hook].shape[-1])[keep])
             for sae in saes:
-                x = cache[sae.hook_name].reshape(-1, sae.d_in)[keep]
-                codes[sae.hook_name].append(sae.encode(x))
+                codes[sae.hook_name].append(sae.encode(cache[sae.hook_name].reshape(-1, sae.d_in)[keep]))
             del cache
-    out = {}
-    for hook, parts in codes.items():
-        z = torch.cat(parts)
+    place = torch.cat(places).numpy()
+    token_array = corpus.tokens.numpy()
+    rng = np.random.default_rng(0)
+    out: dict = {"sites": {}, "saes": {}}
+    for hook in sites:  # covariance and a random sample of tokens, vectorised
+        x = torch.cat(acts[hook]).double().numpy()
+        sample = rng.choice(x.shape[0], size=min(settings.reservoir_size, x.shape[0]), replace=False)
+        out["sites"][hook] = (x.mean(0), np.cov(x, rowvar=False, bias=True), x[sample])
+    edges = settings.hist_edges
+    bands = settings.quantile_edges
+    windows = np.arange(-settings.window_left, settings.window_right + 1)
+    ctx = token_array.shape[1]
+    if ctx >= settings.cooc_chunk_tokens:  # the harvest's co-occurrence chunks (see core.harvest)
+        chunk_of = place[:, 0] * -(-ctx // settings.cooc_chunk_tokens) + place[:, 1] // settings.cooc_chunk_tokens
+    else:
+        chunk_of = place[:, 0] // (settings.cooc_chunk_tokens // ctx)
+    for sae in saes:
+        z = torch.cat(codes[sae.hook_name])
+        x = torch.cat(acts[sae.hook_name])
+        x_hat = sae.decode(z)
+        sse = float(((x - x_hat) ** 2).sum())
+        sst = float(((x - x.mean(0)) ** 2).sum())
+        snapshots = [z[:count].clamp(min=0).sum(0) for count in snapshot_counts(z.shape[0])]
         stats = []
         for feature in range(z.shape[1]):  # the per-feature Python loop
             column = z[:, feature]
             fired = column > 0
-            values, index = torch.topk(column, top_k)
-            hist, _ = np.histogram(column[fired].cpu().numpy(), bins=edges)
-            stats.append((int(fired.sum()), float(column[fired].sum()), float(column.max()), values, index, hist))
-        out[hook] = stats
+            values, index = torch.topk(column, settings.top_k)
+            contexts = []
+            for i in index.tolist():  # token window around each top activation
+                chunk, pos = place[i]
+                where = pos + windows
+                contexts.append([int(token_array[chunk, w]) if 0 <= w < token_array.shape[1] else -1 for w in where])
+            column_np = column.numpy()
+            active = column_np[column_np > 0]
+            hist, _ = np.histogram(active, bins=edges)
+            samples = []
+            for lo, hi in zip(bands[:-1], bands[1:]):  # contexts sampled from each activation band
+                in_band = np.flatnonzero((column_np >= max(lo, np.nextafter(0, 1))) & (column_np < hi))
+                samples.append(rng.choice(in_band, size=min(settings.quantile_samples, in_band.size), replace=False))
+            stats.append((int(fired.sum()), float(active.sum()), float(column.max()), values, contexts, hist, samples))
+        fires = (z > settings.cooc_threshold).numpy()
+        per_chunk = np.zeros((chunk_of.max() + 1, z.shape[1]), dtype=bool)
+        np.logical_or.at(per_chunk, chunk_of, fires)
+        cooc = np.zeros((z.shape[1], z.shape[1]), dtype=np.int64)
+        for feature in range(z.shape[1]):  # co-occurrence, one feature's row at a time
+            cooc[feature] = (per_chunk[:, feature:feature + 1] & per_chunk).sum(0)
+        out["saes"][sae.hook_name] = (stats, cooc, snapshots, 1 - sse / sst, sse / x.numel(),
+                                      float((z > 0).sum(1).float().mean()))
     return out
 
 
@@ -116,7 +170,7 @@ def versus_naive(sources: Sources, n_tokens: int, repeats: int, batch_size: int)
     settings = HarvestSettings(batch_size=batch_size)
     t_harvest = median_seconds(lambda: harvest(model, saes, corpus, settings), repeats, model.device)
     t_naive = median_seconds(
-        lambda: naive_baseline(model, saes, corpus, batch_size, settings.top_k, settings.hist_edges),
+        lambda: naive_baseline(model, saes, corpus, batch_size, settings),
         max(1, repeats // 2), model.device, warmup=0)
     return {"tokens": corpus.tokens.numel(), "harvest_s": t_harvest, "naive_s": t_naive,
             "speedup_harvest_vs_naive": t_naive / t_harvest}

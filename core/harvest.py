@@ -105,6 +105,7 @@ class HarvestSettings:
             (self.quantile_samples >= 0, "quantile samples must be >= 0"),
             (self.cooc_chunk_tokens >= 1, "co-occurrence chunk must be >= 1 token"),
             (self.cooc_max_features >= 1, "co-occurrence needs >= 1 feature"),
+            (self.cooc_threshold >= 0, "co-occurrence threshold must be >= 0 (SAE codes are non-negative)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -328,6 +329,7 @@ class FeatureStats:
         self.q_val = torch.zeros((d_sae * nb, m), dtype=torch.float32, device=device)
         self.q_chunk = torch.full((d_sae * nb, m), -1, dtype=i64, device=device)
         self.q_pos = torch.full((d_sae * nb, m), -1, dtype=i64, device=device)
+        self._feature_hash = _mix32(torch.arange(d_sae, dtype=i64, device=device) + 0x165667B1)
         # reconstruction: streaming sums for 1 - SSE/SST, MSE and L0
         self.sse = torch.zeros((), dtype=f64, device=device)
         self.sum_x = torch.zeros(d_in, dtype=f64, device=device)
@@ -340,11 +342,16 @@ class FeatureStats:
     # -- update -----------------------------------------------------------------------
     def update(self, z: torch.Tensor, x: torch.Tensor, x_hat: torch.Tensor,
                chunk: torch.Tensor, pos: torch.Tensor) -> None:
-        n = z.shape[0]
+        rows, feats = (z > 0).nonzero(as_tuple=True)
+        self.update_sparse(z.shape[0], rows, feats, z[rows, feats].to(torch.float32), x, x_hat, chunk, pos)
+
+    def update_sparse(self, n: int, rows: torch.Tensor, feats: torch.Tensor, vals: torch.Tensor,
+                      x: torch.Tensor, x_hat: torch.Tensor, chunk: torch.Tensor, pos: torch.Tensor) -> None:
+        """The positive codes of n tokens as (rows, feats, vals) in row-major order (`(z > 0).nonzero()`);
+        every statistic reads only these nnz entries, never a dense [n, d_sae] code."""
         if n == 0:
             return
-        rows, feats = (z > 0).nonzero(as_tuple=True)
-        vals = z[rows, feats].to(torch.float32)
+        vals = vals.to(torch.float32)
         vals64 = vals.to(torch.float64)
         self._snapshots(n, rows, feats, vals64)
         self.n_tokens += n
@@ -372,6 +379,10 @@ class FeatureStats:
 
     def _update_top(self, rows, feats, vals, chunk, pos) -> None:
         k = self.settings.top_k
+        # an entry below its feature's current k-th value can never enter (the k-th value only rises);
+        # empty slots hold -1, so features with room keep every entry. Exact: ties are kept.
+        can_enter = vals >= self.top_val[feats, -1]
+        rows, feats, vals = rows[can_enter], feats[can_enter], vals[can_enter]
         idx, _ = _bottom_per_cell(feats, _float_order_key(vals), self.d_sae, k)
         valid = idx >= 0
         safe = idx.clamp(min=0)
@@ -414,8 +425,16 @@ class FeatureStats:
         inside = band >= 0
         rows, feats, vals, band = rows[inside], feats[inside], vals[inside], band[inside]
         tok_chunk, tok_pos = chunk[rows], pos[rows]
-        keys = hash_keys(self.settings.seed + 1, tok_chunk, tok_pos, feats)
-        idx, cand_key = _bottom_per_cell(feats * self.n_bands + band, keys, self.q_key.shape[0], m)
+        # = hash_keys(seed + 1, chunk, pos, feature), with the (chunk, pos) part hashed once per token
+        # and the feature part read from a table: the hash is a chain, so the keys are the same bits
+        token_hash = hash_keys(self.settings.seed + 1, chunk, pos)
+        keys = _mix32(token_hash[rows] ^ self._feature_hash[feats])
+        cells = feats * self.n_bands + band
+        # a key above the largest kept key of a full cell can never enter it (empty slots: _EMPTY_KEY)
+        can_enter = keys <= self.q_key[cells, -1]
+        vals, tok_chunk, tok_pos, keys, cells = (vals[can_enter], tok_chunk[can_enter], tok_pos[can_enter],
+                                                 keys[can_enter], cells[can_enter])
+        idx, cand_key = _bottom_per_cell(cells, keys, self.q_key.shape[0], m)
         safe = idx.clamp(min=0)
         valid = idx >= 0
         self._merge_quantiles(
@@ -505,6 +524,8 @@ class Cooccurrence:
             chosen = torch.randperm(d_sae, generator=generator)[: settings.cooc_max_features]
             self.features = torch.sort(chosen).values.to(device)
         self.subset = self.features.numel() < d_sae
+        self._slot = torch.full((d_sae,), -1, dtype=torch.int64, device=device)  # feature -> tracked slot
+        self._slot[self.features] = torch.arange(self.features.numel(), device=device)
         n_f = self.features.numel()
         self.counts = torch.zeros(n_f, n_f, dtype=torch.int32, device=device)
         self.n_chunks = 0
@@ -514,11 +535,22 @@ class Cooccurrence:
     def update(self, z: torch.Tensor, token_chunk_ids: torch.Tensor, batch_chunk_ids: torch.Tensor) -> None:
         """z [n, d_sae] kept tokens; token_chunk_ids [n] their co-occurrence chunk; batch_chunk_ids
         [batch] the co-occurrence chunk of every sequence in the batch (kept tokens or not)."""
-        fires = (z[:, self.features] if self.subset else z) > self.threshold
+        rows, feats = (z > 0).nonzero(as_tuple=True)
+        self.update_sparse(rows, feats, z[rows, feats], token_chunk_ids, batch_chunk_ids)
+
+    def update_sparse(self, rows: torch.Tensor, feats: torch.Tensor, vals: torch.Tensor,
+                      token_chunk_ids: torch.Tensor, batch_chunk_ids: torch.Tensor) -> None:
+        """The positive codes (rows, feats, vals) of the kept tokens; token_chunk_ids [n] and
+        batch_chunk_ids as in `update`. Codes are >= 0 and the threshold >= 0, so only these count."""
+        fired = vals > self.threshold
+        rows, feats = rows[fired], feats[fired]
+        if self.subset:  # tracked features only, renumbered 0..F-1
+            slot = self._slot[feats]
+            tracked = slot >= 0
+            rows, feats = rows[tracked], slot[tracked]
         ids, inverse = torch.unique(token_chunk_ids, return_inverse=True)
-        f = torch.zeros(ids.numel(), fires.shape[1], dtype=torch.float32, device=fires.device)
-        f.index_add_(0, inverse, fires.to(torch.float32))
-        f = f > 0
+        f = torch.zeros(ids.numel(), self.features.numel(), dtype=torch.bool, device=self.counts.device)
+        f[inverse[rows], feats] = True
         if self.seqs_per_chunk == 1:
             self._add(f)
             return
@@ -684,42 +716,53 @@ class HarvestState:
         batch_cooc_ids = cooc_chunk_ids(chunk_index, torch.zeros_like(chunk_index), ctx, s.cooc_chunk_tokens)[0]
         for sae, label in zip(saes, labels):
             x = flat[sae_hook_name(sae)]
-            z = sae.encode(x)
-            x_hat = self._decode(sae, label, z)
+            rows, feats, vals, z = _sparse_codes(sae, x)
+            d_sae = int(z.shape[1]) if z is not None else int(sae.d_sae)
+            x_hat = self._decode(sae, label, x.shape[0], d_sae, rows, feats, vals, z)
             if label not in self.features:
-                self.features[label] = FeatureStats(z.shape[1], x.shape[1], s, ctx, device)
-                self.cooc[label] = Cooccurrence(z.shape[1], s, seqs_per_chunk, device)
-            self.features[label].update(z, x, x_hat, chunk, pos)
-            self.cooc[label].update(z, cooc_ids, batch_cooc_ids)
+                self.features[label] = FeatureStats(d_sae, x.shape[1], s, ctx, device)
+                self.cooc[label] = Cooccurrence(d_sae, s, seqs_per_chunk, device)
+            self.features[label].update_sparse(x.shape[0], rows, feats, vals, x, x_hat, chunk, pos)
+            self.cooc[label].update_sparse(rows, feats, vals, cooc_ids, batch_cooc_ids)
         self.n_tokens += int(keep_idx.numel())
         self.n_positions += b * ctx
         self.n_sequences += b
 
-    def _decode(self, sae: Any, label: str, z: torch.Tensor) -> torch.Tensor:
-        """sae.decode(z), computed from the non-zero codes only when that gives the same numbers.
+    def _decode(self, sae: Any, label: str, n: int, d_sae: int, rows: torch.Tensor, feats: torch.Tensor,
+                vals: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        """sae.decode(z), computed from the positive codes only when that gives the same numbers.
 
         A sparse code (TopK: k of d_sae) makes z @ W_dec mostly multiplications by zero. On the first
         batch the sparse sum is checked against sae.decode; SAEs whose decode is not plain
         z @ W_dec + b_dec (normalisation, rescaling, hooks) fail the check and keep sae.decode.
+        `z` is the dense code when the encoder produced one (None: codes known to be >= 0).
         """
         fast = self._fast_decoders.get(label, "unknown")
-        nnz = int((z > 0).sum()) if fast is not None else 0
-        dense_cheaper = nnz * 8 > z.numel()
-        if fast is None or dense_cheaper or z.lt(0).any():
-            return sae.decode(z)
+        dense_cheaper = rows.numel() * 8 > n * d_sae
+        if fast is None or dense_cheaper or (z is not None and bool(z.lt(0).any())):
+            return sae.decode(_dense_codes(n, d_sae, rows, feats, vals) if z is None else z)
         if fast == "unknown":
-            reference = sae.decode(z)
+            # SAEs with a plain fast encoder (z is None) are checked on the first rows only; others on
+            # the whole batch, whose dense decode is then used (their decode may hold per-batch state)
+            head = n if z is not None else min(n, 256)
+            sel = rows < head
+            h_rows, h_feats, h_vals = rows[sel], feats[sel], vals[sel]
+            reference = sae.decode(z if z is not None else _dense_codes(head, d_sae, h_rows, h_feats, h_vals))
             try:
-                w_dec, b_dec = sae.W_dec.to(z.device), sae.b_dec.to(z.device)
-                candidate = _sparse_decode(z, w_dec, b_dec)
-                scale = float(reference.abs().max()) + 1e-12
+                device = vals.device
+                w_dec, b_dec = sae.W_dec.to(device), sae.b_dec.to(device)
+                candidate = _sparse_decode(head, h_rows, h_feats, h_vals, w_dec, b_dec)
+                scale = float(reference.abs().max()) + 1e-12 if reference.numel() else 1.0
                 ok = candidate.shape == reference.shape and bool(
                     torch.allclose(candidate, reference, rtol=1e-4, atol=1e-5 * scale))
             except (AttributeError, RuntimeError):
                 ok = False
-            self._fast_decoders[label] = (w_dec, b_dec) if ok else None
-            return reference
-        return _sparse_decode(z, *fast)
+            fast = self._fast_decoders[label] = (w_dec, b_dec) if ok else None
+            if z is not None:
+                return reference
+            if fast is None:
+                return sae.decode(_dense_codes(n, d_sae, rows, feats, vals))
+        return _sparse_decode(n, rows, feats, vals, *fast)
 
     def merge(self, other: "HarvestState") -> "HarvestState":
         if other.settings != self.settings or other.context != self.context:
@@ -737,12 +780,35 @@ class HarvestState:
         return self
 
 
-def _sparse_decode(z: torch.Tensor, w_dec: torch.Tensor, b_dec: torch.Tensor) -> torch.Tensor:
-    """z @ w_dec + b_dec summed over the positive entries of z only."""
+def _sparse_decode(n: int, rows: torch.Tensor, feats: torch.Tensor, vals: torch.Tensor,
+                   w_dec: torch.Tensor, b_dec: torch.Tensor) -> torch.Tensor:
+    """z @ w_dec + b_dec summed over the positive entries (rows, feats, vals) of z only: [n, d_in].
+
+    rows must be ascending (row-major codes). One embedding_bag: a weighted sum of decoder rows per
+    token, reading nnz rows of w_dec instead of multiplying [n, d_sae] mostly-zero codes."""
+    offsets = torch.searchsorted(rows, torch.arange(n, device=rows.device, dtype=rows.dtype))
+    out = torch.nn.functional.embedding_bag(feats, w_dec.to(torch.float32), offsets, mode="sum",
+                                            per_sample_weights=vals.to(torch.float32))
+    return out + b_dec.to(torch.float32)
+
+
+def _dense_codes(n: int, d_sae: int, rows: torch.Tensor, feats: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
+    z = torch.zeros(n, d_sae, dtype=torch.float32, device=vals.device)
+    z[rows, feats] = vals
+    return z
+
+
+def _sparse_codes(sae: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The positive codes of x [n, d_in] as (rows, feats, vals) in row-major order, plus the dense code
+    z when one was computed (None when the SAE's fast encoder gives the sparse form directly, whose
+    codes are >= 0 by construction: relu, TopK of relu, gates)."""
+    available = getattr(sae, "fast_encode_available", None)
+    if available is not None and available(x):
+        rows, feats, vals = sae.encode_sparse(x)
+        return rows, feats, vals, None
+    z = sae.encode(x)
     rows, feats = (z > 0).nonzero(as_tuple=True)
-    out = b_dec.to(torch.float32).expand(z.shape[0], -1).clone()
-    out.index_add_(0, rows, z[rows, feats, None] * w_dec[feats])
-    return out
+    return rows, feats, z[rows, feats].to(torch.float32), z
 
 
 def context_windows(corpus_tokens: torch.Tensor | np.ndarray, chunk: np.ndarray, pos: np.ndarray,

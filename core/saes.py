@@ -51,6 +51,8 @@ class LoadedSAE:
     context_size: int | None = None
     origin: str = ""
     fit_warnings: list[str] = field(default_factory=list)
+    # None: not yet checked; True/False: the plain-torch encoder matched SAELens's on a first input
+    _fast_verified: bool | None = field(default=None, repr=False, compare=False)
 
     @property
     def device(self) -> torch.device:
@@ -76,9 +78,102 @@ class LoadedSAE:
         return self.sae.b_dec.detach().float()
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Feature activations z [..., d_sae] (float32) of activations x [..., d_in]."""
+        """Feature activations z [..., d_sae] (float32) of activations x [..., d_in].
+
+        For Standard, TopK, JumpReLU and Gated SAEs without run-time normalisation, reshaping or hooks
+        the encoder runs as plain torch (`_fast_encode`: the same operations as SAELens, without its
+        hook points, casts and dense TopK scatter); otherwise, and whenever a hook is attached, through
+        SAELens's own `encode`.
+        """
         with torch.inference_mode():
-            return self.sae.encode(x.to(self.device, dtype=self.sae.W_dec.dtype)).float()
+            x = x.to(self.device, dtype=self.sae.W_dec.dtype)
+            if self.fast_encode_available(x):
+                kind, values, indices = self._fast_encode(x.reshape(-1, self.d_in))
+                if kind == "topk":
+                    z = torch.zeros(values.shape[0], self.d_sae, dtype=values.dtype, device=values.device)
+                    values = z.scatter_(-1, indices, values)
+                return values.reshape(*x.shape[:-1], self.d_sae).float()
+            return self.sae.encode(x).float()
+
+    def encode_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The positive codes of activations x [n, d_in] as (rows [nnz], features [nnz], values [nnz] f32).
+
+        Entries come in row-major order (rows ascending, features ascending within a row), exactly as
+        `(z > 0).nonzero()` of `encode(x)` would list them. A TopK SAE never builds the dense
+        [n, d_sae] code: its k (index, value) pairs per row are kept as they are.
+        """
+        with torch.inference_mode():
+            x = x.to(self.device, dtype=self.sae.W_dec.dtype).reshape(-1, self.d_in)
+            if self.fast_encode_available(x):
+                kind, values, indices = self._fast_encode(x)
+                if kind == "topk":
+                    indices, order = torch.sort(indices, dim=-1)
+                    values = values.gather(-1, order)
+                    rows = torch.arange(x.shape[0], device=x.device).repeat_interleave(indices.shape[1])
+                    values, indices = values.reshape(-1), indices.reshape(-1)
+                    fired = values > 0
+                    return rows[fired], indices[fired], values[fired].float()
+                z = values
+            else:
+                z = self.sae.encode(x).float()
+            rows, feats = (z > 0).nonzero(as_tuple=True)
+            return rows, feats, z[rows, feats].float()
+
+    def fast_encode_available(self, sample: torch.Tensor | None = None) -> bool:
+        """Whether `encode` may skip SAELens: a known architecture whose encoder is plain linear algebra,
+        no run-time normalisation, no hook_z reshaping, no hook attached to the SAE's hook points, and
+        (checked once, on `sample`) the plain-torch encoder matches SAELens's within float tolerance."""
+        if self._fast_verified is False or _fast_kind(self.sae) is None:
+            return False
+        if any(_has_hooks(getattr(self.sae, name, None)) for name in _ENCODE_HOOKS):
+            return False
+        if self._fast_verified is None:
+            if sample is None:
+                return False
+            self._fast_verified = self._verify_fast_encode(sample)
+        return bool(self._fast_verified)
+
+    def _verify_fast_encode(self, sample: torch.Tensor) -> bool:
+        x = sample.reshape(-1, self.d_in)[:256]
+        try:
+            reference = self.sae.encode(x).float()
+            kind, values, indices = self._fast_encode(x)
+            if kind == "topk":
+                values = torch.zeros_like(reference).scatter_(-1, indices, values)
+            scale = float(reference.abs().max()) + 1e-12 if reference.numel() else 1.0
+            return values.shape == reference.shape and bool(
+                torch.allclose(values.float(), reference, rtol=1e-5, atol=1e-6 * scale))
+        except (AttributeError, RuntimeError, TypeError):
+            return False
+
+    def _fast_encode(self, x: torch.Tensor) -> tuple[str, torch.Tensor, torch.Tensor | None]:
+        """The encoder of `sae` written out (x: [n, d_in] in the SAE's dtype).
+
+        Same operations, in the same order, as SAELens 6 (so the same floats):
+            sae_in = x - b_dec * apply_b_dec_to_input
+            standard: relu(sae_in @ W_enc + b_enc)                                   (Bricken et al. 2023)
+            jumprelu: pre = sae_in @ W_enc + b_enc; relu(pre) * (pre > threshold)    (Rajamanoharan et al. 2024b)
+            topk:     pre (* ||W_dec rows|| if rescale_acts_by_decoder_norm); the k largest, relu'd (Gao et al. 2024)
+            gated:    (sae_in @ W_enc + b_gate > 0) * relu(sae_in @ (W_enc * exp(r_mag)) + b_mag)
+                                                                                     (Rajamanoharan et al. 2024)
+        Returns ("topk", values [n, k], indices [n, k]) or (kind, z [n, d_sae], None).
+        """
+        sae = self.sae
+        kind = _fast_kind(sae)
+        sae_in = x - sae.b_dec * sae.cfg.apply_b_dec_to_input
+        if kind == "gated":
+            active = (sae_in @ sae.W_enc + sae.b_gate > 0).to(x.dtype)
+            magnitude = torch.relu(sae_in @ (sae.W_enc * sae.r_mag.exp()) + sae.b_mag)
+            return kind, active * magnitude, None
+        pre = sae_in @ sae.W_enc + sae.b_enc
+        if kind == "standard":
+            return kind, torch.relu(pre), None
+        if kind == "jumprelu":
+            return kind, torch.relu(pre) * (pre > sae.threshold).to(pre.dtype), None
+        if sae.cfg.rescale_acts_by_decoder_norm:
+            pre = pre * sae.W_dec.norm(dim=-1)
+        values, indices = torch.topk(pre, k=sae.activation_fn.k, dim=-1, sorted=False)
+        return kind, values.relu(), indices
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Reconstruction x_hat [..., d_in] (float32) of feature activations z [..., d_sae]."""
@@ -87,6 +182,41 @@ class LoadedSAE:
 
     def describe(self) -> str:
         return f"{self.architecture} SAE, {self.d_sae} features on {self.hook_name} ({self.origin})"
+
+
+_ENCODE_HOOKS = ("hook_sae_input", "hook_sae_acts_pre", "hook_sae_acts_post")
+_PLAIN_NORMS = ("none", "expected_average_only_in")  # SAELens applies no run-time normalisation for these
+
+
+def _has_hooks(hook_point: Any) -> bool:
+    return hook_point is not None and bool(getattr(hook_point, "_forward_hooks", None))
+
+
+def _fast_kind(sae: Any) -> str | None:
+    """The architecture whose plain-torch encoder `LoadedSAE._fast_encode` reproduces, or None.
+
+    Only SAELens's own inference classes qualify (a subclass may change encode), with no run-time
+    normalisation, no hook_z reshaping, and the activation function SAELens gives each class.
+    """
+    try:
+        from sae_lens import GatedSAE, JumpReLUSAE, StandardSAE, TopKSAE
+        from sae_lens.saes.topk_sae import TopK
+    except ImportError:  # pragma: no cover - sae-lens is a dependency
+        return None
+    cfg = getattr(sae, "cfg", None)
+    if cfg is None or getattr(cfg, "normalize_activations", "none") not in _PLAIN_NORMS:
+        return None
+    if getattr(cfg, "reshape_activations", "none") != "none" or getattr(sae, "hook_z_reshaping_mode", False):
+        return None
+    kinds = {StandardSAE: "standard", JumpReLUSAE: "jumprelu", GatedSAE: "gated", TopKSAE: "topk"}
+    kind = kinds.get(type(sae))
+    activation = getattr(sae, "activation_fn", None)
+    if kind == "topk":
+        if not isinstance(activation, TopK) or activation.use_sparse_activations:
+            return None
+    elif kind is not None and not isinstance(activation, torch.nn.ReLU):
+        return None
+    return kind
 
 
 # ---- loading ---------------------------------------------------------------------------------

@@ -286,3 +286,23 @@ def test_cache_hit_computes_nothing(tiny_model, saes, corpus, tmp_path):
 def test_max_tokens_reads_whole_sequences(tiny_model, saes, corpus):
     r = harvest(tiny_model, saes, corpus, HarvestSettings(max_tokens=40, reservoir_size=5))
     assert r.n_sequences == 3 and r.n_positions == 48
+
+
+def test_bench_naive_baseline_computes_the_same_statistics(tiny_model, saes, corpus, result):
+    """bench/bench_harvest.py's peer-style baseline measures what the harvest measures (equal work)."""
+    from bench.bench_harvest import naive_baseline
+
+    naive = naive_baseline(tiny_model, saes, corpus, SETTINGS.batch_size, SETTINGS)
+    for sae in saes:
+        stats, cooc, snapshots, explained, mse, l0 = naive["saes"][sae.hook_name]
+        r = result.saes[sae.hook_name]
+        np.testing.assert_array_equal([s[0] for s in stats], r.fire_count)
+        np.testing.assert_allclose([s[1] for s in stats], r.l1_mass, rtol=1e-5)
+        np.testing.assert_array_equal(np.array([s[2] for s in stats], dtype=np.float32), r.max_act)
+        np.testing.assert_allclose(np.stack([s[3].numpy() for s in stats]), r.top_values)
+        np.testing.assert_array_equal(np.stack([s[5] for s in stats]), r.hist[:, 1:-1])
+        np.testing.assert_array_equal(cooc, r.cooc)
+        assert (explained, mse, l0) == pytest.approx((r.explained_variance, r.mse, r.l0), rel=1e-5)
+        np.testing.assert_allclose(np.stack([s.numpy() for s in snapshots]), r.l1_snapshots, rtol=1e-5)
+        mean, cov, _ = naive["sites"][sae.hook_name]
+        np.testing.assert_allclose(cov, result.sites[sae.hook_name].cov, atol=1e-9)

@@ -243,7 +243,7 @@ def test_tiny_card_and_structure(tiny_organism_dir):
 
     assert "| weekday_arith |" in metrics_card(tiny_organism_dir)
     report = structure_report(tiny_organism_dir)
-    assert set(report) == {"resid_0", "resid_1", "embed", "unembed"}
+    assert set(report) == {"resid_0", "resid_1", "embed", "unembed", "answer_0", "answer_1"}
     for entry in report.values():
         assert sum(float(v) for v in entry["months"]["shares"].values()) == pytest.approx(1.0, abs=0.01)
     assert "| resid_0 |" in structure_card(report)

@@ -61,6 +61,56 @@ def test_uniform_face_matches_each_architectures_formula(architecture, tmp_path,
         assert ((z > 0).sum(-1) <= raw.cfg.k).all()
 
 
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("apply_b_dec", [True, False])
+def test_fast_encode_equals_saelens_encode(architecture, apply_b_dec):
+    """The plain-torch encoder equals SAELens's own encode, dense and sparse, for every architecture."""
+    raw = make_tiny_sae(architecture, seed=3)
+    raw.cfg.apply_b_dec_to_input = apply_b_dec
+    with torch.no_grad():  # a non-zero b_dec, so that apply_b_dec_to_input matters
+        raw.b_dec.copy_(torch.randn_like(raw.b_dec) * 0.5)
+        if architecture == "jumprelu":
+            raw.threshold.copy_(torch.rand_like(raw.threshold) * 0.3)
+    sae = wrap_sae(raw)
+    x = torch.randn(40, D_MODEL, generator=torch.Generator().manual_seed(4))
+    z = sae.encode(x)
+    assert sae.fast_encode_available() is True  # verified against SAELens on the first input
+    with torch.no_grad():
+        expected = raw.encode(x)
+    torch.testing.assert_close(z, expected, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(sae.encode(x.reshape(5, 8, D_MODEL)), expected.reshape(5, 8, -1), atol=1e-6, rtol=1e-6)
+    rows, feats, vals = sae.encode_sparse(x)
+    ref_rows, ref_feats = (expected > 0).nonzero(as_tuple=True)
+    assert torch.equal(rows, ref_rows) and torch.equal(feats, ref_feats)  # row-major, like nonzero()
+    torch.testing.assert_close(vals, expected[ref_rows, ref_feats], atol=1e-6, rtol=1e-6)
+    assert 0 < rows.numel() < expected.numel()
+
+
+def test_fast_encode_steps_aside_for_hooks_and_normalisation():
+    """A hook on the SAE, or a run-time normalisation, sends encode back through SAELens."""
+    raw = make_tiny_sae("topk", seed=5)
+    sae = wrap_sae(raw)
+    x = torch.randn(12, D_MODEL, generator=torch.Generator().manual_seed(6))
+    baseline = sae.encode(x)
+    assert sae.fast_encode_available()
+    handle = raw.hook_sae_acts_post.register_forward_hook(lambda module, inputs, output: output * 2)
+    try:
+        assert not sae.fast_encode_available()
+        torch.testing.assert_close(sae.encode(x), baseline * 2)  # the hook ran: SAELens's path was taken
+        rows, feats, vals = sae.encode_sparse(x)
+        torch.testing.assert_close(vals, baseline[rows, feats] * 2)
+    finally:
+        handle.remove()
+    assert sae.fast_encode_available()
+    normed = make_tiny_sae("standard", seed=7)
+    normed.cfg.normalize_activations = "layer_norm"
+    normed._setup_activation_normalization()
+    wrapped = wrap_sae(normed)
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped.encode(x), normed.encode(x))
+    assert not wrapped.fast_encode_available(x)
+
+
 def test_dir_errors(tmp_path):
     with pytest.raises(UnknownSAEError, match="cfg.json"):
         load_sae(SAESpec(source="dir", path=str(tmp_path)), device="cpu")

@@ -25,6 +25,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides["weight_decay"] = args.weight_decay
     if args.threads is not None:
         overrides["threads"] = args.threads
+    if args.sae_steps is not None:
+        overrides["sae_steps"] = args.sae_steps
     config = config_by_name(args.config, seed=args.seed, **overrides)
     manifest = run_pipeline(config, Path(args.out))
     print(json.dumps({k: v for k, v in manifest["metrics"].items() if k != "loss_history"}, indent=2))
@@ -76,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, default=None, help="override the number of training steps")
     train.add_argument("--weight-decay", type=float, default=None)
     train.add_argument("--threads", type=int, default=None)
+    train.add_argument("--sae-steps", type=int, default=None)
     train.set_defaults(func=_cmd_train)
 
     for name, func, text in [("evaluate", _cmd_evaluate, "held-out loss and answer accuracy per family"),

@@ -43,12 +43,15 @@ def structure_card(report: dict) -> str:
     for site, entry in report.items():
         row = [site]
         for name in ("weekdays", "months"):
-            c = entry[name]
+            c = entry.get(name)
+            if c is None:
+                row += ["", ""]
+                continue
             row += [f"f={c['best_coprime_frequency']} ({c['best_share']:.2f}; f1 {c['calendar_share']:.2f})",
                     f"{c['neighbour_consistency']:.2f} @ step {c['neighbour_step']}"]
         row.append(f"{entry['city_probe_r2']:.3f}" if "city_probe_r2" in entry else "")
-        a = entry["analogies"]
-        row.append(f"{a['within']:.2f} / {a['across']:.2f}")
+        a = entry.get("analogies")
+        row.append(f"{a['within']:.2f} / {a['across']:.2f}" if a else "")
         rows.append(row)
     return _table(["site", "weekdays: best freq (share; calendar share)", "weekday circle order",
                    "months: best freq (share; calendar share)", "month circle order",

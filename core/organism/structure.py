@@ -64,6 +64,33 @@ def token_representations(model, texts: list[str], sample_ids: list[int], max_oc
     return means, {f"resid_{i}": samples[n] for i, n in enumerate(names)}
 
 
+@torch.no_grad()
+def answer_position_means(model, facts: list[list[str]], answers: list[str]) -> dict[str, np.ndarray]:
+    """Per layer, [len(answers), d_model]: mean resid_post at the last prompt position over the facts
+    whose answer is each word (where the model must have computed the answer)."""
+    vocab = model.tokenizer.get_vocab()
+    names = [f"blocks.{layer}.hook_resid_post" for layer in range(model.cfg.n_layers)]
+    grouped: dict[str, list[str]] = {a: [] for a in answers}
+    for prompt, answer in facts:
+        if answer in grouped:
+            grouped[answer].append(prompt)
+    out = {f"answer_{i}": np.full((len(answers), model.cfg.d_model), np.nan) for i in range(len(names))}
+    for row, answer in enumerate(answers):
+        prompts = grouped[answer]
+        if not prompts:
+            continue
+        ids = [[vocab["<bos>"]] + [vocab.get(w, vocab["<unk>"]) for w in p.split()] for p in prompts]
+        width = max(len(i) for i in ids)
+        tokens = torch.full((len(ids), width), vocab["<pad>"], dtype=torch.long)
+        for r, seq in enumerate(ids):
+            tokens[r, : len(seq)] = torch.tensor(seq)
+        _, cache = model.run_with_cache(tokens, names_filter=names)
+        last = torch.tensor([len(seq) - 1 for seq in ids])
+        for i, name in enumerate(names):
+            out[f"answer_{i}"][row] = cache[name][torch.arange(len(ids)), last].float().mean(0).numpy()
+    return out
+
+
 def fourier_shares(vectors: np.ndarray) -> dict[int, float]:
     """Share of the centred variance of k ordered vectors at each frequency f = 1..k//2."""
     k = vectors.shape[0]
@@ -186,4 +213,13 @@ def structure_report(directory: Path = ORGANISM_DIR, checkpoint: str = "final", 
         if site in samples:
             entry["city_probe_r2"] = round(city_probe_r2(samples[site], city_ids, coords), 3)
         report[site] = entry
+    # Where the answer is computed: mean resid at the last prompt position of the cyclic-arithmetic
+    # facts (train and held out), grouped by the answer word.
+    facts = truth["eval_facts"]
+    for name, family in (("weekdays", "weekday_arith"), ("months", "month_arith")):
+        words = truth["cyclic"][name]
+        both = facts["train"].get(family, []) + facts["held_out"].get(family, [])
+        for site, table in answer_position_means(model, both, words).items():
+            if np.isfinite(table).all():
+                report.setdefault(site, {})[name] = circle_report(table)
     return report
