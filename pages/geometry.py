@@ -150,21 +150,37 @@ with tabs[3]:
     circles = (gt or {}).get("circles") or {}
     if truth and circles and "skipped" not in circles:
         name = st.selectbox("Cyclic items", list(circles), key="geo_cycle")
-        entry = circles[name]
-        st.plotly_chart(circularity_by_layer_figure(entry, name), key="geo_circ_layers")
-        site = st.selectbox("Site", entry["sites"], key="geo_circle_site")
-        c = entry["per_site"][site]["circularity"]
-        left, right = st.columns(2)
-        left.plotly_chart(fourier_shares_figure(as_result(c)), key="geo_fourier")
-        n_pc = len(entry["per_site"][site]["pc_variance"])
-        pairs = [(a, a + 1) for a in range(n_pc - 1)] or [(0, 0)]
-        pair = st.selectbox("PC pair", pairs, format_func=lambda p: f"PC {p[0] + 1} - PC {p[1] + 1}", key="geo_pc_pair")
-        right.plotly_chart(circle_pcs_figure(as_result(entry["per_site"][site]["pcs"]), entry["words"], pcs=pair,
-                                             title=f"{name} (mean token representations) on PCs"), key="geo_circle_pcs")
-        st.caption(f"Best frequency f = {c['best_frequency']} holds {c['best_share']:.0%} of the variance "
-                   f"(p = {c['p_value']:.3g} against shuffled labels). f = 1 is calendar order; a small model trained on "
-                   f"modular arithmetic may circle at another f coprime with k (visiting order here: "
-                   f"{', '.join(entry['words'][i] for i in c['visit_order'])}).")
+        cycle = circles[name]
+        best = cycle.get("best")
+        if best:
+            st.markdown(f"Strongest: **{best['location']}**, {best['site']}: f = {best['frequency']}, "
+                        f"share {best['share']:.2f}, p = {best['p_value']:.3g}"
+                        + ("" if best["circle"] else " (no circle at p < 0.05)") + ".")
+        location = st.radio("Where the representations are read", list(cycle["locations"]), horizontal=True,
+                            key="geo_circle_location",
+                            help="token: at the weekday / month word in context; answer position: at the last "
+                                 "token of the arithmetic prompts ('three days after friday is'), averaged over the "
+                                 "prompts that share an answer.")
+        entry = cycle["locations"][location]
+        if not entry["sites"]:
+            st.info("Nothing to score at this location (every item has the same representation).")
+        else:
+            st.plotly_chart(circularity_by_layer_figure(entry, name, location), key="geo_circ_layers")
+            site = st.selectbox("Site", entry["sites"], key="geo_circle_site")
+            c = entry["per_site"][site]["circularity"]
+            left, right = st.columns(2)
+            left.plotly_chart(fourier_shares_figure(as_result(c)), key="geo_fourier")
+            n_pc = len(entry["per_site"][site]["pc_variance"])
+            pairs = [(a, a + 1) for a in range(n_pc - 1)] or [(0, 0)]
+            pair = st.selectbox("PC pair", pairs, format_func=lambda p: f"PC {p[0] + 1} - PC {p[1] + 1}",
+                                key="geo_pc_pair")
+            right.plotly_chart(circle_pcs_figure(as_result(entry["per_site"][site]["pcs"]), cycle["words"], pcs=pair,
+                                                 title=f"{name} (mean representations at the {location}) on PCs"),
+                               key="geo_circle_pcs")
+            st.caption(f"Best frequency f = {c['best_frequency']} holds {c['best_share']:.0%} of the variance "
+                       f"(p = {c['p_value']:.3g} against shuffled labels). f = 1 is calendar order; a small model trained "
+                       f"on modular arithmetic may circle at another f coprime with k (visiting order here: "
+                       f"{', '.join(cycle['words'][i] for i in c['visit_order'])}).")
     elif not truth:
         st.info(NO_TRUTH)
     st.markdown("**Decoder clusters** (Engels et al. 2024): spectral clusters of decoder directions; the PCA of each "

@@ -98,6 +98,121 @@ def test_slot_prompt_and_templates():
                      ("gender", "gender", "man", "woman")]
 
 
+WEEK = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven"]
+
+
+def test_cyclic_arithmetic_facts_from_eval_facts_and_from_the_template():
+    truth = {"eval_facts": {"train": {"weekday_arith": [["one day after mon is", "tue"], ["two days before mon is", "sat"]]},
+                            "held_out": {"weekday_arith": [["three days after fri is", "mon"], ["x is", "nope"]]}}}
+    assert A.cyclic_arithmetic_facts(truth, "weekdays", WEEK) == [
+        (1, "one day after mon is"), (5, "two days before mon is"), (0, "three days after fri is")]
+    # no facts: built from the template, the answer i + n mod k ("before": i - n)
+    truth = {"templates": {"weekday_arith": "{n} days after {day} is"}, "numbers": NUMBERS}
+    facts = A.cyclic_arithmetic_facts(truth, "weekdays", WEEK)
+    assert len(facts) == 7 * 6 and (0, "three days after fri is") in facts and (6, "six days after mon is") in facts
+    truth["templates"]["weekday_arith"] = "{n} days before {day} is"
+    assert (1, "three days before fri is") in A.cyclic_arithmetic_facts(truth, "weekdays", WEEK)
+    assert A.cyclic_arithmetic_facts({"numbers": NUMBERS}, "weekdays", WEEK) == []  # no template of that family
+
+
+def _planted_answer_reps(monkeypatch, frequency: int, k: int, d: int = 16, noise: float = 0.05):
+    """representations_at replaced by a planted model: the residual at the end of a prompt is the answer's
+    point on a frequency-`frequency` circle in a random plane, plus noise (a different draw per prompt)."""
+    rng = np.random.default_rng(frequency)
+    plane = np.linalg.qr(rng.normal(size=(d, 2)))[0]
+    angle = 2 * np.pi * frequency * np.arange(k) / k
+    points = np.stack([np.cos(angle), np.sin(angle)], 1) @ plane.T
+    answer_of = {}
+
+    def fake(model, prompts, sites, batch_size=64):
+        rows = np.stack([points[answer_of[text]] + noise * rng.normal(size=d) for text, _ in prompts])
+        return {s: rows.copy() for s in sites}
+
+    monkeypatch.setattr(A, "representations_at", fake)
+    return answer_of
+
+
+def test_circles_at_the_answer_position_recover_the_planted_frequency(monkeypatch):
+    months = [f"m{i}" for i in range(12)]
+    facts = [[f"{n} after {w} is", months[(i + n) % 12]] for i, w in enumerate(months) for n in range(1, 12)]
+    truth = {"cyclic": {"months": months}, "eval_facts": {"train": {"month_arith": facts}, "held_out": {}}}
+    answer_of = _planted_answer_reps(monkeypatch, frequency=5, k=12)
+    answer_of.update({prompt: months.index(answer) for prompt, answer in facts})
+    out = A.circles_at_answer(None, truth, ["blocks.0.hook_resid_post"], n_permutations=100)
+    entry = out["months"]
+    assert list(entry["n_prompts"]) == [11] * 12
+    c = entry["per_site"]["blocks.0.hook_resid_post"]["circularity"].to_dict() if hasattr(
+        entry["per_site"]["blocks.0.hook_resid_post"]["circularity"], "to_dict") else \
+        entry["per_site"]["blocks.0.hook_resid_post"]["circularity"]
+    assert c["best_frequency"] == 5 and c["best_share"] > 0.9 and c["p_value"] < 0.05
+    assert c["regular_visit"] and c["visit_step"] == 5  # 5^-1 mod 12 = 5: neighbours 0, 5, 10, ...
+    # shuffled answers: no circle
+    rng = np.random.default_rng(0)
+    answer_of.update({prompt: int(rng.integers(12)) for prompt, _ in facts})
+    c = A.circles_at_answer(None, truth, ["blocks.0.hook_resid_post"], n_permutations=100)["months"]
+    assert c["per_site"]["blocks.0.hook_resid_post"]["circularity"]["p_value"] > 0.05
+
+
+def test_cyclic_circles_reports_the_best_location(monkeypatch):
+    facts = [[f"{n} after {w} is", WEEK[(i + n) % 7]] for i, w in enumerate(WEEK) for n in range(1, 7)]
+    truth = {"cyclic": {"weekdays": WEEK}, "eval_facts": {"train": {"weekday_arith": facts}}}
+    answer_of = _planted_answer_reps(monkeypatch, frequency=2, k=7)
+    answer_of.update({prompt: WEEK.index(answer) for prompt, answer in facts})
+    noise = np.random.default_rng(3).normal(size=(7, 16))
+    sites = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    monkeypatch.setattr(A, "circles_from_tokens", lambda model, truth, sites, n, seed: {"weekdays": {
+        "words": WEEK, "sites": list(sites), "per_site": {s: A._circle_entry(noise, n, seed) for s in sites}}})
+    out = A.cyclic_circles(None, truth, sites, n_permutations=100)["weekdays"]
+    assert set(out["locations"]) == {"token", "answer position"}
+    best = out["best"]
+    assert best["location"] == "answer position" and best["frequency"] == 2 and best["circle"]
+    assert best["layer"] in (0, 1) and best["p_value"] < 0.05
+    json.dumps(A.to_json(out), allow_nan=False)
+
+
+def test_best_circle_prefers_a_significant_plane_over_a_nyquist_line():
+    def entry(f, k, share, p):
+        return {"circularity": {"best_frequency": f, "k": k, "best_share": share, "p_value": p, "coprime": True,
+                                "regular_visit": True, "circle_balance": 1.0}}
+
+    locations = {"token": {"sites": ["blocks.0.hook_resid_post"], "per_site": {"blocks.0.hook_resid_post": entry(6, 12, 0.9, 0.005)}},
+                 "answer position": {"sites": ["blocks.1.hook_resid_post", "blocks.2.hook_resid_post"],
+                                     "per_site": {"blocks.1.hook_resid_post": entry(1, 12, 0.4, 0.01),
+                                                  "blocks.2.hook_resid_post": entry(1, 12, 0.5, 0.01)}}}
+    best = A.best_circle(locations)
+    assert (best["location"], best["layer"], best["share"], best["circle"]) == ("answer position", 2, 0.5, True)
+    del locations["answer position"]
+    assert A.best_circle(locations)["circle"] is False  # f = k/2 is a 1-D alternation, not a circle
+    assert A.best_circle({}) is None
+
+
+def test_lobes_use_the_decoder_rows_of_the_tracked_features():
+    """The harvest tracks co-occurrence for a subset of features (cooc_features, int32 counts): the
+    geometric clusters must read W_dec at those ids. Planted: feature i belongs to group i % 3 (its
+    decoder row near the group's direction; it fires in the chunks of its group); the harvest tracked a
+    random half of the features, so a misaligned W_dec[:F] would put features in the wrong groups."""
+    from core.metrics.geometry import cooccurrence_counts
+
+    rng = np.random.default_rng(0)
+    d_sae, d, n_chunks = 90, 16, 240
+    group = np.arange(d_sae) % 3
+    W_dec = rng.normal(size=(3, d))[group] + 0.1 * rng.normal(size=(d_sae, d))
+    chunk_group = rng.integers(3, size=n_chunks)
+    active = (chunk_group[:, None] == group[None, :]) & (rng.random((n_chunks, d_sae)) < 0.8)
+    tracked = np.sort(rng.choice(d_sae, d_sae // 2, replace=False))
+    C, n = cooccurrence_counts(active[:, tracked], chunk_size=1)
+    stats = SimpleNamespace(cooc=C.astype(np.int32), cooc_features=tracked, cooc_n_chunks=n)
+    out = A.lobes_for_sae(stats, W_dec, n_lobes=3, n_permutations=50)
+    assert list(out["features"]) == list(tracked)
+    assert out["agreement"]["ami"] > 0.9 and out["agreement"]["p_value"] < 0.05
+    # the lobes and the geometric clusters both recover the planted groups
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    assert adjusted_mutual_info_score(group[tracked], out["geometric"]) > 0.9
+    assert adjusted_mutual_info_score(group[tracked], out["lobes"]) > 0.9
+
+
 def test_no_ground_truth_is_skipped_cleanly():
     result = A.ground_truth_geometry(SimpleNamespace(), None)
     assert "skipped" in result and "ground truth" in result["skipped"]
@@ -144,10 +259,19 @@ def test_run_all_on_the_tiny_organism(organism):
     gt = out["ground_truth"]
     circles = gt["circles"]
     assert set(circles) == {"weekdays", "months"}
-    assert circles["weekdays"]["sites"][-1] == "unembed"
-    week = circles["weekdays"]["per_site"][spectra["sites"][0]]["circularity"]
-    assert len(week["shares"]) == 3 and sum(week["shares"]) == pytest.approx(1.0)
-    assert len(circles["months"]["per_site"]["unembed"]["circularity"]["shares"]) == 6
+    for name, k in (("weekdays", 7), ("months", 12)):
+        assert set(circles[name]["locations"]) == {"token", "answer position"}
+        token, answer = circles[name]["locations"]["token"], circles[name]["locations"]["answer position"]
+        assert token["sites"][-1] == "unembed" and answer["sites"] == spectra["sites"]
+        assert sum(answer["n_prompts"]) > 0 and min(answer["n_prompts"]) >= 1
+        for entry in (token, answer):
+            for site in entry["sites"]:
+                c = entry["per_site"][site]["circularity"]
+                assert len(c["shares"]) == k // 2 and sum(c["shares"]) == pytest.approx(1.0)
+        best = circles[name]["best"]
+        assert best["location"] in {"token", "answer position"} and 0 < best["p_value"] <= 1
+        chosen = circles[name]["locations"][best["location"]]["per_site"][best["site"]]["circularity"]
+        assert (best["frequency"], best["share"]) == (chosen["best_frequency"], chosen["best_share"])
     crystals = gt["crystals"]
     assert {"gender", "capital", "language", "tense", "plural", "comparative"} <= set(crystals["relations"])
     for site in crystals["sites"]:

@@ -68,6 +68,16 @@ def test_explicit_fit_range_and_bad_input():
         galaxy_fit_range(3)
 
 
+def test_geometry_errors_are_metric_input_errors():
+    """One error family for every metric: GeometryInputError is a core.errors.MetricInputError."""
+    from core.errors import MetricInputError
+    from core.metrics.geometry import GeometryInputError
+
+    assert issubclass(GeometryInputError, MetricInputError) and issubclass(GeometryInputError, AtlasError)
+    with pytest.raises(MetricInputError, match="2-D array"):
+        galaxy_spectrum(np.ones(10))
+
+
 # ---------------------------------------------------------------- clustering entropy
 
 

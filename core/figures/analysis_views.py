@@ -58,9 +58,10 @@ def _layout(fig: go.Figure, title: str, x: str | None = None, y: str | None = No
     return fig
 
 
-def circularity_by_layer_figure(entry: Mapping[str, Any], name: str) -> go.Figure:
+def circularity_by_layer_figure(entry: Mapping[str, Any], name: str, location: str | None = None) -> go.Figure:
     """Best Fourier share per site (bars, labelled with the frequency) against the shuffled-label 95%
-    level at that frequency, with the p-value in the hover text."""
+    level at that frequency, with the p-value in the hover text. `entry` is one location of a cycle in
+    core.analysis.cyclic_circles ({"sites", "per_site"}); `location` names it in the title."""
     sites = list(entry["sites"])
     best, q95, text, hover = [], [], [], []
     for site in sites:
@@ -77,7 +78,8 @@ def circularity_by_layer_figure(entry: Mapping[str, Any], name: str) -> go.Figur
     fig.add_trace(go.Scatter(x=labels, y=q95, mode="markers+lines", name="shuffled labels: 95%",
                              line=dict(dash="dash", color="gray")))
     fig.update_yaxes(range=[0, 1.05])
-    return _layout(fig, f"{name}: circle strength per layer (share of variance at the best frequency)",
+    where = f" at the {location}" if location else ""
+    return _layout(fig, f"{name}: circle strength per layer{where} (share of variance at the best frequency)",
                    "site", "share of variance")
 
 

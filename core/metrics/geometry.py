@@ -25,7 +25,7 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_mutual_info_score
 from sklearn.neighbors import NearestNeighbors
 
-from core.errors import AtlasError
+from core.errors import MetricInputError
 
 __all__ = [
     "GeometryInputError",
@@ -53,8 +53,11 @@ __all__ = [
 ]
 
 
-class GeometryInputError(AtlasError):
-    """Arrays given to a geometry measurement that it cannot use (shape, size, NaN)."""
+class GeometryInputError(MetricInputError):
+    """Arrays given to a geometry measurement that it cannot use (shape, size, NaN).
+
+    A subclass of core.errors.MetricInputError, so every metric family raises one error family
+    (`except MetricInputError` catches geometry, circles, crystals, concepts and probes too)."""
 
 
 # ----------------------------------------------------------------------------------------------

@@ -6,11 +6,13 @@ Runs the harvest and `core.analysis` on the organism (default: the committed one
 table: measurement | measured | expected | status. Two kinds of rows:
 - "sanity" rows check what any model must satisfy (1 <= F <= alive <= d_sae, finite RankMe within
   [1, d], a finite alpha with its fit range, 0 < ID < d, ...): a failure there is a bug;
-- "structure" rows check that the planted world is recovered (circles in months/weekdays, city
-  probe R^2 > 0.8, analogies parallel within families, hierarchical orthogonality below the
-  shuffled baseline, lobes above their null, phases over checkpoints): they need a trained organism
-  and may fail on a seconds-long one (the tiny test configuration).
-Rows without a pass/fail expectation are "info". Exit status 0 when the card printed; with
+- "structure" rows check that the planted world is recovered: a circle for months / weekdays at the
+  item token or at the answer position of the cyclic-arithmetic prompts (p < 0.05, any frequency),
+  some layer's city probe R^2 >= 0.6 with whole cities held out, analogies parallel within
+  families (raw and held-out LDA), hierarchical orthogonality below the shuffled baseline per
+  kingdom, lobes above their permutation null (p <= 0.05), phases over checkpoints: they need a
+  trained organism and may fail on a seconds-long one (the tiny test configuration).
+Rows without a pass/fail expectation are "info" (galaxy alpha, birth-year probe, per-layer circles). Exit status 0 when the card printed; with
 --strict, 1 when any row failed.
 """
 
@@ -185,17 +187,23 @@ def _geometry_rows(geo: dict) -> list[CardRow]:
         if "skipped" in g:
             rows.append(CardRow(f"galaxy alpha ({name})", g["skipped"], "finite", SKIPPED, "sanity"))
         else:
+            # No planted value for the organism: reported per layer (info); a non-finite fit is a bug.
+            finite = _finite(g["alpha"])
             rows.append(CardRow(f"galaxy alpha ({name})", f"{_fmt(g['alpha'])}; {g['note']}",
-                                "finite (isotropic cloud ~0; trained LMs 0.2-0.5)", _ok(_finite(g["alpha"])), "sanity"))
+                                "reported per layer (isotropic cloud ~0; Gemma Scope 0.24-0.48)",
+                                INFO if finite else FAIL, "info" if finite else "sanity"))
         lobes = e["lobes"]
         if "skipped" in lobes:
-            rows.append(CardRow(f"lobes AMI vs null ({name})", lobes["skipped"], "AMI above the null", SKIPPED, "structure"))
+            rows.append(CardRow(f"lobes AMI vs null ({name})", lobes["skipped"], "AMI above the null (p <= 0.05)",
+                                SKIPPED, "structure"))
         else:
             ag = lobes["agreement"]
             rows.append(CardRow(f"lobes AMI vs null ({name})",
                                 f"AMI {_fmt(ag['ami'])} vs null {_fmt(ag['null_mean'])} +- {_fmt(ag['null_std'])}, "
-                                f"p = {_fmt(ag['p_value'])} ({lobes['n_lobes']} lobes, {len(lobes['features'])} features)",
-                                "AMI > null (p < 0.05)", _ok(_finite(ag["ami"]) and ag["p_value"] < 0.05), "structure"))
+                                f"p = {_fmt(ag['p_value'])} ({lobes['n_lobes']} lobes, {len(lobes['features'])} features, "
+                                f"{lobes.get('affinity', 'phi')})",
+                                f"AMI above the label-permutation null, p <= 0.05 ({lobes.get('affinity', 'phi')})",
+                                _ok(_finite(ag["ami"]) and ag["p_value"] <= 0.05), "structure"))
     return rows
 
 
@@ -204,51 +212,98 @@ def _ground_truth_rows(gt: dict) -> list[CardRow]:
     if "skipped" in gt:
         return [CardRow("ground-truth geometry", gt["skipped"], "", SKIPPED, "structure")]
     circles = gt.get("circles", {})
-    for name, entry in circles.items() if isinstance(circles, dict) and "skipped" not in circles else []:
-        found = []
-        for site in entry["sites"]:
-            c = entry["per_site"][site]["circularity"]
-            circle = c["p_value"] < 0.05 and c["coprime"]
-            found.append(circle)
-            rows.append(CardRow(f"{name} circle ({_layer_name(site)})",
-                                f"f = {c['best_frequency']}, share {_fmt(c['best_share'])}, p = {_fmt(c['p_value'])}, "
-                                f"balance {_fmt(c['circle_balance'])}", "info per layer", INFO, "info"))
-        rows.append(CardRow(f"{name} circle found", f"{sum(found)} of {len(found)} sites with p < 0.05",
-                            "a circle (p < 0.05, f coprime with k) at some layer", _ok(any(found)), "structure"))
+    # Sorted: a result read back from the store has its keys sorted, a fresh one does not; the card
+    # must read the same either way.
+    for name in sorted(circles) if isinstance(circles, dict) and "skipped" not in circles else []:
+        rows += _circle_rows(name, circles[name])
     probes = gt.get("probes", {})
-    for attribute, label, threshold in (("space", "city probe R^2 (lon, lat)", 0.8), ("time", "birth-year probe R^2", 0.5)):
+    for attribute, label, threshold in (("space", "city probe R^2 (lon, lat)", 0.6), ("time", "birth-year probe R^2", None)):
         p = probes.get(attribute) if isinstance(probes, dict) else None
+        expected = (f"some layer's held-out R^2 >= {threshold} (whole {'cities' if attribute == 'space' else 'people'} held out)"
+                    if threshold is not None else "best layer reported (whole people held out)")
         if not p or "skipped" in p:
-            rows.append(CardRow(label, (p or {}).get("skipped", "not run"), f"best layer > {threshold}", SKIPPED, "structure"))
+            rows.append(CardRow(label, (p or {}).get("skipped", "not run"), expected, SKIPPED,
+                                "structure" if threshold is not None else "info"))
             continue
         per_layer = ", ".join(f"{_layer_name(s)} {_fmt(r, 2)}" for s, r in zip(p["layers"], p["r2"]))
-        rows.append(CardRow(label, f"best {_layer_name(p['best_layer'])}: {_fmt(p['best_r2'])} ({per_layer})",
-                            f"best layer held-out R^2 > {threshold}", _ok(_finite(p["best_r2"]) and p["best_r2"] > threshold),
-                            "structure"))
+        measured = f"best {_layer_name(p['best_layer'])}: {_fmt(p['best_r2'])} ({per_layer})"
+        if threshold is None:
+            rows.append(CardRow(label, measured, expected, INFO, "info"))
+        else:
+            rows.append(CardRow(label, measured, expected,
+                                _ok(_finite(p["best_r2"]) and p["best_r2"] >= threshold), "structure"))
     crystals = gt.get("crystals", {})
     if crystals and "skipped" not in crystals:
-        best = None
-        for site in crystals["sites"]:
-            q = crystals["per_site"][site].get("quality")
-            if q and (best is None or q["raw"]["quality"] > best[1]["raw"]["quality"]):
-                best = (site, q)
-        if best:
-            site, q = best
-            lda = q.get("lda") or {}
-            rows.append(CardRow("analogy parallelism (within vs across families)",
-                                f"best {_layer_name(site)}: within {_fmt(q['raw']['within_cos'])} vs across "
-                                f"{_fmt(q['raw']['across_cos'])}; held-out LDA within {_fmt(lda.get('within_cos'))} vs "
-                                f"across {_fmt(lda.get('across_cos'))}",
-                                "within > across", _ok(q["raw"]["within_cos"] is not None and q["raw"]["across_cos"] is not None
-                                                       and q["raw"]["within_cos"] > q["raw"]["across_cos"]), "structure"))
+        rows.append(_crystal_row(crystals))
     concepts = gt.get("concepts", {})
-    for kingdom, h in (concepts.get("kingdoms", {}) if isinstance(concepts, dict) else {}).items():
+    for kingdom, h in sorted((concepts.get("kingdoms", {}) if isinstance(concepts, dict) else {}).items()):
         rows.append(CardRow(f"hierarchical orthogonality ({kingdom})",
                             f"mean |cos(child - parent, parent)| {_fmt(h['mean_abs_cos'])} vs shuffled "
                             f"{_fmt(h['shuffled_rows_mean'])}, random parent {_fmt(h['random_parent_mean'])}",
                             "|cos| below the shuffled baseline", _ok(_finite(h["mean_abs_cos"]) and _finite(h["shuffled_rows_mean"])
                                                                       and h["mean_abs_cos"] < h["shuffled_rows_mean"]), "structure"))
     return rows
+
+
+def _circle_text(c: dict) -> str:
+    return f"f = {c['best_frequency']}, share {_fmt(c['best_share'], 2)}, p = {_fmt(c['p_value'], 2)}"
+
+
+def _circle_rows(name: str, entry: dict) -> list[CardRow]:
+    """Per layer (info): the best frequency, its share and p at each location; then the best circle of
+    the cycle over locations and layers (pass when p < 0.05 at a frequency with a 2-D plane)."""
+    from core.analysis import CIRCLE_LOCATIONS
+
+    rows = []
+    locations = entry.get("locations", {})
+    sites: list[str] = []
+    for location in CIRCLE_LOCATIONS:
+        sites += [s for s in locations.get(location, {}).get("sites", []) if s not in sites]
+    for site in sites:
+        parts = [f"{location}: {_circle_text(locations[location]['per_site'][site]['circularity'])}"
+                 for location in CIRCLE_LOCATIONS if site in locations.get(location, {}).get("per_site", {})]
+        rows.append(CardRow(f"{name} circle ({_layer_name(site)})", "; ".join(parts),
+                            "info per layer (token / answer position)", INFO, "info"))
+    best = entry.get("best")
+    expected = "a circle (p < 0.05) at some location and layer; any frequency f (f = 1: calendar order)"
+    if not best:
+        rows.append(CardRow(f"{name} circle found", "no location could be scored", expected, SKIPPED, "structure"))
+        return rows
+    k = len(entry.get("words", []))
+    order = ("calendar order" if best["frequency"] == 1 else
+             f"neighbours {pow(best['frequency'], -1, k)} apart" if best["coprime"] and k else "not coprime with k")
+    rows.append(CardRow(f"{name} circle found",
+                        f"best at the {best['location']}, {_layer_name(best['site'])}: f = {best['frequency']} ({order}), "
+                        f"share {_fmt(best['share'], 2)}, p = {_fmt(best['p_value'], 2)}",
+                        expected, _ok(bool(best["circle"])), "structure"))
+    return rows
+
+
+def _crystal_row(crystals: dict) -> CardRow:
+    """Analogy parallelograms: the layer where within-relation cosine beats across-relation cosine by
+    the most, raw and after held-out LDA (the smaller of the two margins); pass when both are positive."""
+    def margin(score: dict | None) -> float:
+        if not score or score.get("within_cos") is None or score.get("across_cos") is None:
+            return -math.inf
+        return score["within_cos"] - score["across_cos"]
+
+    best = None
+    for site in crystals["sites"]:
+        q = crystals["per_site"][site].get("quality")
+        if q:
+            worst = min(margin(q["raw"]), margin(q.get("lda")))
+            if best is None or worst > best[0]:
+                best = (worst, site, q)
+    expected = "within > across, raw and after held-out LDA, at some layer"
+    if best is None:
+        return CardRow("analogy parallelism (within vs across families)", "no layer could be scored", expected,
+                       SKIPPED, "structure")
+    worst, site, q = best
+    lda = q.get("lda") or {}
+    return CardRow("analogy parallelism (within vs across families)",
+                   f"best {_layer_name(site)}: within {_fmt(q['raw']['within_cos'])} vs across {_fmt(q['raw']['across_cos'])}; "
+                   f"held-out LDA within {_fmt(lda.get('within_cos'))} vs across {_fmt(lda.get('across_cos'))}",
+                   expected, _ok(worst > 0), "structure")
 
 
 def _phase_rows(phases: dict) -> list[CardRow]:
