@@ -1,4 +1,4 @@
-"""`python -m core.organism train|evaluate|structure|card`: regenerate or inspect the embedded organism.
+"""`python -m core.organism train|evaluate|structure|card|verify`: regenerate or inspect the embedded organism.
 
 Subcommands are registered in `build_parser`; add one by writing a `_cmd_<name>(args)` function and a
 subparser with `set_defaults(func=...)`.
@@ -88,10 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--dir", default=str(ORGANISM_DIR))
         command.add_argument("--checkpoint", default="final")
         command.set_defaults(func=func)
+    # `verify` owns its options (core/organism/verify.py); main() hands it the rest of the command line.
+    sub.add_parser("verify", help="the ground-truth card: every measurement against its expected value "
+                                  "(see `python -m core.organism verify --help`)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "verify":
+        from core.organism.verify import main as verify_main
+
+        return verify_main(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 
