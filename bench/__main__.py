@@ -1,18 +1,37 @@
-"""`python -m bench`: run every benchmark (each prints its own ratios). Extra arguments go to each one."""
+"""`python -m bench [harvest|probe|feature_map] [options]`: run the benchmarks.
+
+With no name, every benchmark runs with its defaults; with a name, that one runs and the remaining
+arguments are its own (`python -m bench harvest --help`). Each prints ratios measured side by side
+in the same process; docs/PERFORMANCE.md records the results.
+"""
 
 from __future__ import annotations
 
 import sys
 
-from bench import bench_harvest
+from bench import bench_feature_map, bench_harvest, bench_probe
 
-BENCHMARKS = [bench_harvest.main]
+BENCHMARKS = {
+    "harvest": bench_harvest.main,
+    "probe": bench_probe.main,
+    "feature_map": bench_feature_map.main,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    if argv and argv[0] in BENCHMARKS:
+        return BENCHMARKS[argv[0]](argv[1:]) or 0
+    if argv:
+        print(f"unknown benchmark {argv[0]!r}; choose from {', '.join(BENCHMARKS)}", file=sys.stderr)
+        return 2
     status = 0
-    for run in BENCHMARKS:
-        status |= run(argv if argv is not None else sys.argv[1:])
+    for name, run in BENCHMARKS.items():
+        print(f"== {name} ==", flush=True)
+        status |= run([]) or 0
     return status
 
 

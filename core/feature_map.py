@@ -8,7 +8,7 @@ a key that includes a fingerprint of the decoder weights: a second visit is a di
 
 Lobes (Li et al. 2024, "The Geometry of Concepts", METHODS.md section 6): spectral clustering of
 the phi coefficient of feature co-occurrence, `SpectralClustering(K, affinity="precomputed")`
-on `phi + 1`.
+on `phi + 1`, computed by `core.metrics.geometry` (`phi_coefficient`, `lobes`).
 """
 
 from __future__ import annotations
@@ -149,28 +149,14 @@ def feature_map(W_dec: np.ndarray, store: Any | None = None, method: str = "umap
     return FeatureMap(coords, method, seconds, False, key)
 
 
-def phi_coefficients(cooc: np.ndarray, n_chunks: int) -> np.ndarray:
-    """Phi coefficient of co-occurrence between features (METHODS.md section 6).
-
-    n11 = C, ni = diag(C), n10 = ni[:, None] - C, n01 = n10.T, n00 = n - ni[:, None] - ni[None] + C,
-    phi = (n11 n00 - n10 n01) / sqrt((n11+n10)(n01+n00)(n11+n01)(n10+n00)); nan -> 0.
-    """
-    C = np.asarray(cooc, dtype=np.float64)
-    ni = np.diag(C)
-    n10 = ni[:, None] - C
-    n01 = n10.T
-    n00 = n_chunks - ni[:, None] - ni[None, :] + C
-    with np.errstate(divide="ignore", invalid="ignore"):
-        phi = (C * n00 - n10 * n01) / np.sqrt((C + n10) * (n01 + n00) * (C + n01) * (n10 + n00))
-    return np.nan_to_num(phi, nan=0.0, posinf=0.0, neginf=0.0)
-
-
 def lobe_labels(cooc: np.ndarray, n_chunks: int, n_lobes: int = 5, random_state: int = 0) -> np.ndarray:
-    """Lobes: SpectralClustering(n_lobes, affinity="precomputed").fit_predict(phi + 1); -1 for dead features.
+    """Lobes of the features that fire: `core.metrics.geometry.lobes` on their phi coefficient
+    (SpectralClustering(n_lobes, affinity="precomputed").fit_predict(phi + 1)); -1 for dead features.
 
-    Features that never fire have no co-occurrence to cluster on; they get label -1.
+    Features that never fire have no co-occurrence to cluster on; they get label -1. With no more
+    live features than lobes, each live feature is its own lobe.
     """
-    from sklearn.cluster import SpectralClustering
+    from core.metrics.geometry import lobes, phi_coefficient
 
     C = np.asarray(cooc, dtype=np.float64)
     alive = np.flatnonzero(np.diag(C) > 0)
@@ -178,30 +164,30 @@ def lobe_labels(cooc: np.ndarray, n_chunks: int, n_lobes: int = 5, random_state:
     if len(alive) <= n_lobes:
         labels[alive] = np.arange(len(alive))
         return labels
-    phi = phi_coefficients(C[np.ix_(alive, alive)], n_chunks)
-    clustering = SpectralClustering(n_clusters=n_lobes, affinity="precomputed", random_state=random_state)
-    labels[alive] = clustering.fit_predict(phi + 1.0)
+    labels[alive] = lobes(phi_coefficient(C[np.ix_(alive, alive)], n_chunks), n_lobes, seed=random_state)
     return labels
 
 
 def cooccurring_features(cooc: Any, feature: int, n_chunks: int, k: int = 10) -> list[tuple[int, float, int]]:
-    """The `k` features whose firing goes most with `feature`'s: (id, phi, chunks together), phi descending.
+    """The `k` features whose firing goes most with `feature`'s: (id, phi, chunks together), phi descending
+    (`core.metrics.geometry.phi_from_contingency` on the feature's row of counts).
 
     `cooc` is the [d_sae, d_sae] chunk co-occurrence count matrix (dense or scipy sparse).
     """
+    from core.metrics.geometry import phi_from_contingency  # scipy/sklearn: imported when first needed
+
     row = cooc[feature]
     row = np.asarray(row.toarray() if hasattr(row, "toarray") else row, dtype=np.float64).reshape(-1)
     diag = np.asarray(cooc.diagonal() if hasattr(cooc, "diagonal") else np.diag(cooc), dtype=np.float64)
     n_i = diag[feature]
     if n_i <= 0:
         return []
+    # One row of the 2x2 table (the full [d_sae, d_sae] one would not fit for wide SAEs).
     n11, nj = row, diag
     n10 = n_i - n11
     n01 = nj - n11
     n00 = n_chunks - n_i - nj + n11
-    with np.errstate(divide="ignore", invalid="ignore"):
-        phi = (n11 * n00 - n10 * n01) / np.sqrt((n11 + n10) * (n01 + n00) * (n11 + n01) * (n10 + n00))
-    phi = np.nan_to_num(phi, nan=0.0)
+    phi = phi_from_contingency(n11, n10, n01, n00)
     phi[feature] = -np.inf
     phi[n11 <= 0] = -np.inf
     order = np.argsort(-phi)[:k]

@@ -166,17 +166,29 @@ with tabs[3]:
             st.info("Nothing to score at this location (every item has the same representation).")
         else:
             st.plotly_chart(circularity_by_layer_figure(entry, name, location), key="geo_circ_layers")
-            site = st.selectbox("Site", entry["sites"], key="geo_circle_site")
+            # Open on the site with the clearest circle (smallest p, then largest share).
+            ranked = sorted(entry["sites"], key=lambda s: (entry["per_site"][s]["circularity"]["p_value"],
+                                                          -entry["per_site"][s]["circularity"]["best_share"]))
+            site = st.selectbox("Site", entry["sites"], index=entry["sites"].index(ranked[0]), key="geo_circle_site")
             c = entry["per_site"][site]["circularity"]
             left, right = st.columns(2)
             left.plotly_chart(fourier_shares_figure(as_result(c)), key="geo_fourier")
             n_pc = len(entry["per_site"][site]["pc_variance"])
-            pairs = [(a, a + 1) for a in range(n_pc - 1)] or [(0, 0)]
-            pair = st.selectbox("PC pair", pairs, format_func=lambda p: f"PC {p[0] + 1} - PC {p[1] + 1}",
-                                key="geo_pc_pair")
-            right.plotly_chart(circle_pcs_figure(as_result(entry["per_site"][site]["pcs"]), cycle["words"], pcs=pair,
-                                                 title=f"{name} (mean representations at the {location}) on PCs"),
-                               key="geo_circle_pcs")
+            # The best-f Fourier plane shows a circle at any frequency; a PC pair only when it is the top variance.
+            fourier_plane = f"Fourier plane of f = {c['best_frequency']}"
+            views = [fourier_plane] + [(a, a + 1) for a in range(n_pc - 1)]
+            view = st.selectbox("Projection", views, key="geo_pc_pair",
+                                format_func=lambda v: v if isinstance(v, str) else f"PC {v[0] + 1} - PC {v[1] + 1}")
+            if view == fourier_plane:
+                right.plotly_chart(circle_pcs_figure(np.asarray(c["points_2d"]), cycle["words"], pcs=(0, 1),
+                                                     cycle_order=list(c["visit_order"]), axis_label="Fourier",
+                                                     title=f"{name}: the f = {c['best_frequency']} plane"),
+                                   key="geo_circle_pcs")
+            else:
+                right.plotly_chart(circle_pcs_figure(as_result(entry["per_site"][site]["pcs"]), cycle["words"],
+                                                     pcs=view, title=f"{name} (mean representations at the "
+                                                                     f"{location}) on PCs, joined in cycle order"),
+                                   key="geo_circle_pcs")
             st.caption(f"Best frequency f = {c['best_frequency']} holds {c['best_share']:.0%} of the variance "
                        f"(p = {c['p_value']:.3g} against shuffled labels). f = 1 is calendar order; a small model trained "
                        f"on modular arithmetic may circle at another f coprime with k (visiting order here: "

@@ -78,9 +78,9 @@ def _planted_cooc(seed=0):
 def test_phi_of_independent_and_identical_features():
     # feature 0 and 1 always together; feature 2 fires in every other chunk independently of them
     fires = np.array([[1, 1, 1], [1, 1, 0], [0, 0, 1], [0, 0, 0]], dtype=np.int64)
-    phi = fm.phi_coefficients(fires.T @ fires, 4)
-    assert phi[0, 1] == pytest.approx(1.0)
-    assert phi[0, 2] == pytest.approx(0.0)
+    phi = {j: value for j, value, _ in fm.cooccurring_features(fires.T @ fires, 0, 4)}
+    assert phi[1] == pytest.approx(1.0)
+    assert phi[2] == pytest.approx(0.0)
 
 
 def test_lobes_recover_planted_groups():

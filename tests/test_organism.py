@@ -22,7 +22,7 @@ from core.organism.loading import (
     organism_sae_dirs,
     world_corpus_texts,
 )
-from core.organism.structure import analogy_parallelism, circle_report, fourier_shares
+from core.organism.structure import analogy_parallelism, circle_report
 from core.organism.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
 from core.organism.train import log_spaced_steps, sha256_of
 from core.organism.world import (
@@ -154,13 +154,27 @@ def test_fourier_shares_find_planted_circle():
     angles = 2 * np.pi * 5 * np.arange(k) / k  # a frequency-5 circle (step 5 around it)
     basis = rng.normal(size=(2, 16))
     vectors = np.stack([np.cos(angles), np.sin(angles)], 1) @ basis
-    shares = fourier_shares(vectors)
-    assert shares[5] == pytest.approx(1.0, abs=1e-9) and sum(shares.values()) == pytest.approx(1.0)
     report = circle_report(vectors)
+    shares = report["shares"]  # from core.metrics.circles.fourier_shares, keyed by frequency
+    assert list(shares) == ["1", "2", "3", "4", "5", "6"]
+    assert shares["5"] == pytest.approx(1.0) and sum(shares.values()) == pytest.approx(1.0)
     assert report["best_coprime_frequency"] == 5 and report["neighbour_consistency"] == 1.0
     assert report["neighbour_step"] == 5  # 5 * 5 = 25 = 1 (mod 12): neighbours are 5 apart
     calendar = circle_report(np.stack([np.cos(2 * np.pi * np.arange(7) / 7), np.sin(2 * np.pi * np.arange(7) / 7)], 1))
     assert calendar["best_coprime_frequency"] == 1 and calendar["neighbour_step"] == 1
+
+
+def test_angular_visit_order_steps_by_the_inverse_frequency():
+    from core.metrics.circles import angular_visit_order
+
+    k, f = 7, 3  # a frequency-3 weekday circle: angular neighbours are 3^-1 = 5 (mod 7) days apart
+    angles = 2 * np.pi * f * np.arange(k) / k
+    order, steps = angular_visit_order(np.stack([np.cos(angles), np.sin(angles)], 1))
+    assert order[0] == 0 and sorted(order.tolist()) == list(range(k))
+    assert set(steps.tolist()) == {5}
+    report = circle_report(np.stack([np.cos(angles), np.sin(angles)], 1) @ np.random.default_rng(2).normal(size=(2, 8)))
+    assert report["best_coprime_frequency"] == 3 and report["neighbour_step"] == 2  # min(5, 7 - 5)
+    assert report["neighbour_consistency"] == 1.0
 
 
 def test_analogy_parallelism_planted():

@@ -125,21 +125,26 @@ def crystals_figure(points_a: np.ndarray, points_b: np.ndarray, relation_labels:
 
 
 def circle_pcs_figure(projections: np.ndarray, item_labels: Sequence[str], pcs: tuple[int, int] = (0, 1),
-                      cycle_order: Sequence[int] | None = None, title: str = "Items on principal components") -> go.Figure:
-    """Items (one row of `projections` each, e.g. mean PCA coordinates of each month) on a PC pair,
-    labelled and joined in cycle order (0, 1, ..., k-1, 0)."""
+                      cycle_order: Sequence[int] | None = None, title: str = "Items on principal components",
+                      axis_label: str = "PC") -> go.Figure:
+    """Items (one row of `projections` each, e.g. mean PCA coordinates of each month) on a pair of axes,
+    labelled and joined in `cycle_order` (default 0, 1, ..., k-1, 0). `axis_label` names the axes
+    ("PC" for principal components, "Fourier" for the cos/sin plane of a frequency)."""
     P = np.asarray(projections, dtype=float)
     a, b = pcs
     order = list(range(P.shape[0])) if cycle_order is None else list(cycle_order)
     loop = order + order[:1]
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=P[loop, a], y=P[loop, b], mode="lines", name="cycle order",
+    fig.add_trace(go.Scatter(x=P[loop, a], y=P[loop, b], mode="lines",
+                             name="cycle order" if cycle_order is None else "visiting order",
                              line=dict(color="lightgray")))
     fig.add_trace(go.Scatter(x=P[:, a], y=P[:, b], mode="markers+text", text=list(item_labels),
                              textposition="top center", name="items",
                              marker=dict(size=9, color=np.arange(P.shape[0]), colorscale="HSV")))
     fig.update_yaxes(scaleanchor="x", scaleratio=1)
-    return _layout(fig, title, f"PC {a + 1}", f"PC {b + 1}")
+    if axis_label == "PC":
+        return _layout(fig, title, f"PC {a + 1}", f"PC {b + 1}")
+    return _layout(fig, title, f"{axis_label} cos", f"{axis_label} sin")
 
 
 def fourier_shares_figure(result: Circularity, title: str = "Share of variance per Fourier frequency") -> go.Figure:

@@ -21,6 +21,7 @@ __all__ = [
     "decoder_clusters",
     "cluster_reconstruction_pca",
     "fourier_shares",
+    "angular_visit_order",
     "circularity",
 ]
 
@@ -108,6 +109,24 @@ def fourier_shares(M: np.ndarray) -> np.ndarray:
     return np.array([np.sum((_fourier_basis(k, f).T @ Mc) ** 2) / total for f in range(1, k // 2 + 1)])
 
 
+def angular_visit_order(points_2d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Items in angular order around the origin of a plane, and the cyclic index steps between them.
+
+        angle_i = atan2(y_i, x_i);  order = argsort((angle - angle_0) mod 2 pi)   # starts at item 0
+        steps_j = (order[j+1] - order[j]) mod k, cyclically (the last step returns to order[0])
+
+    On a frequency-f circle with k items every step is f^-1 mod k (or k minus it, going round the
+    other way).
+    """
+    pts = np.asarray(points_2d, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise GeometryInputError(f"points_2d must be [k, 2]; got shape {pts.shape}.")
+    k = pts.shape[0]
+    angles = np.arctan2(pts[:, 1], pts[:, 0])
+    order = np.argsort(np.mod(angles - angles[0], 2 * np.pi), kind="stable")
+    return order, np.mod(np.diff(np.append(order, order[0])), k)
+
+
 @dataclass(frozen=True)
 class Circularity(_ToDict):
     k: int
@@ -171,10 +190,7 @@ def circularity(M: np.ndarray, n_permutations: int = 200, seed: int = 0) -> Circ
     balance = float(sv[1] / sv[0]) if sv[0] > 0 and sv.size > 1 else 0.0
     Q, _ = np.linalg.qr(coef)
     pts = Mc @ Q  # [k, 2]
-    angles = np.arctan2(pts[:, 1], pts[:, 0])
-    rel = np.mod(angles - angles[0], 2 * np.pi)
-    order = np.argsort(rel, kind="stable")
-    steps = np.mod(np.diff(np.append(order, order[0])), k)
+    order, steps = angular_visit_order(pts)
     coprime = math.gcd(f, k) == 1
     visit_step = pow(f, -1, k) if coprime else 0
     if coprime and steps[0] == (k - visit_step) % k and visit_step != k - visit_step:

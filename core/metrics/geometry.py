@@ -40,6 +40,7 @@ __all__ = [
     "cooccurrence_counts",
     "contingency_from_cooccurrence",
     "phi_coefficient",
+    "phi_from_contingency",
     "jaccard_affinity",
     "dice_affinity",
     "overlap_affinity",
@@ -331,6 +332,15 @@ def _safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 
+def phi_from_contingency(n11: np.ndarray, n10: np.ndarray, n01: np.ndarray, n00: np.ndarray) -> np.ndarray:
+    """Phi coefficient from 2x2 counts of any shape (a full table or one feature's row):
+
+        phi = (n11*n00 - n10*n01) / sqrt((n11+n10)*(n01+n00)*(n11+n01)*(n10+n00));  nan -> 0
+    """
+    den = np.sqrt((n11 + n10) * (n01 + n00) * (n11 + n01) * (n10 + n00))
+    return _safe_ratio(n11 * n00 - n10 * n01, den)
+
+
 def phi_coefficient(cooc: np.ndarray, n_chunks: int) -> np.ndarray:
     """Phi coefficient of chunk co-occurrence (Li et al. 2024, "The Geometry of Concepts"):
 
@@ -339,9 +349,7 @@ def phi_coefficient(cooc: np.ndarray, n_chunks: int) -> np.ndarray:
     with the 2x2 counts of `contingency_from_cooccurrence`. Features that never (or always) fire
     get phi 0 with everything.
     """
-    n11, n10, n01, n00 = contingency_from_cooccurrence(cooc, n_chunks)
-    den = np.sqrt((n11 + n10) * (n01 + n00) * (n11 + n01) * (n10 + n00))
-    return _safe_ratio(n11 * n00 - n10 * n01, den)
+    return phi_from_contingency(*contingency_from_cooccurrence(cooc, n_chunks))
 
 
 def jaccard_affinity(cooc: np.ndarray, n_chunks: int) -> np.ndarray:

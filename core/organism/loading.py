@@ -81,7 +81,9 @@ def load_organism(directory: Path = ORGANISM_DIR, checkpoint: str = "final", dev
     if unexpected or parameter_names & set(missing):
         raise OrganismError(f"{weights} does not match config.json (missing {sorted(parameter_names & set(missing))[:3]}, "
                             f"unexpected {unexpected[:3]}).")
-    model.to(device)
+    # print_details=False: HookedTransformer.to prints "Moving model to device" to stdout otherwise, which
+    # corrupts the JSON that `python -m core.organism structure` prints.
+    model.to(device, print_details=False)
     model.eval()
     return model
 

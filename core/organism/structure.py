@@ -5,20 +5,20 @@ occurrence of the token in the world's eval documents (site "resid_L"), plus the
 W_E[t] ("embed") and unembedding columns W_U[:, t] ("unembed").
 
 - circles (Engels et al. 2024, "Not all language model features are linear"; Karkada et al.,
-  "Symmetry in language statistics shapes the geometry of model representations"): centre the k
-  mean vectors X (k x d); the share of variance at Fourier frequency f is
-  (|X^T c_f|^2 / |c_f|^2 + |X^T s_f|^2 / |s_f|^2) / |X|_F^2 with c_f[i] = cos(2 pi f i / k),
-  s_f[i] = sin(2 pi f i / k); the shares over f = 1..k/2 sum to 1 (chance level 2 / (k - 1) per
+  "Symmetry in language statistics shapes the geometry of model representations"): the share of
+  the centred variance of the k mean vectors at each Fourier frequency f = 1..k//2
+  (`core.metrics.circles.fourier_shares`; the shares sum to 1, chance level 2 / (k - 1) per
   frequency for random vectors); we report the best frequency coprime with k. Circle
-  order: in the best pair of the top 5 principal components, the items' angles give a cyclic
-  order; `neighbour_step` is the most common index step between angular neighbours and
-  `neighbour_consistency` the share of neighbours exactly that step apart (1.0 = a perfect
-  circle going round in that step; step 1 = calendar order, step s at frequency f with
-  f * s = +-1 mod k).
-- city probe: ridge regression from representations of city-token occurrences to (lon, lat),
-  R^2 on cities held out (grouped K-fold over cities).
+  order (unsupervised, here only): in the best pair of the top 5 principal components, the items'
+  angles give a cyclic order (`core.metrics.circles.angular_visit_order`); `neighbour_step` is the
+  most common index step between angular neighbours and `neighbour_consistency` the share of
+  neighbours exactly that step apart (1.0 = a perfect circle going round in that step; step 1 =
+  calendar order, step s at frequency f with f * s = +-1 mod k).
+- city probe: `core.metrics.probes.ridge_probe` from representations of city-token occurrences to
+  (lon, lat), grouped by city: R^2 on the cities held out (Gurnee & Tegmark 2023).
 - analogies: difference vectors v(b) - v(a) for each pair of a family; mean cosine between pairs of
-  the same family vs pairs of different families (parallelogram structure; Mikolov et al. 2013).
+  the same family vs pairs of different families (`core.metrics.crystals.parallelogram_score`;
+  parallelogram structure, Mikolov et al. 2013; Li et al. 2024 crystals).
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.metrics.circles import angular_visit_order, fourier_shares
+from core.metrics.crystals import parallelogram_score
+from core.metrics.probes import ridge_probe
 from core.organism.loading import ORGANISM_DIR, load_ground_truth, load_organism, world_corpus_texts
 from core.organism.train import encode_documents
 
@@ -91,29 +94,11 @@ def answer_position_means(model, facts: list[list[str]], answers: list[str]) -> 
     return out
 
 
-def fourier_shares(vectors: np.ndarray) -> dict[int, float]:
-    """Share of the centred variance of k ordered vectors at each frequency f = 1..k//2."""
-    k = vectors.shape[0]
-    centred = vectors - vectors.mean(0)
-    total = float((centred ** 2).sum())
-    index = np.arange(k)
-    shares = {}
-    for f in range(1, k // 2 + 1):
-        share = 0.0
-        for basis in (np.cos(2 * np.pi * f * index / k), np.sin(2 * np.pi * f * index / k)):
-            norm = float(basis @ basis)
-            if norm > 1e-9:
-                share += float(((basis @ centred) ** 2).sum()) / norm
-        shares[f] = share / total if total > 0 else 0.0
-    return shares
-
-
 def _angular_steps(coords: np.ndarray) -> tuple[int, float]:
     """Most common index step (mod k, either direction) between angular neighbours, and its share."""
     k = coords.shape[0]
-    order = np.argsort(np.arctan2(coords[:, 1], coords[:, 0]))
-    steps = [int((order[(i + 1) % k] - order[i]) % k) for i in range(k)]
-    steps = [min(s, k - s) for s in steps]  # direction of travel does not matter
+    _, steps = angular_visit_order(coords)
+    steps = [min(int(s), k - int(s)) for s in steps]  # direction of travel does not matter
     step, count = Counter(steps).most_common(1)[0]
     return step, count / k
 
@@ -121,7 +106,8 @@ def _angular_steps(coords: np.ndarray) -> tuple[int, float]:
 def circle_order(vectors: np.ndarray, n_components: int = 5) -> dict:
     """Best pair of the top principal components for a circle: the pair whose angular neighbours
     are most often one constant index step apart (unsupervised: the plane is not fitted to the
-    labels, unlike a Fourier-basis projection, which shows a circle even for random vectors)."""
+    labels, unlike the Fourier-basis plane of `core.metrics.circles.circularity`, which shows a
+    circle even for random vectors)."""
     k = vectors.shape[0]
     centred = vectors - vectors.mean(0)
     _, singular, vt = np.linalg.svd(centred, full_matrices=False)
@@ -139,9 +125,10 @@ def circle_order(vectors: np.ndarray, n_components: int = 5) -> dict:
 
 
 def circle_report(vectors: np.ndarray) -> dict:
-    """Fourier variance shares per frequency and the best-PC-pair circle order."""
+    """Fourier variance shares per frequency (`core.metrics.circles.fourier_shares`), the best
+    frequency coprime with k, and the best-PC-pair circle order."""
     k = vectors.shape[0]
-    shares = fourier_shares(vectors)
+    shares = dict(enumerate(fourier_shares(vectors).tolist(), start=1))  # f -> share, f = 1..k//2
     coprime = {f: s for f, s in shares.items() if math.gcd(f, k) == 1}
     best = max(coprime, key=coprime.get)
     return {"shares": {str(f): round(s, 3) for f, s in shares.items()}, "best_coprime_frequency": best,
@@ -149,48 +136,35 @@ def circle_report(vectors: np.ndarray) -> dict:
             "chance_share": round(2 / (k - 1), 3), **circle_order(vectors)}
 
 
-def city_probe_r2(samples: dict[int, list[np.ndarray]], city_ids: list[int], coords: np.ndarray, folds: int = 5) -> float:
-    """Ridge probe occurrence -> (lon, lat), R^2 on held-out cities (grouped K-fold)."""
-    from sklearn.linear_model import RidgeCV
-    from sklearn.metrics import r2_score
-    from sklearn.model_selection import GroupKFold
-
+def city_probe_r2(samples: dict[int, list[np.ndarray]], city_ids: list[int], coords: np.ndarray, seed: int = 0) -> float:
+    """`core.metrics.probes.ridge_probe` from single occurrences to (lon, lat), grouped by city so that
+    whole cities are held out; its held-out R^2 (NaN when too few cities occur to hold some out)."""
     xs, ys, groups = [], [], []
     for city, token in enumerate(city_ids):
         for vec in samples.get(token, []):
             xs.append(vec)
             ys.append(coords[city])
             groups.append(city)
-    if len(set(groups)) < max(folds, 3):
+    if len(set(groups)) < 4:
         return float("nan")  # too few cities seen in the documents for a held-out-city probe
-    x, y, g = np.array(xs), np.array(ys), np.array(groups)
-    predictions = np.zeros_like(y)
-    for train, test in GroupKFold(n_splits=folds).split(x, y, g):
-        probe = RidgeCV(alphas=np.logspace(-2, 4, 13)).fit(x[train], y[train])
-        predictions[test] = probe.predict(x[test])
-    return float(r2_score(y, predictions))
+    return ridge_probe(np.array(xs), np.array(ys), seed=seed, groups=np.array(groups)).r2
 
 
 def analogy_parallelism(means: np.ndarray, vocab: dict[str, int], analogies: dict[str, list[list[str]]]) -> dict:
-    """Mean cosine of difference vectors within a family vs across families."""
-    diffs: dict[str, list[np.ndarray]] = {}
+    """Mean cosine of difference vectors v(b) - v(a) within a family vs across families
+    (`core.metrics.crystals.parallelogram_score`), overall and per family."""
+    diffs, labels = [], []
     for family, pairs in analogies.items():
         for pair in pairs:
             a, b = means[vocab[pair[0]]], means[vocab[pair[1]]]
             if np.isfinite(a).all() and np.isfinite(b).all():
-                d = b - a
-                diffs.setdefault(family, []).append(d / (np.linalg.norm(d) + 1e-9))
-    within, across, per_family = [], [], {}
-    families = list(diffs)
-    for i, family in enumerate(families):
-        block = np.array(diffs[family])
-        cos = block @ block.T
-        upper = cos[np.triu_indices(len(block), 1)]
-        per_family[family] = round(float(upper.mean()), 3)
-        within.extend(upper)
-        for other in families[i + 1:]:
-            across.extend((block @ np.array(diffs[other]).T).ravel())
-    return {"within": round(float(np.mean(within)), 3), "across": round(float(np.mean(across)), 3),
+                diffs.append(b - a)
+                labels.append(family)
+    D, labels = np.array(diffs), np.array(labels)
+    overall = parallelogram_score(D, labels)
+    per_family = {family: round(parallelogram_score(D[labels == family], labels[labels == family]).within_cos, 3)
+                  for family in dict.fromkeys(labels.tolist())}
+    return {"within": round(overall.within_cos, 3), "across": round(overall.across_cos, 3),
             "per_family": per_family}
 
 
@@ -205,10 +179,11 @@ def structure_report(directory: Path = ORGANISM_DIR, checkpoint: str = "final", 
     coords = np.array(list(cities.values()), dtype=float)
     report: dict[str, dict] = {}
     for site, table in means.items():
-        entry = {
-            name: circle_report(table[[vocab[w] for w in words]])
-            for name, words in truth["cyclic"].items()
-        }
+        entry = {}
+        for name, words in truth["cyclic"].items():
+            rows = table[[vocab[w] for w in words]]
+            if np.isfinite(rows).all():  # a word that never occurs in the eval documents has no mean
+                entry[name] = circle_report(rows)
         entry["analogies"] = analogy_parallelism(table, vocab, truth["analogies"])
         if site in samples:
             entry["city_probe_r2"] = round(city_probe_r2(samples[site], city_ids, coords), 3)
