@@ -40,7 +40,9 @@ st.markdown("""
 - **Features**: a searchable table of every feature (density, max, share of L1 mass, top tokens); a
   dashboard per feature (histogram, top and quantile-sampled contexts, logit effects, decoder
   neighbours, co-occurring features); the feature map of decoder directions (click a point to open it).
-- **Geometry**, **Superposition**, **Spectra**: the measurements over the harvest (when those pages are installed).
+- **Geometry**: the galaxy spectrum of the decoder cloud, lobes (co-occurrence against geometry), crystals (analogy parallelograms), circles (weekdays and months at any Fourier frequency), categorical simplices and hierarchical orthogonality, and linear probes for space and time.
+- **Superposition**: effective features F and psi per layer, their convergence with sample count, interference against 1/m, and a toy-model lab trained live against its ground truth.
+- **Spectra**: RankMe, alpha-ReQ, participation ratio and intrinsic dimension across layers, and over training checkpoints with the phase segmentation.
 - **Sessions**: save what you are looking at with a title and notes, share it as a `?session=<id>` link,
   export it as a bundle (JSON + artifacts + a static HTML report) and import bundles.
 """)

@@ -15,6 +15,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from core.figures.style import apply_layout as _layout
+
 PALETTE = qualitative.Plotly + qualitative.D3
 
 
@@ -47,15 +49,6 @@ def as_result(value: Any) -> Any:
                 pass
         return [as_result(v) for v in value]
     return value
-
-
-def _layout(fig: go.Figure, title: str, x: str | None = None, y: str | None = None) -> go.Figure:
-    fig.update_layout(title=title, template="plotly_white", margin=dict(l=55, r=20, t=60, b=45))
-    if x is not None:
-        fig.update_layout(xaxis_title=x)
-    if y is not None:
-        fig.update_layout(yaxis_title=y)
-    return fig
 
 
 def circularity_by_layer_figure(entry: Mapping[str, Any], name: str, location: str | None = None) -> go.Figure:

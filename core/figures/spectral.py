@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from core.figures.style import apply_layout as _layout
 from core.metrics.spectral import (
     PHASE_COMPRESSION,
     PHASE_ENTROPY,
@@ -25,15 +26,6 @@ from core.metrics.spectral import (
 PALETTE = qualitative.Plotly
 PHASE_COLOURS = {PHASE_WARMUP: "rgba(150,150,150,0.18)", PHASE_ENTROPY: "rgba(44,160,44,0.15)",
                  PHASE_COMPRESSION: "rgba(214,39,40,0.13)"}
-
-
-def _layout(fig: go.Figure, title: str, x: str | None = None, y: str | None = None) -> go.Figure:
-    fig.update_layout(title=title, template="plotly_white", margin=dict(l=55, r=20, t=60, b=45))
-    if x is not None:
-        fig.update_layout(xaxis_title=x)
-    if y is not None:
-        fig.update_layout(yaxis_title=y)
-    return fig
 
 
 def eigenspectrum_figure(eigenvalues, fit: AlphaReqResult | None = None,

@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from core.figures.style import apply_layout as _layout
 from core.metrics.spectral import MetricInputError
 from core.metrics.superposition import ConvergenceCurve, EffectiveFeatures, InterferenceStats
 from core.metrics.toy import DIMENSIONALITY_REFERENCES, SparsitySweep, ToyGeometry
@@ -20,15 +21,6 @@ from core.metrics.toy import DIMENSIONALITY_REFERENCES, SparsitySweep, ToyGeomet
 PALETTE = qualitative.Plotly
 REFERENCE_LABELS = {1.0: "1", 3 / 4: "3/4", 2 / 3: "2/3", 1 / 2: "1/2 (antipodal)", 2 / 5: "2/5 (pentagon)",
                     3 / 8: "3/8"}
-
-
-def _layout(fig: go.Figure, title: str, x: str | None = None, y: str | None = None) -> go.Figure:
-    fig.update_layout(title=title, template="plotly_white", margin=dict(l=55, r=20, t=60, b=45))
-    if x is not None:
-        fig.update_layout(xaxis_title=x)
-    if y is not None:
-        fig.update_layout(yaxis_title=y)
-    return fig
 
 
 def effective_features_figure(sites: Sequence[str], results: Sequence[EffectiveFeatures],
