@@ -291,7 +291,7 @@ def _load_organism(spec: ModelSpec, device: torch.device) -> LoadedModel:
             f"The organism has no checkpoint {checkpoint!r}. Available: {_short_list(available)}."
         )
     model = loading.load_organism(directory, checkpoint, str(device))
-    model = model.to(DTYPES[spec.dtype]) if spec.dtype != "float32" else model
+    model = model.to(DTYPES[spec.dtype], print_details=False) if spec.dtype != "float32" else model
     return LoadedModel(spec, model, model.tokenizer, origin=str(directory), revision=checkpoint, backend="hooked")
 
 
