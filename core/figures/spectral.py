@@ -44,9 +44,9 @@ def eigenspectrum_figure(eigenvalues, fit: AlphaReqResult | None = None,
         r = np.arange(fit.first_rank, fit.last_rank + 1)
         fig.add_trace(go.Scatter(x=r, y=np.exp(fit.log_intercept) * r ** (-fit.alpha), mode="lines",
                                  name=f"power law, alpha = {fit.alpha:.3f}", line=dict(dash="dash", width=3)))
-        # Shapes on log axes take log10 coordinates.
-        fig.add_shape(type="rect", xref="x", yref="paper", x0=np.log10(fit.first_rank),
-                      x1=np.log10(fit.last_rank), y0=0, y1=1, fillcolor="rgba(255,165,0,0.12)",
+        # On a log axis Plotly places shapes in data units but annotations in log10 units.
+        fig.add_shape(type="rect", xref="x", yref="paper", x0=fit.first_rank,
+                      x1=fit.last_rank, y0=0, y1=1, fillcolor="rgba(255,165,0,0.12)",
                       line_width=0, layer="below")
         note = f"fit over ranks {fit.first_rank}..{fit.last_rank}"
         if fit.adapted:
@@ -133,7 +133,8 @@ def phase_figure(segmentation: PhaseSegmentation,
         fig.update_yaxes(title_text="alpha-ReQ", secondary_y=True)
     for segment in seg.segments:
         x0, x1 = np.log10(segment.start_step + 1.0), np.log10(segment.end_step + 1.0)
-        fig.add_shape(type="rect", xref="x", yref="paper", x0=x0, x1=x1, y0=0, y1=1, line_width=0,
+        # On a log axis Plotly places shapes in data units but annotations in log10 units.
+        fig.add_shape(type="rect", xref="x", yref="paper", x0=10 ** x0, x1=10 ** x1, y0=0, y1=1, line_width=0,
                       fillcolor=PHASE_COLOURS.get(segment.label, "rgba(0,0,0,0.05)"), layer="below")
         fig.add_annotation(x=(x0 + x1) / 2, y=1.0, xref="x", yref="paper", text=segment.label,
                            showarrow=False, yanchor="bottom", font=dict(size=11))
