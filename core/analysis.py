@@ -8,8 +8,9 @@ hash of the ground truth, plus the settings and ANALYSIS_VERSION), so a second c
 
 Views:
     spectra_by_layer           RankMe, alpha-ReQ (fit range reported), PR, TwoNN + MLE ID per site
-    spectra_over_checkpoints   moments-only harvest per organism checkpoint -> layer x checkpoint
-                               tables and the phase segmentation per layer
+    spectra_over_checkpoints   moments-only harvest per training checkpoint (organism, Pythia,
+                               stanford-crfm; cached per checkpoint) -> layer x checkpoint tables
+                               and the phase segmentation per layer
     superposition_by_layer     F, psi (N = d_in of the site), alive, mean L0, convergence curve,
                                interference of decoder rows and of unembedding rows vs 1/m
     geometry_by_layer          galaxy spectrum, lobes (co-occurrence vs geometry, AMI vs null),
@@ -28,7 +29,7 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, is_dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -195,66 +196,216 @@ def spectra_by_layer(harvest: Any, store: Any = None, fit_range: tuple[int, int]
     return _cached(store, "spectra_by_layer", {"harvest": hkey, **settings}, compute)
 
 
-def spectra_over_checkpoints(directory: Any = None, checkpoints: Sequence[str] | None = None,
-                             max_tokens: int = 4096, store: Any = None, progress: ProgressFn | None = None,
-                             smoothing: float = 0.5, fit_range: tuple[int, int] | None = None,
-                             device: str = "cpu") -> dict[str, Any]:
-    """Spectral phases over training (Li et al. 2025; METHODS.md section 4) on the organism's checkpoints.
+TL_CHECKPOINTED_PREFIXES = ("EleutherAI/pythia", "stanford-crfm/")  # TL lists their checkpoints offline
 
-    For each checkpoint a moments-only harvest (no SAEs, no reservoir) of the world's eval corpus,
-    cut to `max_tokens`, gives every resid_post covariance; RankMe / alpha-ReQ / PR of each give
-    [layer x checkpoint] tables, and `segment_phases` (sign of d smoothed RankMe / d log step) gives
-    the phases per layer with the raw curves. Each per-checkpoint harvest is cached in the store.
+
+def checkpoint_options(spec: Any) -> dict[str, int]:
+    """Training checkpoints of the model `spec` (a core.models.ModelSpec) names: identifier -> step,
+    in training order; {} when the model has none that Atlas can list without a network call.
+
+    Organism: its saved checkpoints ("step_000123", ..., "final"). TransformerLens: the Pythia and
+    stanford-crfm families, whose steps TransformerLens keeps in its own tables; the identifier is the
+    checkpoint_index as a string ("0".."153" for Pythia), as core.models.parse_tl_checkpoint reads it.
+    (NeelNanda's checkpointed models are left out: TL lists them by asking the Hugging Face Hub.)
     """
-    from core.corpus import CorpusSpec, load_corpus
-    from core.harvest import HarvestSettings, harvest_cached
-    from core.metrics.spectral import segment_phases, spectral_summary
-    from core.models import ModelSpec, load_model
-    from core.organism.loading import ORGANISM_DIR, checkpoint_steps
+    if spec.source == "organism":
+        from core.organism.loading import ORGANISM_DIR, checkpoint_steps
 
-    directory = ORGANISM_DIR if directory is None else directory
-    steps_by_name = checkpoint_steps(directory)
-    names = list(checkpoints) if checkpoints is not None else list(steps_by_name)
-    unknown = [n for n in names if n not in steps_by_name]
+        return checkpoint_steps(spec.path or ORGANISM_DIR)
+    if spec.source != "transformer_lens":
+        return {}
+    from core.models import official_tl_name
+
+    official = official_tl_name(spec.name)
+    if not official.startswith(TL_CHECKPOINTED_PREFIXES):
+        return {}
+    from transformer_lens.loading_from_pretrained import get_checkpoint_labels
+
+    labels, _ = get_checkpoint_labels(official)
+    return {str(i): int(step) for i, step in enumerate(labels)}
+
+
+def default_checkpoints(options: Mapping[str, int], n: int = 8) -> list[str]:
+    """About `n` identifiers of `options` spread evenly in log(step + 1) (the axis of the phases),
+    first and last included, in training order."""
+    names = sorted(options, key=lambda c: options[c])
+    if len(names) <= n:
+        return names
+    x = np.log1p(np.asarray([options[c] for c in names], dtype=np.float64))
+    targets = np.linspace(x[0], x[-1], n)
+    picked = {int(np.argmin(np.abs(x - t))) for t in targets}
+    return [names[i] for i in sorted(picked)]
+
+
+def _checkpoint_spec(model: Any, device: str | None) -> Any:
+    """The ModelSpec to vary: `model` itself, or the organism in directory `model` (None: the committed one)."""
+    from core.models import ModelSpec
+
+    if isinstance(model, ModelSpec):
+        return model if device is None else replace(model, device=device)
+    from core.organism.loading import ORGANISM_DIR
+
+    return ModelSpec(source="organism", path=str(ORGANISM_DIR if model is None else model), device=device or "cpu")
+
+
+def _resolve_checkpoints(spec: Any, options: Mapping[str, int], checkpoints: Sequence[str] | None) -> list[str]:
+    """The requested checkpoints as identifiers of `options` (TL "index:12" / "value:143000" -> "12"),
+    deduplicated and in training order."""
+    if not options:
+        raise AnalysisError(f"The model {spec.name!r} has no training checkpoints that Atlas can list "
+                            "(the organism, Pythia and stanford-crfm models have them).")
+    if checkpoints is None:
+        return list(options)
+    names: list[str] = []
+    unknown: list[str] = []
+    for requested in checkpoints:
+        name = str(requested)
+        if spec.source == "transformer_lens" and name not in options:
+            from core.models import parse_tl_checkpoint
+
+            parsed = parse_tl_checkpoint(name)
+            if "checkpoint_index" in parsed:
+                name = str(parsed["checkpoint_index"])
+            elif "checkpoint_value" in parsed:
+                name = next((c for c, s in options.items() if s == parsed["checkpoint_value"]), name)
+        if name in options:
+            names.append(name)
+        else:
+            unknown.append(str(requested))
     if unknown:
-        raise AnalysisError(f"Unknown checkpoint(s) {', '.join(unknown)}; the organism has {', '.join(steps_by_name)}.")
-    names = sorted(names, key=lambda n: steps_by_name[n])
-    if len(names) < 2:
-        raise AnalysisError("Spectral phases need at least 2 checkpoints.")
-    path = str(directory)
-    settings = HarvestSettings(max_tokens=int(max_tokens), reservoir_size=0, batch_size=32)
-    parts = {"directory": path, "checkpoints": names, "steps": [steps_by_name[n] for n in names],
-             "max_tokens": int(max_tokens), "smoothing": smoothing, "fit_range": fit_range,
-             "manifest": _file_digest(directory, "manifest.json")}
+        listed = ", ".join(options) if len(options) <= 12 else f"{', '.join(list(options)[:12])}, ..."
+        raise AnalysisError(f"Unknown checkpoint(s) {', '.join(unknown)}; the model has {listed}.")
+    return sorted(dict.fromkeys(names), key=lambda c: options[c])
+
+
+def _checkpoint_identity(spec: Any) -> dict[str, Any]:
+    """What identifies the weights behind `spec` apart from the checkpoint (part of the cache keys)."""
+    if spec.source == "organism":
+        from core.organism.loading import ORGANISM_DIR
+
+        path = str(spec.path or ORGANISM_DIR)
+        return {"source": "organism", "path": path, "manifest": _file_digest(path, "manifest.json"), "dtype": spec.dtype}
+    from core.models import official_tl_name
+
+    return {"source": spec.source, "name": official_tl_name(spec.name), "dtype": spec.dtype}
+
+
+def _checkpoint_corpus(spec: Any, corpus: Any, max_tokens: int, n_ctx: int) -> Any:
+    """The corpus slice a checkpoint is harvested on: the given CorpusSpec cut to about max_tokens, or
+    for the organism (when none is given) its world's eval split."""
+    from core.corpus import CorpusSpec
+
+    if corpus is not None:
+        return replace(corpus, max_chunks=max(1, -(-int(max_tokens) // int(corpus.context_size))))
+    if spec.source != "organism":
+        raise AnalysisError("Choose a corpus (in the sidebar) to harvest the checkpoints on.")
+    from core.organism.loading import ORGANISM_DIR
+
+    return CorpusSpec(source="world", path=str(spec.path or ORGANISM_DIR), split="eval",
+                      max_chunks=max(1, -(-int(max_tokens) // n_ctx)))
+
+
+def _free(model: Any) -> None:
+    """Drop a checkpoint's weights before loading the next (Pythia checkpoints are GBs on big sizes)."""
+    import gc
+
+    del model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def checkpoint_spectrum(spec: Any, checkpoint: str, max_tokens: int = 4096, store: Any = None,
+                        fit_range: tuple[int, int] | None = None, corpus: Any = None) -> dict[str, Any]:
+    """RankMe, alpha-ReQ and participation ratio (Li et al. 2025; METHODS.md section 4) of every
+    resid_post covariance of one checkpoint, from a moments-only harvest (no SAEs, no reservoir) of a
+    corpus slice of `max_tokens`. Cached per checkpoint, so the model is loaded only on a miss.
+
+    Returns {"sites", "rankme": {site: v}, "alpha": {site: v}, "participation_ratio": {site: v},
+    "fit_note", "harvest"}.
+    """
+    from core.corpus import load_corpus
+    from core.harvest import HarvestSettings, harvest_cached
+    from core.metrics.spectral import spectral_summary
+    from core.models import load_model
+
+    parts = {"model": _checkpoint_identity(spec), "checkpoint": checkpoint, "max_tokens": int(max_tokens),
+             "fit_range": list(fit_range) if fit_range else None,
+             "corpus": None if corpus is None else asdict(corpus)}
 
     def compute() -> dict:
-        covs: dict[str, list[np.ndarray]] = {}
+        model = load_model(replace(spec, checkpoint=checkpoint))
+        try:
+            sliced = load_corpus(_checkpoint_corpus(spec, corpus, max_tokens, model.n_ctx), model)
+            settings = HarvestSettings(max_tokens=int(max_tokens), reservoir_size=0, batch_size=32)
+            result, key = harvest_cached(model, [], sliced, settings, store)
+        finally:
+            _free(model)
+        out: dict[str, Any] = {"sites": _sorted_sites(list(result.sites)), "rankme": {}, "alpha": {},
+                               "participation_ratio": {}, "fit_note": "", "harvest": key}
+        for site in out["sites"]:
+            summary = spectral_summary(np.asarray(result.sites[site].cov, dtype=np.float64), fit_range)
+            out["rankme"][site] = summary.rankme
+            out["alpha"][site] = summary.alpha.alpha
+            out["participation_ratio"][site] = summary.participation_ratio
+            out["fit_note"] = out["fit_note"] or summary.alpha.message
+        return out
+
+    return _cached(store, "checkpoint_spectrum", parts, compute)
+
+
+def _nan_for_none(values: Sequence[Any]) -> list[float]:
+    return [math.nan if v is None else float(v) for v in values]
+
+
+def spectra_over_checkpoints(model: Any = None, checkpoints: Sequence[str] | None = None,
+                             max_tokens: int = 4096, store: Any = None, progress: ProgressFn | None = None,
+                             smoothing: float = 0.5, fit_range: tuple[int, int] | None = None,
+                             device: str | None = None, corpus: Any = None) -> dict[str, Any]:
+    """Spectral phases over training (Li et al. 2025; METHODS.md section 4) on a model's checkpoints.
+
+    `model` is a core.models.ModelSpec (the organism, or a TransformerLens model with training
+    checkpoints: see `checkpoint_options`), an organism directory, or None (the committed organism);
+    `checkpoints` are identifiers of `checkpoint_options` (None: all of them); `device` overrides the
+    spec's (an organism directory defaults to "cpu"); `corpus` is the CorpusSpec to harvest on
+    (needed for TransformerLens models; the organism defaults to its world's eval split).
+    Each checkpoint is loaded with core.models.load_model, harvested for its moments on `max_tokens`
+    tokens (`checkpoint_spectrum`, cached per checkpoint, so adding one recomputes only that one) and
+    freed. RankMe / alpha-ReQ / PR give [layer x checkpoint] tables, and `segment_phases` (sign of
+    d smoothed RankMe / d log step) gives the phases per layer with the raw curves.
+    """
+    from core.metrics.spectral import segment_phases
+
+    spec = _checkpoint_spec(model, device)
+    options = checkpoint_options(spec)
+    names = _resolve_checkpoints(spec, options, checkpoints)
+    if len(names) < 2:
+        raise AnalysisError("Spectral phases need at least 2 checkpoints.")
+    if corpus is None and spec.source != "organism":  # say so before any checkpoint is downloaded
+        raise AnalysisError("Choose a corpus (in the sidebar) to harvest the checkpoints on.")
+    steps = [options[n] for n in names]
+    parts = {"model": _checkpoint_identity(spec), "checkpoints": names, "steps": steps,
+             "max_tokens": int(max_tokens), "smoothing": smoothing, "fit_range": fit_range,
+             "corpus": None if corpus is None else asdict(corpus)}
+
+    def compute() -> dict:
+        per_checkpoint = []
         for i, name in enumerate(names):
-            _say(progress, i / len(names), f"checkpoint {name} ({i + 1}/{len(names)})")
-            model = load_model(ModelSpec(source="organism", path=path, checkpoint=name, device=device))
-            corpus = load_corpus(CorpusSpec(source="world", path=path, split="eval",
-                                            max_chunks=max(1, -(-int(max_tokens) // model.n_ctx))), model)
-            result, _ = harvest_cached(model, [], corpus, settings, store)
-            for site in _sorted_sites(list(result.sites)):
-                covs.setdefault(site, []).append(np.asarray(result.sites[site].cov, dtype=np.float64))
+            _say(progress, i / len(names), f"checkpoint {name} (step {options[name]:,}; {i + 1}/{len(names)})")
+            per_checkpoint.append(checkpoint_spectrum(spec, name, max_tokens, store, fit_range, corpus))
         _say(progress, 1.0, "spectra and phases")
-        sites = list(covs)
-        steps = [steps_by_name[n] for n in names]
-        table = {"rankme": [], "alpha": [], "participation_ratio": []}
-        phases = {}
-        fit_note = ""
-        for site in sites:
-            summaries = [spectral_summary(c, fit_range) for c in covs[site]]
-            rm = [s.rankme for s in summaries]
-            al = [s.alpha.alpha for s in summaries]
-            table["rankme"].append(rm)
-            table["alpha"].append(al)
-            table["participation_ratio"].append([s.participation_ratio for s in summaries])
-            fit_note = fit_note or summaries[0].alpha.message
-            phases[site] = segment_phases(steps, rm, al, smoothing=smoothing).to_dict()
+        sites = per_checkpoint[0]["sites"]
+        if any(p["sites"] != sites for p in per_checkpoint):
+            raise AnalysisError("The checkpoints do not share the same activation sites.")
+        table = {metric: [[p[metric][site] for p in per_checkpoint] for site in sites]
+                 for metric in ("rankme", "alpha", "participation_ratio")}
+        phases = {site: segment_phases(steps, _nan_for_none(rm), _nan_for_none(al), smoothing=smoothing).to_dict()
+                  for site, rm, al in zip(sites, table["rankme"], table["alpha"])}
         return {"sites": sites, "layers": [layer_of(s) for s in sites], "checkpoints": names, "steps": steps,
-                "tables": table, "phases": phases, "fit_note": fit_note, "max_tokens": int(max_tokens),
-                "smoothing": smoothing}
+                "tables": table, "phases": phases,
+                "fit_note": next((p["fit_note"] for p in per_checkpoint if p["fit_note"]), ""),
+                "max_tokens": int(max_tokens), "smoothing": smoothing,
+                "checkpoint_keys": [p["key"] for p in per_checkpoint]}
 
     return _cached(store, "spectra_over_checkpoints", parts, compute)
 

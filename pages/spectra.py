@@ -1,6 +1,8 @@
 """Spectra: RankMe, alpha-ReQ, participation ratio and intrinsic dimension across layers, and the
 spectral phases over training checkpoints (Li et al. 2025; METHODS.md sections 4-5)."""
 
+from dataclasses import replace
+
 import streamlit as st
 
 from app.resources import current_sources, get_harvest, get_model, get_saes, get_store, organism_dir
@@ -66,24 +68,57 @@ c4.metric("TwoNN ID", "n/a" if entry["twonn"] is None else f"{entry['twonn']['di
 st.caption(f"Dashed line: the alpha-ReQ power law over its shaded fit range; {spectra['n_tokens']:,} harvested tokens.")
 
 st.subheader("Over training checkpoints")
-if sources.model.source != "organism":
-    st.info("Layer x checkpoint tables run on the organism's saved checkpoints. For Pythia checkpoints, choose a "
-            "checkpoint in the sidebar and compare this page between them.")
+is_organism = sources.model.source == "organism"
+checkpoint_spec = replace(sources.model, path=sources.model.path or str(organism_dir())) if is_organism \
+    else sources.model
+options = guarded(lambda: analysis.checkpoint_options(checkpoint_spec))
+if options is None:
     st.stop()
-directory = sources.model.path or str(organism_dir())
+if not options:
+    st.info(f"{sources.model.name} has no training checkpoints that Atlas can list. Layer x checkpoint tables run "
+            "on the organism's saved checkpoints and on the TransformerLens models that publish theirs "
+            "(Pythia, stanford-crfm).")
+    st.stop()
 c1, c2, c3 = st.columns(3)
 tokens = c1.select_slider("Tokens per checkpoint", [1024, 2048, 4096, 8192], value=2048, key="spectra_ckpt_tokens")
 metric = c2.selectbox("Heatmap", ["RankMe", "alpha-ReQ", "participation ratio"], key="spectra_ckpt_metric")
 smoothing = c3.select_slider("Smoothing width (log-step)", [0.0, 0.25, 0.5, 1.0], value=0.5, key="spectra_smoothing")
-run_now = st.toggle("Compute the checkpoint tables", value=True, key="spectra_ckpt_on",
-                    help="Loads every checkpoint and harvests its activation moments on a slice of the world corpus.")
-if not run_now:
-    st.stop()
-bar = st.progress(0.0, text="checkpoints")
-over = guarded(lambda: analysis.spectra_over_checkpoints(
-    directory, max_tokens=int(tokens), store=store, smoothing=float(smoothing),
-    progress=lambda f, text: bar.progress(f, text=text)))
-bar.empty()
+if is_organism:
+    run_now = st.toggle("Compute the checkpoint tables", value=True, key="spectra_ckpt_on",
+                        help="Loads every checkpoint and harvests its activation moments on a slice of the world corpus.")
+    if not run_now:
+        st.stop()
+    bar = st.progress(0.0, text="checkpoints")
+    over = guarded(lambda: analysis.spectra_over_checkpoints(
+        checkpoint_spec, max_tokens=int(tokens), store=store, smoothing=float(smoothing),
+        progress=lambda f, text: bar.progress(f, text=text)))
+    bar.empty()
+else:
+    chosen = st.multiselect(
+        "Checkpoints", list(options), default=analysis.default_checkpoints(options, 8), key="spectra_tl_ckpts",
+        format_func=lambda c: f"step {options[c]:,} (index {c})",
+        help="Training checkpoints TransformerLens lists for this model; the default is 8 spread evenly in log(step).")
+    st.warning(f"Each checkpoint is a separate download of {sources.model.name} unless it is already in the Hugging "
+               f"Face cache. Every checkpoint is harvested on {int(tokens):,} tokens of the sidebar's corpus, "
+               "then freed; results are cached per checkpoint, so adding one later computes only that one.")
+    request = (checkpoint_spec, tuple(sorted(chosen, key=lambda c: options[c])), int(tokens), float(smoothing),
+               sources.corpus)
+    results = st.session_state.setdefault("spectra_tl_results", {})
+    if st.button("Compute over these checkpoints", key="spectra_tl_run", disabled=len(chosen) < 2):
+        with st.status(f"Computing spectra over {len(chosen)} checkpoints...", expanded=True) as status:
+            bar = st.progress(0.0, text="checkpoints")
+            over = guarded(lambda: analysis.spectra_over_checkpoints(
+                checkpoint_spec, list(request[1]), max_tokens=int(tokens), store=store, smoothing=float(smoothing),
+                corpus=sources.corpus, progress=lambda f, text: bar.progress(f, text=text)))
+            status.update(label="Checkpoint spectra computed and cached." if over else "Checkpoint spectra failed.",
+                          state="complete" if over else "error")
+        if over is not None:
+            results[request] = over
+    over = results.get(request)
+    if over is None:
+        if len(chosen) < 2:
+            st.info("Choose at least 2 checkpoints.")
+        st.stop()
 if over is None:
     st.stop()
 remember_artifact("spectra_checkpoints", over["key"])

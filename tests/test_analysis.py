@@ -324,6 +324,99 @@ def test_spectra_over_checkpoints_tables_and_phases(organism):
         A.spectra_over_checkpoints(organism.path, ["step_999999", "final"])
 
 
+def _direct_rankme(path: str, name: str, max_tokens: int) -> list[float]:
+    """RankMe per layer of one organism checkpoint, harvested here without any cache (the reference)."""
+    from core.corpus import CorpusSpec, load_corpus
+    from core.harvest import HarvestSettings, harvest
+    from core.metrics.spectral import spectral_summary
+    from core.models import ModelSpec, load_model
+
+    model = load_model(ModelSpec(source="organism", path=path, checkpoint=name, device="cpu"))
+    corpus = load_corpus(CorpusSpec(source="world", path=path, split="eval",
+                                    max_chunks=max(1, -(-max_tokens // model.n_ctx))), model)
+    result = harvest(model, [], corpus, HarvestSettings(max_tokens=max_tokens, reservoir_size=0, batch_size=32))
+    return [spectral_summary(np.asarray(result.sites[s].cov, dtype=np.float64)).rankme
+            for s in sorted(result.sites, key=A.layer_of)]
+
+
+def test_spectra_over_checkpoints_from_a_model_spec_matches_a_direct_harvest(organism, tmp_path, monkeypatch):
+    import core.models
+    from core.models import ModelSpec
+    from core.organism.loading import list_checkpoints
+
+    all_names = list_checkpoints(organism.path)
+    names = [all_names[0], all_names[len(all_names) // 2], "final"]
+    spec = ModelSpec(source="organism", path=organism.path, device="cpu")
+    assert list(A.checkpoint_options(spec)) == all_names
+    reference = np.array([_direct_rankme(organism.path, n, 256) for n in names[:2]]).T  # [layer, checkpoint]
+    store = ArtifactStore(tmp_path)
+    loads: list[str] = []
+    real_load = core.models.load_model
+
+    def counting_load(model_spec):
+        loads.append(model_spec.checkpoint)
+        return real_load(model_spec)
+
+    monkeypatch.setattr(core.models, "load_model", counting_load)
+    first = A.spectra_over_checkpoints(spec, names[:2], max_tokens=256, store=store)
+    assert loads == names[:2]
+    np.testing.assert_allclose(np.asarray(first["tables"]["rankme"], dtype=float), reference, rtol=1e-6)
+    # the directory form (verify card, run_all) names the same weights: the same cached result
+    by_directory = A.spectra_over_checkpoints(organism.path, names[:2], max_tokens=256, store=store)
+    assert by_directory["tables"] == first["tables"] and loads == names[:2]
+    # adding a checkpoint loads only that one; the others come from the per-checkpoint cache
+    loads.clear()
+    grown = A.spectra_over_checkpoints(spec, [names[2], *names[:2]], max_tokens=256, store=store)
+    assert loads == ["final"] and grown["checkpoints"] == names
+    for metric, rows in grown["tables"].items():
+        assert [row[:2] for row in rows] == first["tables"][metric]
+    # a different slice is another key: every checkpoint again
+    loads.clear()
+    A.spectra_over_checkpoints(spec, names[:2], max_tokens=128, store=store)
+    assert loads == names[:2]
+
+
+def test_default_checkpoints_are_log_spaced():
+    options = {f"c{i}": 2 ** i - 1 for i in range(17)}  # log(step + 1) = i log 2: evenly spaced already
+    assert A.default_checkpoints(options, 5) == ["c0", "c4", "c8", "c12", "c16"]
+    assert A.default_checkpoints({"a": 0, "b": 10}, 8) == ["a", "b"]
+
+
+def test_pythia_checkpoints_come_from_transformer_lens_tables_without_network(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from transformer_lens.loading_from_pretrained import PYTHIA_CHECKPOINTS
+
+    from core.errors import AtlasError
+    from core.models import ModelSpec
+
+    spec = ModelSpec(source="transformer_lens", name="pythia-70m-deduped")
+    options = A.checkpoint_options(spec)
+    assert len(options) == len(PYTHIA_CHECKPOINTS) == 154
+    assert options["0"] == 0 and options["153"] == 143000 and list(options.values()) == sorted(PYTHIA_CHECKPOINTS)
+    chosen = A.default_checkpoints(options)
+    assert [options[c] for c in chosen] == [0, 4, 32, 128, 1000, 5000, 26000, 143000]
+    assert A._resolve_checkpoints(spec, options, ["value:143000", "index:3", "3"]) == ["3", "153"]
+    with pytest.raises(A.AnalysisError, match="Unknown checkpoint"):
+        A._resolve_checkpoints(spec, options, ["value:143001"])
+    assert A.checkpoint_options(ModelSpec(source="transformer_lens", name="gpt2")) == {}
+    with pytest.raises(A.AnalysisError, match="no training checkpoints"):
+        A.spectra_over_checkpoints(ModelSpec(source="transformer_lens", name="gpt2"), ["0", "1"])
+    with pytest.raises(A.AnalysisError, match="corpus"):  # refused before any download
+        A.spectra_over_checkpoints(spec, ["0", "153"])
+
+    import core.models
+    from core.corpus import CorpusSpec
+    from core.errors import OfflineError
+
+    def offline(model_spec):
+        assert model_spec.checkpoint == "0" and model_spec.name == "pythia-70m-deduped"
+        raise OfflineError("no network")
+
+    monkeypatch.setattr(core.models, "load_model", offline)
+    with pytest.raises(AtlasError, match="no network"):
+        A.spectra_over_checkpoints(spec, ["153", "0"], corpus=CorpusSpec(source="world"))
+
+
 def test_toy_lab_pentagon_is_cached(tmp_path):
     store = ArtifactStore(tmp_path)
     out = A.toy_lab(n=5, m=2, sparsity=0.95, importance_decay=1.0, steps=1500, store=store)

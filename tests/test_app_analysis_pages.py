@@ -87,3 +87,12 @@ def test_geometry_page_tabs_and_toggles(app_env):
     assert any(t.startswith("months: circle strength") for t in _titles(at))
     at.selectbox(key="geo_affinity").set_value("jaccard").run()
     assert not at.exception
+
+
+def test_spectra_page_says_when_a_model_has_no_checkpoints(app_env, monkeypatch):
+    from core import analysis
+
+    monkeypatch.setattr(analysis, "checkpoint_options", lambda spec: {})
+    at = _app("spectra")
+    assert any("has no training checkpoints" in i.value for i in at.info)
+    assert not any("by layer and training checkpoint" in t for t in _titles(at))
