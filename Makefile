@@ -17,7 +17,7 @@ $(STAMP): requirements.txt constraints.txt
 install: $(STAMP)
 
 run: $(STAMP)
-	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(PY) -m streamlit run app/main.py --server.headless true
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(PY) -m streamlit run app/main.py
 
 test: $(STAMP)
 	$(PY) -m pytest

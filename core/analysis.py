@@ -29,13 +29,14 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import asdict, is_dataclass, replace
+from dataclasses import asdict, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from core.errors import AtlasError
+from core.jsonable import jsonable as to_json  # noqa: F401  (core.analysis.to_json, the converter of every view)
 
 ANALYSIS_VERSION = "analysis-2"  # 2: circles at the token and at the answer position
 ProgressFn = Callable[[float, str], None]  # (fraction done in [0, 1], what is running)
@@ -60,30 +61,6 @@ class AnalysisError(AtlasError):
 # ---------------------------------------------------------------------------------------------
 # JSON, keys, cache
 # ---------------------------------------------------------------------------------------------
-def to_json(value: Any) -> Any:
-    """Plain JSON values: dataclasses (via to_dict when they have one), arrays -> lists, NaN/inf -> None."""
-    if hasattr(value, "to_dict") and callable(value.to_dict):
-        return to_json(value.to_dict())
-    if is_dataclass(value) and not isinstance(value, type):
-        return to_json(asdict(value))
-    if isinstance(value, Mapping):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return to_json(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    if value is None or isinstance(value, str):
-        return value
-    return str(value)
-
-
 def harvest_key_of(harvest: Any) -> str:
     """The store key of a harvest, recomputed from what it records (equals core.harvest.harvest_key)."""
     from core.store import artifact_key

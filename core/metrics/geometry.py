@@ -13,7 +13,6 @@ modules `circles`, `crystals`, `concepts` and `probes` share.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ from sklearn.metrics import adjusted_mutual_info_score
 from sklearn.neighbors import NearestNeighbors
 
 from core.errors import MetricInputError
+from core.jsonable import dataclass_fields, jsonable  # noqa: F401  (jsonable: re-exported for older imports)
 
 __all__ = [
     "GeometryInputError",
@@ -80,30 +80,10 @@ def as_matrix(x: Any, name: str, min_rows: int = 1, min_cols: int = 1) -> np.nda
     return arr
 
 
-def jsonable(value: Any) -> Any:
-    """Convert numpy scalars/arrays, tuples and dataclasses into plain JSON types (NaN/inf -> None)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    return value
-
-
 class _ToDict:
     def to_dict(self) -> dict:
         """JSON-safe dictionary of every field (arrays become lists, NaN becomes None)."""
-        return jsonable(self)
+        return dataclass_fields(self)
 
 
 # ----------------------------------------------------------------------------------------------
