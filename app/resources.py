@@ -7,6 +7,8 @@ How a page gets its data:
     harvest, key = get_harvest(sources)  # HarvestResult from the artifact store; computed once under a
                                          # progress bar when missing; `key` is recorded for sessions
     store = get_store()                  # core.store.ArtifactStore for the page's own cached results
+or, in one call that shows any error and stops the page:
+    model, saes, harvest, key = load_view_inputs()
 Hook-using calls (model.run, core.probe.probe_prompt, anything that runs the model) hold
 `model.lock`; LoadedModel.run takes it itself, and it is re-entrant.
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -174,3 +176,38 @@ def get_feature_map(W_dec, method: str, purpose: str):
 
     remember_artifact(purpose, result.key)
     return result
+
+
+class ViewInputs(NamedTuple):
+    model: Any                  # LoadedModel
+    saes: list[Any]             # LoadedSAE, in layer order ([] when none was needed and none loaded)
+    harvest: Any | None         # HarvestResult (None when not asked for)
+    key: str | None             # the harvest's artifact key
+
+
+def load_view_inputs(harvest: bool = True, require_saes: bool = True, no_saes: str | None = None) -> ViewInputs:
+    """A page's start-up: the current sources' model, SAEs and (when `harvest`) the harvest under its status.
+
+    Every failure is shown where the page stands (an AtlasError as `st.error`, through `guarded`) and the
+    page stops cleanly with st.stop(), so the code after this call always has what it asked for. Without
+    SAEs, `no_saes` (when given) is shown as an info line before stopping; with `require_saes=False` the
+    page goes on with `saes == []`.
+    """
+    from app.widgets import guarded
+
+    sources = current_sources()
+    model = guarded(lambda: get_model(sources.model))
+    if model is None:
+        st.stop()
+    saes = guarded(lambda: get_saes(sources)) or []
+    if require_saes and not saes:
+        if no_saes:
+            st.info(no_saes)
+        st.stop()
+    if not harvest:
+        return ViewInputs(model, saes, None, None)
+    loaded = guarded(lambda: get_harvest(sources))
+    if loaded is None:
+        st.stop()
+    result, key = loaded
+    return ViewInputs(model, saes, result, key)

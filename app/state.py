@@ -35,7 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "harvest_tokens": 100_000,
     "prompt": "on monday the king of france went to paris",
     "layer": None,                # selected SAE hook name
-    "feature": 0,                 # selected feature id
+    "feature": None,              # selected feature id; None = not chosen yet (Features opens the top feature)
     "color_by": "Reconstruction error",
     "heatmap_quantity": "recon_error",
     "map_method": "PCA (quick)",

@@ -33,11 +33,11 @@ def layer_picker(hooks: list[str], label: str = "Layer (SAE site)", key: str = "
     return st.selectbox(label, hooks, key=key)
 
 
-def feature_picker(d_sae: int, key: str = "feature") -> int:
-    """Number input for a feature id, clamped to the SAE's width."""
-    value = st.session_state.get(key, 0)
+def feature_picker(d_sae: int, key: str = "feature", default: int = 0) -> int:
+    """Number input for a feature id; a missing (None) or out-of-range choice becomes `default`."""
+    value = st.session_state.get(key)
     if not isinstance(value, int) or not 0 <= value < d_sae:
-        st.session_state[key] = 0
+        st.session_state[key] = default if 0 <= default < d_sae else 0
     return int(st.number_input(f"Feature id (0-{d_sae - 1})", min_value=0, max_value=d_sae - 1, step=1, key=key))
 
 

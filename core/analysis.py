@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from core.errors import AtlasError
-from core.jsonable import jsonable as to_json  # noqa: F401  (core.analysis.to_json, the converter of every view)
+from core.jsonable import jsonable as to_json
 
 ANALYSIS_VERSION = "analysis-2"  # 2: circles at the token and at the answer position
 ProgressFn = Callable[[float, str], None]  # (fraction done in [0, 1], what is running)

@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from app.resources import current_sources, get_feature_map, get_harvest, get_model, get_saes
+from app.resources import get_feature_map, load_view_inputs
 from app.state import set_page
 from app.widgets import feature_picker, guarded, layer_picker
 from core import feature_map as fm
@@ -13,15 +13,7 @@ set_page("features")
 st.title("Features")
 st.caption("Statistics from one harvest pass over the corpus; click a table row or a point of the map to open a feature.")
 
-sources = current_sources()
-model = guarded(lambda: get_model(sources.model))
-saes = guarded(lambda: get_saes(sources)) if model is not None else None
-if not model or not saes:
-    st.stop()
-harvest = guarded(lambda: get_harvest(sources))
-if harvest is None:
-    st.stop()
-harvest, harvest_key = harvest
+model, saes, harvest, harvest_key = load_view_inputs()
 
 hook = layer_picker([s.hook_name for s in saes])
 sae = next(s for s in saes if s.hook_name == hook)
@@ -39,6 +31,11 @@ def _table(harvest_key: str, hook: str):
 
 table = _table(harvest_key, hook)
 d_sae = len(table)
+# Open on the most useful feature: with none chosen yet (a fresh session; a restored one keeps its own),
+# the one carrying the largest share of this layer's L1 mass.
+top_feature = int(np.argmax(stats.l1_mass))
+if st.session_state.get("feature") is None:
+    st.session_state["feature"] = top_feature
 
 
 def _open_from_table():
@@ -126,7 +123,7 @@ with right:
                           else "Colour: log10 of the firing density.") + " Click a point to open its feature.")
 
 st.divider()
-feature = feature_picker(d_sae)
+feature = feature_picker(d_sae, default=top_feature)
 row = table.iloc[feature]
 st.header(f"Feature {feature} on {hook}")
 m = st.columns(5)

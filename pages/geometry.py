@@ -5,7 +5,7 @@ categorical simplices and hierarchies, to linear probes of space and time (METHO
 import numpy as np
 import streamlit as st
 
-from app.resources import current_sources, get_harvest, get_model, get_saes, get_store
+from app.resources import get_store, load_view_inputs
 from app.state import remember_artifact, set_page
 from app.widgets import guarded
 from core import analysis
@@ -22,16 +22,7 @@ st.caption("The shape of the feature cloud and of concepts. The organism's plant
            "weekdays and months should form circles, analogies parallelograms, taxonomies simplices and "
            "hierarchies, cities a map.")
 
-sources = current_sources()
-model = guarded(lambda: get_model(sources.model))
-saes = guarded(lambda: get_saes(sources)) if model is not None else None
-if not model or not saes:
-    st.info("Geometry needs SAEs: choose them in the sidebar.")
-    st.stop()
-loaded = guarded(lambda: get_harvest(sources))
-if loaded is None:
-    st.stop()
-harvest, harvest_key = loaded
+model, saes, harvest, harvest_key = load_view_inputs(no_saes="Geometry needs SAEs: choose them in the sidebar.")
 store = get_store()
 truth = analysis.organism_ground_truth(model)
 cyclic_ids = analysis.cyclic_token_ids(model, truth)

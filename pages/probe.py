@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from app.resources import current_sources, get_feature_map, get_model, get_saes
+from app.resources import get_feature_map, load_view_inputs
 from app.state import set_page
 from app.widgets import feature_picker, guarded, layer_picker
 from core.errors import AtlasError
@@ -15,11 +15,7 @@ set_page("probe")
 st.title("Probe a prompt")
 st.caption("The prompt runs once through the model; every layer's SAE encodes the residual stream at its site.")
 
-sources = current_sources()
-model = guarded(lambda: get_model(sources.model))
-saes = guarded(lambda: get_saes(sources)) if model is not None else None
-if not model or not saes:
-    st.stop()
+model, saes, _, _ = load_view_inputs(harvest=False)
 
 st.text_area("Prompt", key="prompt", height=80,
              help="Press Ctrl+Enter (or click outside) to probe. Words the organism does not know become UNK.")
@@ -45,7 +41,10 @@ with left:
     st.radio("Colour tokens by", ["Reconstruction error", "A feature"], key="color_by", horizontal=True)
     layer = result.layer(hook)
     if st.session_state["color_by"] == "A feature":
-        feature = feature_picker(layer.acts.shape[1])
+        # With no feature chosen yet, colour by the one that fires hardest in this prompt on this layer.
+        active = result.active_features(hook)
+        strongest = max(active, key=active.get) if active else 0
+        feature = feature_picker(layer.acts.shape[1], default=strongest)
         values, rgb, label = layer.acts[:, feature], HIGHLIGHT_RGB, f"feature {feature}"
     else:
         values, rgb, label = layer.recon_error, ERROR_RGB, "relative reconstruction error"

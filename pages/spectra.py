@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import streamlit as st
 
-from app.resources import current_sources, get_harvest, get_model, get_saes, get_store, organism_dir
+from app.resources import current_sources, get_store, load_view_inputs, organism_dir
 from app.state import remember_artifact, set_page
 from app.widgets import guarded
 from core import analysis
@@ -19,14 +19,7 @@ st.caption("How many dimensions the representations use, layer by layer and over
            "of the eigenspectrum; TwoNN / MLE = intrinsic dimension of the harvest's token samples.")
 
 sources = current_sources()
-model = guarded(lambda: get_model(sources.model))
-if model is None:
-    st.stop()
-saes = guarded(lambda: get_saes(sources)) or []
-loaded = guarded(lambda: get_harvest(sources))
-if loaded is None:
-    st.stop()
-harvest, harvest_key = loaded
+model, saes, harvest, harvest_key = load_view_inputs(require_saes=False)
 store = get_store()
 
 key = analysis.analysis_key("spectra_by_layer", harvest=harvest_key, fit_range=None, id_max_points=2000)

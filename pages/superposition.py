@@ -3,7 +3,7 @@ and the toy-model lab (Bereska et al. 2025; Liu, Liu & Gore 2025; Elhage et al. 
 
 import streamlit as st
 
-from app.resources import current_sources, get_harvest, get_model, get_saes, get_store
+from app.resources import get_store, load_view_inputs
 from app.state import remember_artifact, set_page
 from app.widgets import guarded
 from core import analysis
@@ -55,16 +55,8 @@ with tab_toy:
         st.info("Choose the settings and press the button: training takes a few seconds.")
 
 with tab_model:
-    sources = current_sources()
-    model = guarded(lambda: get_model(sources.model))
-    saes = guarded(lambda: get_saes(sources)) if model is not None else None
-    if not model or not saes:
-        st.info("Superposition counts need SAEs: choose them in the sidebar.")
-        st.stop()
-    loaded = guarded(lambda: get_harvest(sources))
-    if loaded is None:
-        st.stop()
-    harvest, harvest_key = loaded
+    model, saes, harvest, harvest_key = load_view_inputs(
+        no_saes="Superposition counts need SAEs: choose them in the sidebar.")
     store = get_store()
     with st.spinner("Effective features and interference..."):
         result = guarded(lambda: analysis.superposition_by_layer(harvest, saes, model, store, harvest_key=harvest_key))

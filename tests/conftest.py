@@ -6,4 +6,4 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-pytest_plugins = ["tests.fixtures_models", "tests.fixtures_organism"]
+pytest_plugins = ["tests.fixtures_models", "tests.fixtures_organism", "tests.fixtures_app"]

@@ -5,22 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 
 MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 TIMEOUT = 300
-
-
-@pytest.fixture
-def app_env(tiny_organism_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("ATLAS_ORGANISM_DIR", str(tiny_organism_dir))
-    monkeypatch.setenv("ATLAS_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("ATLAS_CACHE_DIR", str(tmp_path / "cache"))
-    import streamlit as st
-
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    return tmp_path
 
 
 def _app(page: str):
@@ -95,4 +82,49 @@ def test_spectra_page_says_when_a_model_has_no_checkpoints(app_env, monkeypatch)
     monkeypatch.setattr(analysis, "checkpoint_options", lambda spec: {})
     at = _app("spectra")
     assert any("has no training checkpoints" in i.value for i in at.info)
+    assert not any("by layer and training checkpoint" in t for t in _titles(at))
+
+
+def test_spectra_page_transformer_lens_checkpoints_offline(app_env, monkeypatch, tiny_organism_dir):
+    """The TransformerLens branch (Pythia's checkpoints), without network: the sidebar names
+    pythia-70m-deduped, whose weights are stood in for by the tiny organism; a checkpoint download
+    fails with OfflineError, which the page shows as an error (no crash, no heatmap)."""
+    from core import analysis, models
+    from core.errors import OfflineError
+    from core.models import ModelSpec
+
+    real_load = models.load_model
+    message = "EleutherAI/pythia-70m-deduped is not in the Hugging Face cache and there is no network."
+
+    def load_model(spec):
+        if spec.source != "transformer_lens":
+            return real_load(spec)
+        if spec.checkpoint is not None:
+            raise OfflineError(message)
+        return real_load(ModelSpec(source="organism", path=str(tiny_organism_dir), device="cpu"))
+
+    monkeypatch.setattr(models, "load_model", load_model)
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(MAIN, default_timeout=TIMEOUT)
+    at.session_state["harvest_tokens"] = 4000
+    at.session_state["model_source"] = "transformer_lens"
+    at.session_state["tl_name"] = "pythia-70m-deduped"
+    at.run()
+    at.switch_page("../pages/spectra.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert at.session_state["valid_sources"].model.name == "pythia-70m-deduped"
+
+    options = analysis.checkpoint_options(ModelSpec(source="transformer_lens", name="pythia-70m-deduped"))
+    picker = at.multiselect(key="spectra_tl_ckpts")
+    assert len(options) > 100 and picker.value == analysis.default_checkpoints(options, 8)
+    assert len(picker.value) == 8 and picker.value[0] == "0" and options[picker.value[-1]] == max(options.values())
+    assert any("separate download of pythia-70m-deduped" in w.value for w in at.warning)
+    assert not any("by layer and training checkpoint" in t for t in _titles(at))
+
+    at.button(key="spectra_tl_run").click().run()
+    assert not at.exception, at.exception
+    assert [e.value for e in at.error] == [message]
     assert not any("by layer and training checkpoint" in t for t in _titles(at))

@@ -119,12 +119,27 @@ def test_probe_feature_session_round_trip(server):
             _shot(page, "02-probe")
 
             page.get_by_role("link", name="Features").click()
-            expect(page.get_by_role("heading", name=re.compile(r"^Feature 0 on"))).to_be_visible()
-            feature_box = page.locator("input[aria-label^='Feature id']")
-            feature_box.fill("4")
-            feature_box.press("Enter")
-            expect(page.get_by_role("heading", name=re.compile(r"^Feature 4 on"))).to_be_visible()
+            # A fresh session opens the feature with the largest share of the L1 mass (alive by construction).
+            first = page.get_by_role("heading", name=re.compile(r"^Feature \d+ on"))
+            expect(first).to_be_visible()
+            top = int(re.match(r"Feature (\d+) on", first.inner_text()).group(1))
             _wait_idle(page)
+            # Open another live feature: the table's second row (sorted by L1 share, so it fires too), read
+            # from the grid's hidden accessible table (aria row 1 is the header; a row's first cell is the feature id).
+            table = page.get_by_test_id("stDataFrame").first
+
+            def first_cell(row: int):
+                return table.locator(f"tr[aria-rowindex='{row + 1}'] td[role='gridcell']").first
+
+            expect(first_cell(1)).to_have_text(str(top))
+            chosen = int(first_cell(2).text_content())
+            assert chosen != top
+            feature_box = page.locator("input[aria-label^='Feature id']")
+            feature_box.fill(str(chosen))
+            feature_box.press("Enter")
+            expect(page.get_by_role("heading", name=re.compile(rf"^Feature {chosen} on"))).to_be_visible()
+            _wait_idle(page)
+            expect(page.get_by_text("never fired")).to_have_count(0)   # a real dashboard, not a dead feature
             _shot(page, "03-features")
 
             page.get_by_role("link", name="Sessions").click()
@@ -139,7 +154,7 @@ def test_probe_feature_session_round_trip(server):
             other = browser.new_context(viewport={"width": 1500, "height": 2400}).new_page()
             other.set_default_timeout(TIMEOUT_MS)
             other.goto(f"{server}/?session={session_id}")
-            expect(other.get_by_role("heading", name=re.compile(r"^Feature 4 on"))).to_be_visible()
+            expect(other.get_by_role("heading", name=re.compile(rf"^Feature {chosen} on"))).to_be_visible()
             _wait_idle(other)
             _shot(other, "05-reopened-features")
             other.get_by_role("link", name="Probe").click()

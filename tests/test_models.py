@@ -141,14 +141,9 @@ def test_organism_source_loads_through_the_organism_module(fake_organism):
         load_model(ModelSpec(source="organism", checkpoint="step_999", device="cpu"))
 
 
-def test_real_organism_loads(request):
-    """The committed organism path, when the organism's fixture exists (core/organism tests build it)."""
-    pytest.importorskip("core.organism.loading")
-    try:
-        directory = request.getfixturevalue("tiny_organism_dir")
-    except pytest.FixtureLookupError:
-        pytest.skip("tests/fixtures_organism.py has no tiny_organism_dir yet")
-    model = load_model(ModelSpec(source="organism", path=str(directory), device="cpu"))
+def test_real_organism_loads(tiny_organism_dir):
+    """The organism source on the tiny organism built by the real pipeline (tests/fixtures_organism.py)."""
+    model = load_model(ModelSpec(source="organism", path=str(tiny_organism_dir), device="cpu"))
     tokens = model.to_tokens(["monday"])
     acts = model.run(tokens, [model.hook_names()[-1]], return_logits=True)
     assert acts["logits"].shape[-1] == model.d_vocab

@@ -179,13 +179,9 @@ def test_organism_saes(fake_organism, tiny_model):
         load_sae(SAESpec(source="organism", hook_name="blocks.0.hook_mlp_out"), organism_model)
 
 
-def test_real_organism_model_saes_and_world_fit_together(request):
+def test_real_organism_model_saes_and_world_fit_together(tiny_organism_dir):
     """The real organism module end to end: every SAE fits its model, the world corpus packs, encode runs."""
-    pytest.importorskip("core.organism.loading")
-    try:
-        directory = request.getfixturevalue("tiny_organism_dir")
-    except pytest.FixtureLookupError:
-        pytest.skip("tests/fixtures_organism.py has no tiny_organism_dir yet")
+    directory = tiny_organism_dir
     from core.corpus import load_corpus
     from core.models import load_model
 

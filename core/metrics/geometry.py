@@ -25,7 +25,7 @@ from sklearn.metrics import adjusted_mutual_info_score
 from sklearn.neighbors import NearestNeighbors
 
 from core.errors import MetricInputError
-from core.jsonable import dataclass_fields, jsonable  # noqa: F401  (jsonable: re-exported for older imports)
+from core.jsonable import dataclass_fields
 
 __all__ = [
     "GeometryInputError",
