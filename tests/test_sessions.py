@@ -31,7 +31,8 @@ def _session(keys=()) -> Session:
                  "corpus": {"source": "world", "context_size": 64}},
         settings={"color_by": "density", "top_k": 8, "layers": [0, 1]},
         page="features", prompt="monday tuesday <script>alert(1)</script>",
-        selected_feature=17, selected_layer="blocks.2.hook_resid_post", artifact_keys=list(keys))
+        selected_feature=17, selected_layer="blocks.2.hook_resid_post", artifact_keys=list(keys),
+        created="2026-01-02T03:04:05+00:00")  # fixed: a default "now" differs between two calls
 
 
 def test_json_round_trip_is_exact():
