@@ -22,7 +22,8 @@ def session_sources(session: Session):
 
 def report_figures(session: Session) -> list[tuple[str, Any]]:
     """Probe heatmap of the session's prompt, the feature map, and the selected feature's histogram."""
-    from app.resources import get_model, get_saes, get_store
+    from app.resources import decoder_weights, get_model, get_saes, get_store
+    from app.state import layout_method
     from core import feature_map as fm
     from core.figures.features import activation_histogram, feature_map_figure, probe_heatmap
     from core.harvest import HarvestResult
@@ -46,7 +47,7 @@ def report_figures(session: Session) -> list[tuple[str, Any]]:
     store = get_store()
     sae = next((s for s in saes if s.hook_name == session.selected_layer), saes[0] if saes else None)
     if sae is not None:
-        fmap = fm.feature_map(sae.W_dec.cpu().numpy(), store, "umap" if session.settings.get("map_method", "").startswith("UMAP") else "pca")
+        fmap = fm.feature_map(decoder_weights(sae), store, layout_method(session.settings.get("map_method") or ""))
         figures.append((f"Feature map of {sae.hook_name} ({fmap.method.upper()})",
                         feature_map_figure(fmap.coords, np.zeros(len(fmap.coords)), "-", categorical=False,
                                            selected=session.selected_feature)))

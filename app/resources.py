@@ -9,6 +9,8 @@ How a page gets its data:
     store = get_store()                  # core.store.ArtifactStore for the page's own cached results
 or, in one call that shows any error and stops the page:
     model, saes, harvest, key = load_view_inputs()
+Decoder rows as numpy: decoder_weights(sae) (copied once per loaded SAE). An analysis that caches itself
+in the store: cached_view(label, lambda: core.analysis.<view>(...)) runs it under a collapsed st.status.
 Hook-using calls (model.run, core.probe.probe_prompt, anything that runs the model) hold
 `model.lock`; LoadedModel.run takes it itself, and it is re-entrant.
 
@@ -19,12 +21,15 @@ use a tiny one); ATLAS_CACHE_DIR is the artifact store; ATLAS_HOME holds session
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import numpy as np  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from core.corpus import CorpusSpec  # noqa: E402
@@ -123,40 +128,104 @@ def harvest_settings():
     return HarvestSettings(max_tokens=int(tokens) if tokens else None)
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
-def _harvest_in_memory(key: str):
-    """Loaded harvests by key (one per process): a revisit costs nothing."""
-    from core.harvest import HarvestResult
+class _HarvestMemory:
+    """Loaded harvests by key (one per process, the newest `size`): a revisit costs nothing."""
 
-    return HarvestResult.load(get_store(), key)
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self.items: OrderedDict[str, Any] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: str) -> Any | None:
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+            return self.items.get(key)
+
+    def put(self, key: str, result: Any) -> None:
+        with self.lock:
+            self.items[key] = result
+            self.items.move_to_end(key)
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+
+
+@st.cache_resource(show_spinner=False)
+def _harvest_memory() -> _HarvestMemory:
+    return _HarvestMemory()
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _harvest_key(sources: Sources, settings) -> str:
+    """The harvest's store key, worked out once per (sources, settings): it hashes the corpus's tokens."""
+    from core.harvest import harvest_key
+
+    return harvest_key(get_model(sources.model), get_saes(sources), get_corpus(sources.corpus, sources.model),
+                       settings)
 
 
 def get_harvest(sources: Sources | None = None):
     """(HarvestResult, key) for the sources; computed under a progress bar only when the store lacks it."""
-    from core.harvest import harvest_cached, harvest_key
+    from core.harvest import HarvestResult, harvest_cached
 
     sources = sources or current_sources()
-    model = get_model(sources.model)
-    saes = get_saes(sources)
-    corpus = get_corpus(sources.corpus, sources.model)
     settings = harvest_settings()
-    key = harvest_key(model, saes, corpus, settings)
-    store = get_store()
-    if not store.has(key):
-        with st.status(f"Harvesting {corpus.description} through {len(saes)} SAE(s)...", expanded=True) as status:
-            bar = st.progress(0.0, text="starting")
+    key = _harvest_key(sources, settings)
+    memory = _harvest_memory()
+    result = memory.get(key)
+    if result is None:
+        store = get_store()
+        result = HarvestResult.load(store, key)
+        if result is None:
+            model = get_model(sources.model)
+            saes = get_saes(sources)
+            corpus = get_corpus(sources.corpus, sources.model)
+            with st.status(f"Harvesting {corpus.description} through {len(saes)} SAE(s)...",
+                           expanded=True) as status:
+                bar = st.progress(0.0, text="starting")
 
-            def progress(done: int, total: int, seconds_left: float) -> None:
-                bar.progress(min(1.0, done / max(total, 1)),
-                             text=f"{done:,} / {total:,} tokens, about {seconds_left:.0f} s left")
+                def progress(done: int, total: int, seconds_left: float) -> None:
+                    bar.progress(min(1.0, done / max(total, 1)),
+                                 text=f"{done:,} / {total:,} tokens, about {seconds_left:.0f} s left")
 
-            harvest_cached(model, saes, corpus, settings, store, progress)
-            status.update(label="Harvest done and cached.", state="complete", expanded=False)
-    result = _harvest_in_memory(key)
+                result, key = harvest_cached(model, saes, corpus, settings, store, progress, key=key)
+                status.update(label="Harvest done and cached.", state="complete", expanded=False)
+        memory.put(key, result)
     from app.state import remember_artifact
 
     remember_artifact("harvest", key)
     return result, key
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _decoder_array(identity: tuple[int, SAESpec], _sae) -> np.ndarray:
+    return _sae.W_dec.detach().cpu().numpy()
+
+
+def decoder_weights(sae) -> np.ndarray:
+    """The SAE's decoder rows [d_sae, d_in] as numpy, copied off the device once per loaded SAE
+    (keyed by the object's identity and spec; the spec guards against a reused id)."""
+    return _decoder_array((id(sae), sae.spec), sae)
+
+
+def cached_view(label: str, compute: Callable[..., Any], *, progress: bool = False,
+                done: str | None = None) -> Any | None:
+    """`compute()` (an analysis that caches itself in the store) under a collapsed st.status.
+
+    A cache hit finishes at once; a miss shows `label` while it runs. With `progress`, `compute` is
+    called with a (fraction, text) callback that drives a progress bar inside the status. AtlasErrors
+    are shown (through `guarded`) and give None.
+    """
+    from app.widgets import guarded
+
+    with st.status(label, expanded=False) as status:
+        if progress:
+            bar = st.progress(0.0)
+            result = guarded(lambda: compute(lambda f, text: bar.progress(min(1.0, max(0.0, f)), text=text)))
+        else:
+            result = guarded(compute)
+        status.update(label=done or label.rstrip(". ") + ": ready.", state="complete" if result is not None else "error")
+    return result
 
 
 def get_feature_map(W_dec, method: str, purpose: str):
@@ -164,14 +233,15 @@ def get_feature_map(W_dec, method: str, purpose: str):
     from core import feature_map as fm
 
     store = get_store()
-    key = fm.feature_map_key(W_dec, method if fm.umap_available() or method == "pca" else "pca", 15, 0.1, 0)
+    method = fm.resolve_method(W_dec, method)
+    key = fm.feature_map_key(W_dec, method, 15, 0.1, 0)
     if method == "umap" and not store.has(key):
         with st.status("Computing the UMAP feature map (the first fit in a process compiles numba: ~40 s)...",
                        expanded=True) as status:
-            result = fm.feature_map(W_dec, store, method, progress=st.write)
+            result = fm.feature_map(W_dec, store, method, progress=st.write, key=key)
             status.update(label=f"UMAP done in {result.seconds:.1f} s and cached.", state="complete", expanded=False)
     else:
-        result = fm.feature_map(W_dec, store, method)
+        result = fm.feature_map(W_dec, store, method, key=key)
     from app.state import remember_artifact
 
     remember_artifact(purpose, result.key)

@@ -6,7 +6,6 @@ A choice that fails to load shows the error and leaves the previous valid source
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
 from pathlib import Path
 
 import streamlit as st
@@ -90,8 +89,9 @@ def _save_upload(upload) -> str:
     return str(path)
 
 
-def render_sidebar() -> Sources:
-    """Draw the sidebar; return the sources in use (the new choice if it loads, else the last valid one)."""
+def render_sidebar() -> None:
+    """Draw the sidebar. The sources in use (the new choice if it loads, else the last valid one) are left in
+    st.session_state["valid_sources"], where pages read them through app.resources.current_sources()."""
     from core.device import available_devices
 
     sb = st.sidebar
@@ -126,8 +126,10 @@ def render_sidebar() -> Sources:
         st.selectbox("Corpus", list(CORPUS_SOURCES), format_func=CORPUS_SOURCES.get, key="corpus_source")
         if st.session_state["corpus_source"] == "file":
             upload = st.file_uploader("Corpus file", type=["txt", "jsonl", "csv"], key="corpus_upload")
-            if upload is not None:
+            # A rerun with the same upload skips re-reading and re-hashing the file.
+            if upload is not None and st.session_state.get("_corpus_upload_id") != upload.file_id:
                 st.session_state["corpus_path"] = _save_upload(upload)
+                st.session_state["_corpus_upload_id"] = upload.file_id
             if st.session_state["corpus_path"].endswith((".jsonl", ".csv")):
                 from core.corpus import list_columns
 
@@ -168,9 +170,7 @@ def render_sidebar() -> Sources:
             if st.session_state.get("valid_sources") is None:
                 st.session_state["valid_sources"] = default_sources()
             sb.caption("Still showing the previous valid choice.")
-    sources = current_sources()
-    _provenance(sb, sources)
-    return sources
+    _provenance(sb, current_sources())
 
 
 def _release_pickers() -> None:
@@ -212,6 +212,3 @@ def _provenance(sb, sources: Sources) -> None:
         st.markdown(f"**Corpus**: {sources.corpus.source}"
                     + (f" `{sources.corpus.path or sources.corpus.name}`" if sources.corpus.source != "world" else ""))
 
-
-def replace_sources(sources: Sources, **changes) -> Sources:
-    return replace(sources, **changes)

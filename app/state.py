@@ -68,6 +68,14 @@ def remember_artifact(purpose: str, key: str | None) -> None:
         st.session_state.setdefault("artifact_keys", {})[purpose] = key
 
 
+def layout_method(choice: str | None = None) -> str:
+    """"umap" or "pca" for a Layout choice of the Features page ("UMAP" / "PCA (quick)"); without one,
+    this browser session's current choice."""
+    if choice is None:
+        choice = st.session_state.get("map_method")
+    return "umap" if (choice or "").startswith("UMAP") else "pca"
+
+
 def set_page(name: str) -> None:
     st.session_state["page"] = name
 

@@ -40,6 +40,3 @@ def feature_picker(d_sae: int, key: str = "feature", default: int = 0) -> int:
         st.session_state[key] = default if 0 <= default < d_sae else 0
     return int(st.number_input(f"Feature id (0-{d_sae - 1})", min_value=0, max_value=d_sae - 1, step=1, key=key))
 
-
-def caption(text: str) -> None:
-    st.caption(text)

@@ -9,7 +9,6 @@ subparser and sets `func=` to a function `(args) -> int`, and listing it there.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 import os
@@ -95,29 +94,14 @@ def _tqdm_progress(enabled: bool) -> tuple[Callable[[int, int, float], None] | N
     return progress, bar.close
 
 
-def _run_analysis(result: Any, model: Any, saes: list, corpus: Any, store: Any) -> list[str]:
-    """core.analysis.run_all(...) when that module exists; returns the artifact keys it reports."""
-    try:
-        from core import analysis
-    except ImportError:
-        return []
-    run_all = getattr(analysis, "run_all", None)
-    if run_all is None:
-        return []
-    offered = {"harvest": result, "result": result, "model": model, "saes": saes, "corpus": corpus, "store": store}
-    params = inspect.signature(run_all).parameters
-    output = run_all(**{k: v for k, v in offered.items() if k in params})
-    keys = getattr(output, "artifact_keys", None)
-    if keys is None and isinstance(output, dict):
-        keys = output.get("artifact_keys")
-    if keys is None and isinstance(output, (list, tuple)) and all(isinstance(k, str) for k in output):
-        keys = output
-    return [str(k) for k in keys or []]
+def _run_analysis(result: Any, model: Any, saes: list, store: Any) -> list[str]:
+    """core.analysis.run_all on the harvest; returns the artifact keys it reports."""
+    from core.analysis import run_all
+
+    return run_all(model, saes, result, store=store)["artifact_keys"]
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
     from core.corpus import load_corpus
     from core.harvest import HarvestSettings, harvest_cached
     from core.models import load_model
@@ -154,7 +138,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     out_store = ArtifactStore(out / "store")
     if not out_store.has(key):
         result.save(out_store, key)
-    artifact_keys = [key] + [k for k in _run_analysis(result, model, saes, corpus, out_store) if k != key]
+    artifact_keys = [key] + [k for k in _run_analysis(result, model, saes, out_store) if k != key]
     summary = {
         "harvest_key": key, "n_tokens": result.n_tokens, "seconds": round(result.seconds, 3),
         "sites": list(result.sites),
@@ -180,12 +164,11 @@ def _write_session(out: Path, model_spec, checkpoint, sae_specs, corpus_spec, se
     """DIR/session.json (the session document) and DIR/bundle.zip (what the dashboard imports)."""
     from core.sessions import Session, export_bundle
 
-    flat_settings = {k: v for k, v in settings.to_dict().items()}
     session = Session(
         title=title[:200],
         sources={"model": _flat_spec(model_spec), "checkpoint": checkpoint,
                  "saes": [_flat_spec(s) for s in sae_specs], "corpus": _flat_spec(corpus_spec)},
-        settings=flat_settings,
+        settings=settings.to_dict(),
         page="home",
         artifact_keys=keys,
     )
@@ -261,9 +244,13 @@ def _add_import_bundle(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("path", help="the bundle zip")
     p.add_argument("--sessions", default=None, help="SQLite file (default: $ATLAS_HOME/sessions.sqlite)")
     p.add_argument("--store", default=None, help="artifact store (default: $ATLAS_CACHE_DIR or ~/.cache/atlas)")
-    p.set_defaults(func=lambda args: __import__("core.sessions", fromlist=["main_import"]).main_import(
-        [args.path] + (["--sessions", args.sessions] if args.sessions else [])
-        + (["--store", args.store] if args.store else [])))
+    p.set_defaults(func=_cmd_import_bundle)
+
+
+def _cmd_import_bundle(args: argparse.Namespace) -> int:
+    from core.sessions import run_import
+
+    return run_import(args.path, args.sessions or None, args.store or None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ import torch
 from core.errors import AtlasError
 from core.jsonable import jsonable as to_json
 
-ANALYSIS_VERSION = "analysis-2"  # 2: circles at the token and at the answer position
+ANALYSIS_VERSION = "analysis-3"  # 2: circles at the token and at the answer position; 3: toy lab from one model
 ProgressFn = Callable[[float, str], None]  # (fraction done in [0, 1], what is running)
 
 # Generic English templates used when a ground truth gives word lists but no templates (real models).
@@ -108,12 +108,12 @@ def _say(progress: ProgressFn | None, fraction: float, text: str) -> None:
         progress(float(min(1.0, max(0.0, fraction))), text)
 
 
-_LAYER = re.compile(r"^blocks\.(\d+)\.")
-
-
 def layer_of(hook_name: str) -> int:
-    match = _LAYER.match(hook_name)
-    return int(match.group(1)) if match else -1
+    """core.models.layer_of, with -1 (sorts first) for a site outside the blocks instead of None."""
+    from core.models import layer_of as block_of
+
+    layer = block_of(hook_name)
+    return -1 if layer is None else layer
 
 
 def _sorted_sites(names: Sequence[str]) -> list[str]:
@@ -131,11 +131,7 @@ def site_spectrum(cov: np.ndarray, reservoir: np.ndarray | None, fit_range: tupl
     from core.metrics.spectral import MetricInputError, spectral_summary
 
     summary = spectral_summary(np.asarray(cov, dtype=np.float64), fit_range)
-    out: dict[str, Any] = {
-        "d": summary.d, "total_variance": summary.total_variance, "rankme": summary.rankme,
-        "participation_ratio": summary.participation_ratio, "alpha": summary.alpha.to_dict(),
-        "eigenvalues": summary.eigenvalues, "twonn": None, "mle": None, "id_note": "",
-    }
+    out: dict[str, Any] = {**summary.to_dict(), "twonn": None, "mle": None, "id_note": ""}
     points = None if reservoir is None else np.asarray(reservoir, dtype=np.float64)
     if points is None or points.shape[0] < 20:
         out["id_note"] = "too few reservoir samples for an intrinsic dimension (need >= 20)"
@@ -401,6 +397,15 @@ def _numpy(t: Any) -> np.ndarray:
     return t.detach().cpu().numpy().astype(np.float64) if isinstance(t, torch.Tensor) else np.asarray(t, np.float64)
 
 
+def _harvested_hooks(harvest: Any, saes: Sequence[Any]) -> tuple[dict[str, Any], list[str]]:
+    """The loaded SAEs by hook name, and the hooks of those the harvest covered, in layer order."""
+    by_hook = {s.hook_name: s for s in saes}
+    hooks = _sorted_sites([h for h in harvest.saes if h in by_hook])
+    if not hooks:
+        raise AnalysisError("None of the loaded SAEs was harvested: run the harvest with these SAEs.")
+    return by_hook, hooks
+
+
 def superposition_by_layer(harvest: Any, saes: Sequence[Any], model: Any = None, store: Any = None,
                            max_pairs: int = 200_000, harvest_key: str | None = None) -> dict[str, Any]:
     """Effective features and interference per SAE site (METHODS.md sections 1-2).
@@ -412,10 +417,7 @@ def superposition_by_layer(harvest: Any, saes: Sequence[Any], model: Any = None,
     """
     from core.metrics.superposition import effective_features, effective_features_curve, interference
 
-    by_hook = {s.hook_name: s for s in saes}
-    hooks = _sorted_sites([h for h in harvest.saes if h in by_hook])
-    if not hooks:
-        raise AnalysisError("None of the loaded SAEs was harvested: run the harvest with these SAEs.")
+    by_hook, hooks = _harvested_hooks(harvest, saes)
     hkey = harvest_key or harvest_key_of(harvest)
 
     def compute() -> dict:
@@ -452,24 +454,23 @@ def toy_lab(n: int = 5, m: int = 2, sparsity: float = 0.95, importance_decay: fl
     """The toy model of superposition trained live (Elhage et al. 2022), with an SAE on its hidden
     layer (Bereska et al. 2025): W, D*, D_i, and F measured through the SAE against the ground truth.
 
-    The SAE check is `sweep_sparsity` at this S and its neighbour, so both share one training code path.
+    The model is instance 0 of `sweep_sparsity` at this S and its neighbour: W, D*, the loss and F all
+    come from one trained model (the neighbour is there because the sweep's Pearson r needs two).
     """
-    from core.metrics.toy import sweep_sparsity, toy_geometry, train_toy_model
+    from core.metrics.toy import sweep_sparsity, toy_geometry
 
     parts = {"n": n, "m": m, "sparsity": sparsity, "importance_decay": importance_decay, "steps": steps,
              "sae_dictionary": sae_dictionary, "seed": seed}
 
     def compute() -> dict:
-        model = train_toy_model(n=n, m=m, sparsity=sparsity, importance_decay=importance_decay, steps=steps,
-                                seed=seed)
-        geometry = toy_geometry(model.W)
         neighbour = sparsity * 0.5 if sparsity > 0.5 else min(0.99, sparsity + 0.3)
         sweep = sweep_sparsity([sparsity, neighbour], n=n, m=m, importance_decay=importance_decay,
                                toy_steps=steps, sae_dictionary=sae_dictionary or 2 * n, sae_steps=steps,
                                eval_samples=5000, seed=seed)
+        model = sweep.model(0)
         return {"W": model.W, "importance": model.importance, "final_loss": model.final_loss,
-                "geometry": geometry.to_dict(), "F_true": float(sweep.F_true[0]), "F_sae": float(sweep.F_sae[0]),
-                "sae_dictionary": sweep.sae_dictionary, "settings": parts}
+                "geometry": toy_geometry(model.W).to_dict(), "F_true": float(sweep.F_true[0]),
+                "F_sae": float(sweep.F_sae[0]), "sae_dictionary": sweep.sae_dictionary, "settings": parts}
 
     return _cached(store, "toy_lab", parts, compute)
 
@@ -571,11 +572,9 @@ def decoder_circles_for_sae(sae: Any, site: Any, W_dec: np.ndarray, n_clusters: 
             ids = list(ids)
             present = [np.flatnonzero(tok == t) for t in ids]
             if all(p.size for p in present) and len(ids) >= 3:
-                from core.metrics.circles import circularity
-
-                M = np.stack([pca.projections[p].mean(0) for p in present])
-                if np.ptp(M) > 0:
-                    entry["circularity"][name] = _circularity_summary(circularity(M, n_permutations=200, seed=seed))
+                scored = _circle_entry(np.stack([pca.projections[p].mean(0) for p in present]), 200, seed)
+                if scored is not None:
+                    entry["circularity"][name] = scored["circularity"]
         clusters.append(entry)
     return {"n_clusters": k, "cluster_sizes": np.bincount(labels, minlength=k), "clusters": clusters,
             "ranked_by": "share of mass on cyclic tokens" if cyc_all else "total reconstruction mass"}
@@ -606,10 +605,7 @@ def geometry_by_layer(harvest: Any, saes: Sequence[Any], store: Any = None, n_lo
     per SAE (Li et al. 2024; Engels et al. 2024)."""
     from core.metrics.geometry import clustering_entropy, galaxy_spectrum
 
-    by_hook = {s.hook_name: s for s in saes}
-    hooks = _sorted_sites([h for h in harvest.saes if h in by_hook])
-    if not hooks:
-        raise AnalysisError("None of the loaded SAEs was harvested: run the harvest with these SAEs.")
+    by_hook, hooks = _harvested_hooks(harvest, saes)
     hkey = harvest_key or harvest_key_of(harvest)
     parts = {"harvest": hkey, "n_lobes": n_lobes, "affinity": affinity, "n_permutations": n_permutations,
              "n_clusters": n_clusters, "cyclic": {k: list(v) for k, v in (cyclic_token_ids or {}).items()}}
@@ -717,8 +713,7 @@ def _cyclic_prompts(ground_truth: Mapping[str, Any], name: str, words: Sequence[
     """(item index, text, prefix) prompts for each cyclic item: the mention template and, for the
     organism's arithmetic templates, one prompt per offset (varied left context, then averaged)."""
     t = _templates(ground_truth)
-    kind = "weekday" if name.startswith("week") or name.startswith("day") else "month"
-    slot = "day" if kind == "weekday" else "month"
+    kind, slot = _cycle_kind(name)
     numbers = list(ground_truth.get("numbers") or [])
     prompts = []
     for i, word in enumerate(words):
@@ -854,6 +849,16 @@ def _circle_entry(M: np.ndarray, n_permutations: int, seed: int) -> dict[str, An
             "pc_variance": (s[:n_pc] ** 2) / max(float((s ** 2).sum()), 1e-300)}
 
 
+def _score_sites(tables: Mapping[str, np.ndarray], n_permutations: int, seed: int) -> dict[str, dict[str, Any]]:
+    """`_circle_entry` of each site's [k, d] table of item means, sites with nothing to score left out."""
+    per_site = {}
+    for site, M in tables.items():
+        scored = _circle_entry(M, n_permutations, seed)
+        if scored is not None:
+            per_site[site] = scored
+    return per_site
+
+
 def circles_from_tokens(model: Any, ground_truth: Mapping[str, Any], sites: Sequence[str] | None = None,
                         n_permutations: int = 200, seed: int = 0) -> dict[str, Any]:
     """Circularity at any Fourier frequency (Engels et al. 2024; METHODS.md section 7) of the mean
@@ -871,11 +876,7 @@ def circles_from_tokens(model: Any, ground_truth: Mapping[str, Any], sites: Sequ
         ids = [model.encode(w)[-1] for w in words]
         tables = dict(entry["means"])
         tables["unembed"] = W_U[:, ids].T
-        per_site = {}
-        for site, M in tables.items():
-            scored = _circle_entry(M, n_permutations, seed)
-            if scored is not None:
-                per_site[site] = scored
+        per_site = _score_sites(tables, n_permutations, seed)
         out[name] = {"words": words, "sites": list(per_site), "per_site": per_site}
     return out
 
@@ -944,11 +945,7 @@ def circles_at_answer(model: Any, ground_truth: Mapping[str, Any], sites: Sequen
     sites = list(sites or _resid_sites(model))
     out = {}
     for name, entry in answer_position_representations(model, ground_truth, sites).items():
-        per_site = {}
-        for site, M in entry["means"].items():
-            scored = _circle_entry(M, n_permutations, seed)
-            if scored is not None:
-                per_site[site] = scored
+        per_site = _score_sites(entry["means"], n_permutations, seed)
         out[name] = {"words": entry["words"], "sites": list(per_site), "per_site": per_site,
                      "n_prompts": entry["n_prompts"]}
     return out
@@ -967,7 +964,7 @@ def best_circle(locations: Mapping[str, Mapping[str, Any]], alpha: float = 0.05)
             candidates.append(((not circle, c["p_value"], -c["best_share"]), {
                 "location": location, "site": site, "layer": layer_of(site) if site != "unembed" else None,
                 "frequency": int(c["best_frequency"]), "share": c["best_share"], "p_value": c["p_value"],
-                "coprime": c["coprime"], "regular_visit": c["regular_visit"], "circle_balance": c["circle_balance"],
+                "coprime": c["coprime"], "visit_step": c["visit_step"], "regular_visit": c["regular_visit"], "circle_balance": c["circle_balance"],
                 "circle": circle}))
     if not candidates:
         return None
@@ -1133,13 +1130,17 @@ def organism_ground_truth(model: Any) -> dict[str, Any] | None:
 # everything
 # ---------------------------------------------------------------------------------------------
 def run_all(model: Any, saes: Sequence[Any], harvest: Any, ground_truth: Mapping[str, Any] | None = None,
-            store: Any = None, progress: ProgressFn | None = None, checkpoints: bool = False) -> dict[str, Any]:
+            store: Any = None, progress: ProgressFn | None = None, checkpoints: bool | Sequence[str] = False,
+            n_permutations: int = 100, checkpoint_max_tokens: int = 4096,
+            harvest_key: str | None = None) -> dict[str, Any]:
     """Every analysis these inputs allow; {"spectra", "superposition", "geometry", "ground_truth",
     ["checkpoints"], "artifact_keys"}. The organism's ground truth is used when none is given and the
-    model is the organism. Checkpoint phases run only when asked (they load every checkpoint)."""
+    model is the organism. Checkpoint phases run only when asked (they load every checkpoint):
+    `checkpoints` True for all of the organism's checkpoints, or a list of their identifiers, each
+    harvested on `checkpoint_max_tokens` tokens. `n_permutations`: the lobes' AMI null."""
     if ground_truth is None:
         ground_truth = organism_ground_truth(model)
-    hkey = harvest_key_of(harvest)
+    hkey = harvest_key or harvest_key_of(harvest)
     out: dict[str, Any] = {}
     _say(progress, 0.0, "spectra")
     out["spectra"] = spectra_by_layer(harvest, store, harvest_key=hkey)
@@ -1147,14 +1148,18 @@ def run_all(model: Any, saes: Sequence[Any], harvest: Any, ground_truth: Mapping
     out["superposition"] = superposition_by_layer(harvest, saes, model, store, harvest_key=hkey) if saes else \
         {"skipped": "no SAE loaded"}
     _say(progress, 0.35, "geometry")
-    out["geometry"] = geometry_by_layer(harvest, saes, store, cyclic_token_ids=cyclic_token_ids(model, ground_truth),
+    out["geometry"] = geometry_by_layer(harvest, saes, store, n_permutations=n_permutations,
+                                        cyclic_token_ids=cyclic_token_ids(model, ground_truth),
                                         harvest_key=hkey) if saes else {"skipped": "no SAE loaded"}
     _say(progress, 0.7, "ground-truth geometry")
     out["ground_truth"] = ground_truth_geometry(model, ground_truth, store)
     if checkpoints and getattr(getattr(model, "spec", None), "source", None) == "organism":
         from core.organism.loading import ORGANISM_DIR
 
-        out["checkpoints"] = spectra_over_checkpoints(model.spec.path or ORGANISM_DIR, store=store)
+        names = None if checkpoints is True else list(checkpoints)
+        _say(progress, 0.8, f"spectra over {'all' if names is None else len(names)} checkpoints")
+        out["checkpoints"] = spectra_over_checkpoints(model.spec.path or ORGANISM_DIR, names,
+                                                      max_tokens=checkpoint_max_tokens, store=store)
     _say(progress, 1.0, "done")
     out["artifact_keys"] = [v["key"] for v in out.values() if isinstance(v, dict) and "key" in v]
     return out

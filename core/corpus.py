@@ -157,11 +157,16 @@ def pack_documents(
                 stream.append(int(separator))
             first = False
             stream.extend(ids)
-            while len(stream) >= body:
-                piece, stream = stream[:body], stream[body:]
+            # Read through the stream by offset and drop the consumed prefix once per document:
+            # slicing off the rest per chunk would copy it every time (quadratic on long documents).
+            start = 0
+            while len(stream) - start >= body:
+                piece = stream[start : start + body]
+                start += body
                 chunks.append([bos, *piece] if prepend_bos else piece)
                 if max_chunks is not None and len(chunks) >= max_chunks:
                     return torch.tensor(chunks, dtype=torch.long)
+            del stream[:start]
     if not chunks:
         return torch.zeros((0, context_size), dtype=torch.long)
     return torch.tensor(chunks, dtype=torch.long)

@@ -117,23 +117,36 @@ def feature_map_key(W_dec: np.ndarray, method: str, n_neighbors: int, min_dist: 
                         n_neighbors=n_neighbors, min_dist=min_dist, random_state=random_state)
 
 
+def resolve_method(W_dec: np.ndarray, method: str) -> str:
+    """The method `feature_map` will use: "umap" becomes "pca" when umap-learn is not installed or there
+    are fewer than 4 features (too few for a neighbour graph)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}")
+    if method == "umap" and (not umap_available() or len(W_dec) < 4):
+        return "pca"
+    return method
+
+
 def feature_map(W_dec: np.ndarray, store: Any | None = None, method: str = "umap", *,
                 n_neighbors: int = 15, min_dist: float = 0.1, random_state: int = 0,
-                progress: Callable[[str], None] | None = None) -> FeatureMap:
+                progress: Callable[[str], None] | None = None, key: str | None = None) -> FeatureMap:
     """The 2-D map of `W_dec` ([n_features, d]) by `method`, from `store` when it was made before.
 
     "umap" falls back to "pca" (and says so through `progress`) when umap-learn is not installed.
+    `key`, when given, must be `feature_map_key(W_dec, resolve_method(W_dec, method), n_neighbors,
+    min_dist, random_state)`: a caller that already has it saves hashing the decoder a second time.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}")
     W_dec = np.asarray(W_dec, dtype=np.float32)
-    if method == "umap" and (not umap_available() or len(W_dec) < 4):
+    resolved = resolve_method(W_dec, method)
+    if resolved != method:
         if progress:
             progress("UMAP is not available here (or there are too few features); showing PCA.")
-        method = "pca"
-    key = None
-    if store is not None:
+        method = resolved
+    if store is None:
+        key = None
+    elif key is None:
         key = feature_map_key(W_dec, method, n_neighbors, min_dist, random_state)
+    if store is not None:
         cached = store.load(key)
         if cached is not None:
             return FeatureMap(np.asarray(cached.arrays["coords"]), method, 0.0, True, key)

@@ -12,7 +12,7 @@ per SAE
                         reconstruction quality (explained variance, MSE, L0)
     Cooccurrence        per chunk of tokens f = (Z[chunk] > threshold).any(0); C += f.T @ f
 
-Every statistic has `update(...)`, `merge(other)` and `result()`. Randomness never comes from a
+Every statistic has an update (`update` / `update_sparse`), `merge(other)` and `result()`. Randomness never comes from a
 stateful generator: sampling keys are a hash of (seed, corpus chunk index, position[, feature]),
 so a harvest split into shards and merged equals one pass over the whole (exactly for counts, max,
 histograms, top-k, reservoirs and co-occurrence; to float tolerance for moments and sums).
@@ -53,7 +53,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -301,9 +301,10 @@ class Reservoir:
 class FeatureStats:
     """Per-feature statistics of one SAE, plus its reconstruction quality at its site.
 
-    update(z, x, x_hat, chunk, pos) with z [n, d_sae] (codes of the kept tokens), x / x_hat [n, d_in]
-    (activations and reconstructions), chunk / pos [n] (corpus place of each token).
-    Everything is vectorised over the non-zero entries of z; no Python loop runs over features.
+    update_sparse(n, rows, feats, vals, x, x_hat, chunk, pos) with the positive codes of the n kept
+    tokens as (rows, feats, vals), x / x_hat [n, d_in] (activations and reconstructions), chunk / pos [n]
+    (corpus place of each token). Everything is vectorised over the non-zero codes; no Python loop
+    runs over features.
     """
 
     def __init__(self, d_sae: int, d_in: int, settings: HarvestSettings, context: int,
@@ -340,15 +341,14 @@ class FeatureStats:
         self.snap_l1: list[torch.Tensor] = []
 
     # -- update -----------------------------------------------------------------------
-    def update(self, z: torch.Tensor, x: torch.Tensor, x_hat: torch.Tensor,
-               chunk: torch.Tensor, pos: torch.Tensor) -> None:
-        rows, feats = (z > 0).nonzero(as_tuple=True)
-        self.update_sparse(z.shape[0], rows, feats, z[rows, feats].to(torch.float32), x, x_hat, chunk, pos)
-
     def update_sparse(self, n: int, rows: torch.Tensor, feats: torch.Tensor, vals: torch.Tensor,
-                      x: torch.Tensor, x_hat: torch.Tensor, chunk: torch.Tensor, pos: torch.Tensor) -> None:
+                      x: torch.Tensor, x_hat: torch.Tensor, chunk: torch.Tensor, pos: torch.Tensor,
+                      token_hash: torch.Tensor | None = None) -> None:
         """The positive codes of n tokens as (rows, feats, vals) in row-major order (`(z > 0).nonzero()`);
-        every statistic reads only these nnz entries, never a dense [n, d_sae] code."""
+        every statistic reads only these nnz entries, never a dense [n, d_sae] code.
+
+        token_hash: hash_keys(settings.seed + 1, chunk, pos) when the caller already has it (it is the
+        same for every SAE of a batch); computed here when None."""
         if n == 0:
             return
         vals = vals.to(torch.float32)
@@ -362,7 +362,7 @@ class FeatureStats:
         bins = torch.bucketize(vals, self.hist_edges, right=True)  # 0 under, n_edges over
         self.hist += torch.bincount(feats * self.n_hist + bins, minlength=self.hist.numel())
         self._update_top(rows, feats, vals, chunk, pos)
-        self._update_quantiles(rows, feats, vals, chunk, pos)
+        self._update_quantiles(rows, feats, vals, chunk, pos, token_hash)
         xd = x.to(torch.float64)
         self.sse += ((xd - x_hat.to(torch.float64)) ** 2).sum()
         self.sum_x += xd.sum(0)
@@ -417,7 +417,7 @@ class FeatureStats:
         keep = torch.topk(all_key, self.settings.top_k, dim=1, largest=False).indices  # sorted: best first
         return tuple(torch.cat([a, b], 1).gather(1, keep) for a, b in zip(mine, theirs))
 
-    def _update_quantiles(self, rows, feats, vals, chunk, pos) -> None:
+    def _update_quantiles(self, rows, feats, vals, chunk, pos, token_hash=None) -> None:
         m = self.settings.quantile_samples
         if m == 0:
             return
@@ -427,7 +427,8 @@ class FeatureStats:
         tok_chunk, tok_pos = chunk[rows], pos[rows]
         # = hash_keys(seed + 1, chunk, pos, feature), with the (chunk, pos) part hashed once per token
         # and the feature part read from a table: the hash is a chain, so the keys are the same bits
-        token_hash = hash_keys(self.settings.seed + 1, chunk, pos)
+        if token_hash is None:
+            token_hash = hash_keys(self.settings.seed + 1, chunk, pos)
         keys = _mix32(token_hash[rows] ^ self._feature_hash[feats])
         cells = feats * self.n_bands + band
         # a key above the largest kept key of a full cell can never enter it (empty slots: _EMPTY_KEY)
@@ -532,16 +533,12 @@ class Cooccurrence:
         # open chunks: id -> (any-firing vector, sequences seen, has kept tokens)
         self.pending: dict[int, tuple[torch.Tensor, int, bool]] = {}
 
-    def update(self, z: torch.Tensor, token_chunk_ids: torch.Tensor, batch_chunk_ids: torch.Tensor) -> None:
-        """z [n, d_sae] kept tokens; token_chunk_ids [n] their co-occurrence chunk; batch_chunk_ids
-        [batch] the co-occurrence chunk of every sequence in the batch (kept tokens or not)."""
-        rows, feats = (z > 0).nonzero(as_tuple=True)
-        self.update_sparse(rows, feats, z[rows, feats], token_chunk_ids, batch_chunk_ids)
-
     def update_sparse(self, rows: torch.Tensor, feats: torch.Tensor, vals: torch.Tensor,
                       token_chunk_ids: torch.Tensor, batch_chunk_ids: torch.Tensor) -> None:
-        """The positive codes (rows, feats, vals) of the kept tokens; token_chunk_ids [n] and
-        batch_chunk_ids as in `update`. Codes are >= 0 and the threshold >= 0, so only these count."""
+        """The positive codes (rows, feats, vals) of the kept tokens; token_chunk_ids [n] the
+        co-occurrence chunk of each kept token; batch_chunk_ids [batch] the co-occurrence chunk of every
+        sequence in the batch (kept tokens or not). Codes are >= 0 and the threshold >= 0, so only these
+        count."""
         fired = vals > self.threshold
         rows, feats = rows[fired], feats[fired]
         if self.subset:  # tracked features only, renumbered 0..F-1
@@ -557,29 +554,33 @@ class Cooccurrence:
         # chunks spanning several sequences: count sequences seen per chunk
         seq_ids, seq_counts = torch.unique(batch_chunk_ids, return_counts=True)
         seen = dict(zip(seq_ids.tolist(), seq_counts.tolist()))
-        token_ids = ids.tolist()
-        complete_rows = []
-        for row, chunk_id in enumerate(token_ids):
-            vector, count, _ = self.pending.pop(chunk_id, (None, 0, False))
-            if vector is not None:
-                f[row] |= vector
-            total = count + seen.pop(chunk_id)
-            if total >= self.seqs_per_chunk:
-                complete_rows.append(row)
-            else:
-                self.pending[chunk_id] = (f[row].clone(), total, True)
+        complete = []
+        for row, chunk_id in enumerate(ids.tolist()):
+            done = self._join_open(chunk_id, f[row].clone(), seen.pop(chunk_id), True)
+            if done is not None:
+                complete.append(done)
         for chunk_id, count in seen.items():  # sequences with no kept token
-            vector, before, has = self.pending.pop(chunk_id, (None, 0, False))
-            total = before + count
-            if total >= self.seqs_per_chunk:
-                if has:
-                    self._add(vector[None])
-            else:
-                if vector is None:
-                    vector = torch.zeros(self.features.numel(), dtype=torch.bool, device=self.counts.device)
-                self.pending[chunk_id] = (vector, total, has)
-        if complete_rows:
-            self._add(f[torch.tensor(complete_rows, device=f.device)])
+            done = self._join_open(chunk_id, None, count, False)
+            if done is not None:
+                complete.append(done)
+        if complete:
+            self._add(torch.stack(complete))
+
+    def _join_open(self, chunk_id: int, vector: torch.Tensor | None, count: int, has: bool) -> torch.Tensor | None:
+        """Add `count` sequences of chunk `chunk_id` (their any-firing vector, None when nothing fired;
+        `has`: they hold kept tokens) to what is held open for it. Returns the chunk's any-firing vector
+        once all its sequences were seen and it holds kept tokens (the caller counts it); otherwise
+        keeps the chunk open (or drops it: complete with no kept token) and returns None."""
+        held = self.pending.pop(chunk_id, None)
+        if held is not None:
+            vector = held[0] if vector is None else vector | held[0]
+            count, has = count + held[1], has or held[2]
+        if count >= self.seqs_per_chunk:
+            return vector if has else None
+        if vector is None:
+            vector = torch.zeros(self.features.numel(), dtype=torch.bool, device=self.counts.device)
+        self.pending[chunk_id] = (vector, count, has)
+        return None
 
     def _add(self, f: torch.Tensor) -> None:
         if f.shape[0] == 0:
@@ -602,14 +603,9 @@ class Cooccurrence:
         self.counts += other.counts
         self.n_chunks += other.n_chunks
         for chunk_id, (vector, count, has) in other.pending.items():
-            mine = self.pending.pop(chunk_id, None)
-            if mine is not None:
-                vector, count, has = vector | mine[0], count + mine[1], has or mine[2]
-            if count >= self.seqs_per_chunk:
-                if has:
-                    self._add(vector[None])
-            else:
-                self.pending[chunk_id] = (vector, count, has)
+            done = self._join_open(chunk_id, vector, count, has)
+            if done is not None:
+                self._add(done[None])
         return self
 
     def result(self) -> dict[str, Any]:
@@ -638,14 +634,6 @@ def cooc_chunk_ids(chunk: torch.Tensor, pos: torch.Tensor, context: int, chunk_t
 # ---------------------------------------------------------------------------------------------
 # the pass
 # ---------------------------------------------------------------------------------------------
-class SAELike(Protocol):  # core.saes.LoadedSAE
-    hook_name: str
-    d_sae: int
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor: ...
-    def decode(self, z: torch.Tensor) -> torch.Tensor: ...
-
-
 def sae_hook_name(sae: Any) -> str:
     name = getattr(sae, "hook_name", None)
     if name is None:  # a bare SAELens SAE
@@ -665,7 +653,7 @@ def sae_labels(saes: Sequence[Any]) -> list[str]:
 
 def default_sites(model: Any, saes: Sequence[Any]) -> list[str]:
     """Every layer's resid_post plus every SAE's hook, in forward order."""
-    names = [f"blocks.{layer}.hook_resid_post" for layer in range(model.n_layers)]
+    names = model.resid_post_hooks()
     names += [sae_hook_name(s) for s in saes]
     available = model.hook_names() if hasattr(model, "hook_names") else names
     order = {name: i for i, name in enumerate(available)}
@@ -705,6 +693,8 @@ class HarvestState:
         token = flat_tokens[keep_idx]
         flat = {name: a.reshape(b * ctx, -1)[keep_idx].to(torch.float32) for name, a in acts.items()}
         res_keys = hash_keys(s.seed, chunk, pos) if s.reservoir_size else None
+        # the quantile-sample key of each token: the same for every SAE, so hashed once per batch
+        quantile_hash = hash_keys(s.seed + 1, chunk, pos) if s.quantile_samples and saes else None
         for site in sites:
             x = flat[site]
             if site not in self.moments:
@@ -722,7 +712,8 @@ class HarvestState:
             if label not in self.features:
                 self.features[label] = FeatureStats(d_sae, x.shape[1], s, ctx, device)
                 self.cooc[label] = Cooccurrence(d_sae, s, seqs_per_chunk, device)
-            self.features[label].update_sparse(x.shape[0], rows, feats, vals, x, x_hat, chunk, pos)
+            self.features[label].update_sparse(x.shape[0], rows, feats, vals, x, x_hat, chunk, pos,
+                                               token_hash=quantile_hash)
             self.cooc[label].update_sparse(rows, feats, vals, cooc_ids, batch_cooc_ids)
         self.n_tokens += int(keep_idx.numel())
         self.n_positions += b * ctx
@@ -1033,19 +1024,21 @@ def harvest_shard(model: Any, saes: Sequence[Any], corpus: Any, settings: Harves
 
 
 def harvest(model: Any, saes: Sequence[Any], corpus: Any, settings: HarvestSettings | None = None,
-            progress: ProgressFn | None = None) -> HarvestResult:
+            progress: ProgressFn | None = None, sources: dict[str, Any] | None = None) -> HarvestResult:
     """One streaming pass over the corpus: every statistic of every site and SAE.
 
     model: core.models.LoadedModel (run(tokens, hook_names) -> {name: [b, pos, d]}, bos_token_id, device);
     saes: core.saes.LoadedSAE list (hook_name, encode, decode); corpus: core.corpus.Corpus (tokens
     [n_chunks, ctx]); progress(done_tokens, total_tokens, seconds_left). Memory is bounded by the
-    batch and the statistics' fixed sizes, whatever the corpus length.
+    batch and the statistics' fixed sizes, whatever the corpus length. sources: describe_sources(model,
+    saes, corpus) when the caller already has it (it hashes every corpus token).
     """
     settings = settings or HarvestSettings()
     began = time.perf_counter()
     state = harvest_shard(model, saes, corpus, settings, progress=progress)
-    return finalize(state, corpus.tokens, sources=describe_sources(model, saes, corpus),
-                    seconds=time.perf_counter() - began)
+    if sources is None:
+        sources = describe_sources(model, saes, corpus)
+    return finalize(state, corpus.tokens, sources=sources, seconds=time.perf_counter() - began)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1090,40 +1083,40 @@ def _tokens_digest(tokens: torch.Tensor) -> str:
     return hashlib.sha256(array.tobytes()).hexdigest()
 
 
-def harvest_key(model: Any, saes: Sequence[Any], corpus: Any, settings: HarvestSettings) -> str:
+def harvest_key(model: Any, saes: Sequence[Any], corpus: Any, settings: HarvestSettings,
+                sources: dict[str, Any] | None = None) -> str:
+    """The store key of a harvest; sources: describe_sources(model, saes, corpus) when already built."""
     from core.store import artifact_key
 
-    return artifact_key(kind="harvest", sources=describe_sources(model, saes, corpus), settings=settings.to_dict())
+    if sources is None:
+        sources = describe_sources(model, saes, corpus)
+    return artifact_key(kind="harvest", sources=sources, settings=settings.to_dict())
 
 
 def harvest_cached(model: Any, saes: Sequence[Any], corpus: Any, settings: HarvestSettings | None = None,
-                   store: Any = None, progress: ProgressFn | None = None) -> tuple[HarvestResult, str]:
+                   store: Any = None, progress: ProgressFn | None = None,
+                   key: str | None = None) -> tuple[HarvestResult, str]:
     """The harvest of these inputs from the store, computed (and saved) only when missing.
 
     Returns (result, key). The key covers the model (name, revision/checkpoint), the SAEs, the corpus
-    (description + content hash of the slice), the settings and core.store.CODE_VERSION.
+    (description + content hash of the slice), the settings and core.store.CODE_VERSION. key: the
+    caller's harvest_key(model, saes, corpus, settings), when it already computed it.
     """
     from core.store import ArtifactStore
 
     settings = settings or HarvestSettings()
     store = store if store is not None else ArtifactStore()
-    key = harvest_key(model, saes, corpus, settings)
+    # describe_sources hashes every corpus token: build it at most once per call
+    sources = None
+    if key is None:
+        sources = describe_sources(model, saes, corpus)
+        key = harvest_key(model, saes, corpus, settings, sources=sources)
     cached = HarvestResult.load(store, key)
     if cached is not None:
         if progress is not None:
             progress(1, 1, 0.0)
         return cached, key
-    result = harvest(model, saes, corpus, settings, progress)
+    result = harvest(model, saes, corpus, settings, progress, sources=sources)
     result.save(store, key)
     return result, key
 
-
-def merge_states(states: Iterable[HarvestState]) -> HarvestState:
-    """Merge shard states in corpus order."""
-    states = list(states)
-    if not states:
-        raise AtlasError("Nothing to merge: no harvest shards were given.")
-    merged = states[0]
-    for other in states[1:]:
-        merged.merge(other)
-    return merged

@@ -38,3 +38,11 @@ def dataclass_fields(value: Any) -> dict[str, Any]:
     """A dataclass instance as a JSON-safe dict of its fields (what a result's `to_dict` returns; calling
     `jsonable(self)` there would recurse into `to_dict` again)."""
     return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+
+
+class _ToDict:
+    """Mixin for result dataclasses: `to_dict` is every field as plain JSON values (arrays become lists,
+    NaN/inf become None, nested results go through their own `to_dict`)."""
+
+    def to_dict(self) -> dict:
+        return dataclass_fields(self)

@@ -37,6 +37,12 @@ BLOCK_SITES = ("hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_ou
 _BLOCK_HOOK = re.compile(r"^blocks\.(\d+)\.")
 
 
+def layer_of(hook_name: str) -> int | None:
+    """The block index of a hook name ("blocks.3.hook_resid_post" -> 3); None for a site outside the blocks."""
+    match = _BLOCK_HOOK.match(hook_name)
+    return int(match.group(1)) if match else None
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     source: str = "organism"  # "organism" | "transformer_lens" | "hf_dir"
@@ -136,6 +142,10 @@ class LoadedModel:
     def layers(self) -> list[int]:
         return list(range(self.n_layers))
 
+    def resid_post_hooks(self) -> list[str]:
+        """Every block's `hook_resid_post`, in forward order."""
+        return [f"blocks.{layer}.hook_resid_post" for layer in range(self.n_layers)]
+
     def has_hook(self, name: str) -> bool:
         return name in self._hook_names
 
@@ -217,7 +227,7 @@ class LoadedModel:
         tokens = tokens.to(self.device)
         stop = None
         if not return_logits:
-            deepest = max((int(_BLOCK_HOOK.match(n).group(1)) for n in names), default=-1)
+            deepest = max((layer_of(n) for n in names), default=-1)
             if deepest + 1 < self.n_layers:
                 stop = deepest + 1
         with self.lock, torch.inference_mode():

@@ -10,7 +10,6 @@ because hooks live on modules shared by every browser session.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -19,9 +18,9 @@ import pandas as pd
 import torch
 
 from core.errors import PromptError
+from core.models import layer_of as block_of
 
 MAX_PROMPT_CHARS = 20000
-_LAYER = re.compile(r"^blocks\.(\d+)\.")
 
 
 @dataclass
@@ -88,8 +87,9 @@ class ProbeResult:
 
 
 def layer_of(hook_name: str) -> int:
-    match = _LAYER.match(hook_name)
-    return int(match.group(1)) if match else -1
+    """The block index of a hook name; -1 for a site outside the blocks (sorts first)."""
+    layer = block_of(hook_name)
+    return -1 if layer is None else layer
 
 
 def probe_prompt(model: Any, saes: Sequence[Any], text: str, *, top_k: int = 8,
@@ -99,9 +99,8 @@ def probe_prompt(model: Any, saes: Sequence[Any], text: str, *, top_k: int = 8,
     Raises PromptError for an empty or oversized prompt. The prompt is cut to the model's
     context (or `max_tokens`); `n_truncated` and `truncated_text` say what was cut.
     """
-    if text is None or not str(text).strip():
-        raise PromptError("The prompt is empty. Type some text to probe.")
-    if len(text) > MAX_PROMPT_CHARS:
+    # an empty prompt is refused by model.tokenize_prompt (PromptError)
+    if text is not None and len(text) > MAX_PROMPT_CHARS:
         raise PromptError(f"The prompt has {len(text):,} characters; the limit is {MAX_PROMPT_CHARS:,}.")
     prompt = model.tokenize_prompt(text, max_tokens)
     truncated_text = ""
@@ -109,7 +108,7 @@ def probe_prompt(model: Any, saes: Sequence[Any], text: str, *, top_k: int = 8,
         ids = model.encode(text)
         truncated_text = model.to_string(ids[len(ids) - prompt.n_truncated:])
     saes = sorted(saes, key=lambda s: layer_of(s.hook_name))
-    lens_hooks = [f"blocks.{layer}.hook_resid_post" for layer in range(model.n_layers)]
+    lens_hooks = model.resid_post_hooks()
     sites = list(dict.fromkeys([s.hook_name for s in saes] + lens_hooks))
     layers: list[LayerProbe] = []
     with model.lock, torch.inference_mode():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,12 @@ class LoadedSAE:
     @property
     def device(self) -> torch.device:
         return self.sae.W_dec.device
+
+    @cached_property
+    def _kind(self) -> str | None:
+        """`_fast_kind(self.sae)`, worked out once: the class, config and activation function of the
+        wrapped SAE do not change after wrapping (hooks do, and are checked on every call)."""
+        return _fast_kind(self.sae)
 
     @property
     def W_enc(self) -> torch.Tensor:
@@ -123,7 +130,7 @@ class LoadedSAE:
         """Whether `encode` may skip SAELens: a known architecture whose encoder is plain linear algebra,
         no run-time normalisation, no hook_z reshaping, no hook attached to the SAE's hook points, and
         (checked once, on `sample`) the plain-torch encoder matches SAELens's within float tolerance."""
-        if self._fast_verified is False or _fast_kind(self.sae) is None:
+        if self._fast_verified is False or self._kind is None:
             return False
         if any(_has_hooks(getattr(self.sae, name, None)) for name in _ENCODE_HOOKS):
             return False
@@ -159,7 +166,7 @@ class LoadedSAE:
         Returns ("topk", values [n, k], indices [n, k]) or (kind, z [n, d_sae], None).
         """
         sae = self.sae
-        kind = _fast_kind(sae)
+        kind = self._kind
         sae_in = x - sae.b_dec * sae.cfg.apply_b_dec_to_input
         if kind == "gated":
             active = (sae_in @ sae.W_enc + sae.b_gate > 0).to(x.dtype)
@@ -386,15 +393,20 @@ def organism_sae_specs(directory: str | Path | None = None) -> list[SAESpec]:
 
 
 # ---- fit ---------------------------------------------------------------------------------------
-def _name_variants(name: str) -> set[str]:
+def _name_variants(name: str) -> frozenset[str]:
     """Lower-case names that mean the same model: TransformerLens aliases, with and without the org."""
+    return _name_variants_of(name.strip().lower())
+
+
+@lru_cache(maxsize=1024)
+def _name_variants_of(base: str) -> frozenset[str]:
+    # cached: tl_aliases rebuilds TransformerLens's alias table, and list_releases asks once per release
     from core.models import tl_aliases
 
-    base = name.strip().lower()
     variants = {base, base.rsplit("/", 1)[-1]}
     for v in list(variants):
         variants |= tl_aliases(v)
-    return variants
+    return frozenset(variants)
 
 
 def model_names(model: Any) -> set[str]:

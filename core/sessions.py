@@ -431,25 +431,20 @@ def main_import(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", default=None, help="SQLite file (default: $ATLAS_HOME/sessions.sqlite)")
     parser.add_argument("--store", default=None, help="artifact store directory (default: the store's default)")
     args = parser.parse_args(argv)
+    return run_import(args.path, args.sessions, args.store)
+
+
+def run_import(path: str | Path, sessions_path: str | Path | None = None, store_root: str | Path | None = None) -> int:
+    """Import the bundle at `path` into the SQLite file `sessions_path` and the artifact store at
+    `store_root` (None: their defaults); print what happened and return the exit status (0, or 1)."""
     from core.errors import AtlasError
+    from core.store import ArtifactStore
 
     try:
-        store = _default_artifact_store(args.store)
-        session_id = import_bundle(Path(args.path).read_bytes(), SessionStore(args.sessions), store)
+        store = ArtifactStore(store_root)
+        session_id = import_bundle(Path(path).read_bytes(), SessionStore(sessions_path), store)
     except (AtlasError, OSError) as error:
         print(f"error: {error}")
         return 1
     print(f"Imported session {session_id}; open it with ?session={session_id}")
     return 0
-
-
-def _default_artifact_store(root: str | None):
-    from core.store import ArtifactStore
-
-    if root is not None:
-        return ArtifactStore(root)
-    try:
-        return ArtifactStore()
-    except TypeError:  # a store that needs its root spelled out
-        home = os.environ.get("ATLAS_HOME")
-        return ArtifactStore((Path(home) if home else Path.home() / ".atlas") / "artifacts")

@@ -3,9 +3,10 @@
 import numpy as np
 import streamlit as st
 
-from app.resources import get_feature_map, load_view_inputs
-from app.state import set_page
+from app.resources import cached_view, decoder_weights, get_feature_map, get_store, load_view_inputs
+from app.state import layout_method, set_page
 from app.widgets import feature_picker, guarded, layer_picker
+from core import analysis
 from core import feature_map as fm
 from core.figures.features import activation_histogram, context_html, feature_map_figure, logit_effects_figure
 
@@ -18,7 +19,7 @@ model, saes, harvest, harvest_key = load_view_inputs()
 hook = layer_picker([s.hook_name for s in saes])
 sae = next(s for s in saes if s.hook_name == hook)
 stats = harvest.saes[hook]
-W_dec = sae.W_dec.cpu().numpy()
+W_dec = decoder_weights(sae)
 center = int(harvest.settings["window_left"])
 
 
@@ -78,13 +79,13 @@ with right:
     c1.selectbox("Layout", ["PCA (quick)", "UMAP"], key="map_method",
                  help="UMAP of the decoder directions (cosine); the first fit in a process takes ~40 s, then it is cached.")
     c2.selectbox("Colour by", ["density", "lobe", "layer"], key="map_color")
-    method = "umap" if st.session_state["map_method"].startswith("UMAP") else "pca"
+    method = layout_method()
     color_kind = st.session_state["map_color"]
     if color_kind == "layer":
         same_width = len({s.d_in for s in saes}) == 1
         if not same_width:
             st.info("The SAEs read sites of different widths; showing this layer only.")
-        stack = np.concatenate([s.W_dec.cpu().numpy() for s in saes]) if same_width else W_dec
+        stack = np.concatenate([decoder_weights(s) for s in saes]) if same_width else W_dec
         labels = np.concatenate([[s.hook_name] * s.d_sae for s in saes]) if same_width else np.array([hook] * d_sae)
         fmap = guarded(lambda: get_feature_map(stack, method, "feature_map:all"))
         ids_offset = {s.hook_name: o for s, o in zip(saes, np.cumsum([0] + [s.d_sae for s in saes]))}
@@ -100,15 +101,16 @@ with right:
         fmap = guarded(lambda: get_feature_map(W_dec, method, f"feature_map:{hook}"))
         if fmap is not None:
             if color_kind == "lobe":
-                @st.cache_data(show_spinner="Clustering co-occurrence into lobes...", max_entries=16)
-                def _lobes(harvest_key: str, hook: str):
-                    labels = np.full(d_sae, -1)
-                    tracked = np.asarray(stats.cooc_features)
-                    labels[tracked] = fm.lobe_labels(np.asarray(stats.cooc), stats.cooc_n_chunks,
-                                                     n_lobes=min(6, max(2, len(tracked) // 20)))
-                    return labels
-
-                color = np.array([f"lobe {c}" if c >= 0 else "dead" for c in _lobes(harvest_key, hook)])
+                # The Geometry page's lobes (same rule for their number), cached in the store.
+                lobes = cached_view("Clustering co-occurrence into lobes...",
+                                    lambda: analysis.lobes_view(harvest, sae, get_store(), harvest_key=harvest_key),
+                                    done="Lobes ready.") or {"skipped": "failed"}
+                if "skipped" in lobes:
+                    st.info(lobes["skipped"])
+                lobe_of = np.full(d_sae, -1)
+                if "features" in lobes:
+                    lobe_of[np.asarray(lobes["features"], dtype=np.int64)] = np.asarray(lobes["lobes"])
+                color = np.array([f"lobe {c}" if c >= 0 else "no lobe" for c in lobe_of])
                 categorical = True
             else:
                 color = np.log10(np.maximum(table["density"].to_numpy(), 1e-7))
@@ -136,6 +138,19 @@ m[4].metric("top tokens", row["top tokens"] or "-")
 if stats.fire_count[feature] == 0:
     st.info("This feature never fired on the harvested corpus (a dead feature): it has no contexts or histogram.")
 
+
+
+def _context(window, value: float, vmax: float | None) -> str:
+    """HTML of one context window (token ids, -1 = outside the corpus) with `value` on its centre token."""
+    window = np.asarray(window)
+    keep = window >= 0
+    words = model.to_str_tokens(window[keep].tolist())
+    acts = np.zeros(len(words))
+    centre_index = int(keep[:center].sum())
+    acts[centre_index] = value
+    return context_html(words, acts, vmax=vmax, center=centre_index)
+
+
 col_a, col_b = st.columns(2)
 with col_a:
     hist = np.asarray(stats.hist[feature])
@@ -158,14 +173,8 @@ with col_b:
     vmax = float(values.max()) if values.size and values.max() > 0 else None
     shown_any = False
     for slot in np.flatnonzero(values > 0)[:10]:
-        window = np.asarray(stats.top_tokens[feature, slot])
-        keep = window >= 0
-        words = model.to_str_tokens(window[keep].tolist())
-        acts = np.zeros(len(words))
-        centre_index = int(keep[:center].sum())
-        acts[centre_index] = values[slot]
         st.html(f"<div style='font-size:0.8em;color:#666'>{values[slot]:.3f}</div>"
-                + context_html(words, acts, vmax=vmax, center=centre_index))
+                + _context(stats.top_tokens[feature, slot], values[slot], vmax))
         shown_any = True
     if not shown_any:
         st.write("No contexts.")
@@ -177,13 +186,7 @@ with col_b:
         st.markdown(f"<span style='font-size:0.85em'>activation in [{q_edges[band]:.3g}, {q_edges[band + 1]:.3g})</span>",
                     unsafe_allow_html=True)
         for slot in np.flatnonzero(q_values[band] > 0)[:2]:
-            window = np.asarray(stats.quantile_tokens[feature, band, slot])
-            keep = window >= 0
-            words = model.to_str_tokens(window[keep].tolist())
-            acts = np.zeros(len(words))
-            centre_index = int(keep[:center].sum())
-            acts[centre_index] = q_values[band, slot]
-            st.html(context_html(words, acts, vmax=vmax, center=centre_index))
+            st.html(_context(stats.quantile_tokens[feature, band, slot], q_values[band, slot], vmax))
 
 col_c, col_d = st.columns(2)
 with col_c:

@@ -5,10 +5,11 @@ categorical simplices and hierarchies, to linear probes of space and time (METHO
 import numpy as np
 import streamlit as st
 
-from app.resources import get_store, load_view_inputs
+from app.resources import cached_view, decoder_weights, get_store, load_view_inputs
 from app.state import remember_artifact, set_page
 from app.widgets import guarded
 from core import analysis
+from core.feature_map import pca_layout
 from core.figures.analysis_views import (as_result, circularity_by_layer_figure, cluster_pca_figure,
                                          crystal_quality_figure)
 from core.figures.geometry import (alpha_per_layer_figure, circle_pcs_figure, crystals_figure, fourier_shares_figure,
@@ -27,31 +28,18 @@ store = get_store()
 truth = analysis.organism_ground_truth(model)
 cyclic_ids = analysis.cyclic_token_ids(model, truth)
 
-geo_key = analysis.analysis_key("geometry_by_layer", harvest=harvest_key, n_lobes=None, affinity="phi",
-                                n_permutations=100, n_clusters=None, cyclic={k: list(v) for k, v in cyclic_ids.items()})
-if store.has(geo_key):
-    geo = guarded(lambda: analysis.geometry_by_layer(harvest, saes, store, cyclic_token_ids=cyclic_ids,
-                                                     harvest_key=harvest_key))
-else:
-    with st.status("Decoder spectra, lobes and decoder clusters per SAE...") as status:
-        bar = st.progress(0.0)
-        geo = guarded(lambda: analysis.geometry_by_layer(harvest, saes, store, cyclic_token_ids=cyclic_ids,
-                                                         harvest_key=harvest_key,
-                                                         progress=lambda f, text: bar.progress(f, text=text)))
-        status.update(label="Geometry computed and cached.", state="complete")
+geo = cached_view("Decoder spectra, lobes and decoder clusters per SAE...",
+                  lambda progress: analysis.geometry_by_layer(harvest, saes, store, cyclic_token_ids=cyclic_ids,
+                                                              harvest_key=harvest_key, progress=progress),
+                  progress=True, done="Geometry ready (cached in the store).")
 if geo is None:
     st.stop()
 remember_artifact("geometry", geo["key"])
 gt = None
 if truth:
-    gt_key = analysis.analysis_key("ground_truth_geometry", model=analysis.model_identity(model),
-                                   ground_truth=analysis.ground_truth_digest(truth), seed=0)
-    if store.has(gt_key):
-        gt = guarded(lambda: analysis.ground_truth_geometry(model, truth, store))
-    else:
-        with st.status("Running the model on the ground truth's prompts (circles, crystals, concepts, probes)...") as status:
-            gt = guarded(lambda: analysis.ground_truth_geometry(model, truth, store))
-            status.update(label="Ground-truth geometry computed and cached.", state="complete")
+    gt = cached_view("Running the model on the ground truth's prompts (circles, crystals, concepts, probes)...",
+                     lambda: analysis.ground_truth_geometry(model, truth, store),
+                     done="Ground-truth geometry ready (cached in the store).")
     if gt:
         remember_artifact("ground_truth_geometry", gt["key"])
 NO_TRUTH = ("This model has no planted ground truth, so the word-list analyses are skipped. They run on the "
@@ -90,10 +78,10 @@ with tabs[1]:
     affinity = c2.selectbox("Co-occurrence affinity", ["phi", "jaccard", "dice", "overlap", "simple_matching"],
                             key="geo_affinity")
     n_lobes = c3.number_input("Lobes (0 = automatic)", min_value=0, max_value=50, value=0, step=1, key="geo_n_lobes")
+    sae = next(s for s in saes if s.hook_name == hook)
     if affinity == "phi" and n_lobes == 0:
         lobes = per[hook]["lobes"]
     else:
-        sae = next(s for s in saes if s.hook_name == hook)
         with st.spinner("Clustering..."):
             lobes = guarded(lambda: analysis.lobes_view(harvest, sae, store, n_lobes or None, affinity,
                                                         harvest_key=harvest_key)) or {"skipped": "failed"}
@@ -104,9 +92,7 @@ with tabs[1]:
         left, right = st.columns(2)
         left.plotly_chart(lobe_agreement_figure(as_result(ag), title=f"Lobes ({affinity}) vs decoder geometry: AMI"),
                           key="geo_lobe_ami")
-        W = np.asarray(next(s for s in saes if s.hook_name == hook).W_dec.cpu().numpy(), dtype=float)[lobes["features"]]
-        Wc = W - W.mean(0)
-        coords = Wc @ np.linalg.svd(Wc, full_matrices=False)[2][:2].T
+        coords = pca_layout(decoder_weights(sae)[np.asarray(lobes["features"], dtype=np.int64)])
         right.plotly_chart(lobe_map_figure(coords, lobes["lobes"], hover=[f"feature {i}" for i in lobes["features"]],
                                            title="Features on the top-2 PCs of their decoder rows, coloured by lobe"),
                            key="geo_lobe_map")

@@ -3,8 +3,8 @@
 import numpy as np
 import streamlit as st
 
-from app.resources import get_feature_map, load_view_inputs
-from app.state import set_page
+from app.resources import decoder_weights, get_feature_map, load_view_inputs
+from app.state import layout_method, set_page
 from app.widgets import feature_picker, guarded, layer_picker
 from core.errors import AtlasError
 from core.figures.features import (ERROR_RGB, HIGHLIGHT_RGB, feature_map_figure, highlight_tokens_html,
@@ -85,9 +85,8 @@ with col_lens:
 
 st.subheader("The prompt's active features on the feature map")
 sae = next(s for s in saes if s.hook_name == hook)
-W_dec = sae.W_dec.cpu().numpy()
-method = "umap" if st.session_state.get("map_method", "").startswith("UMAP") else "pca"
-fmap = guarded(lambda: get_feature_map(W_dec, method, f"feature_map:{hook}"))
+W_dec = decoder_weights(sae)
+fmap = guarded(lambda: get_feature_map(W_dec, layout_method(), f"feature_map:{hook}"))
 if fmap is not None:
     active = result.active_features(hook)
     peak = np.zeros(len(W_dec))

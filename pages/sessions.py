@@ -26,7 +26,6 @@ if submitted:
         session = current_session(title, notes)
         session.page = previous_page if previous_page != "sessions" else "home"
         session_id = sessions.save(session)
-        st.session_state["last_saved_session"] = session_id
         st.success(f"Saved as session {session_id}.")
         st.markdown(f"Link: [`?session={session_id}`](/?session={session_id})")
         st.code(f"?session={session_id}", language=None)

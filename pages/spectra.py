@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import streamlit as st
 
-from app.resources import current_sources, get_store, load_view_inputs, organism_dir
+from app.resources import cached_view, current_sources, get_store, load_view_inputs, organism_dir
 from app.state import remember_artifact, set_page
 from app.widgets import guarded
 from core import analysis
@@ -22,13 +22,9 @@ sources = current_sources()
 model, saes, harvest, harvest_key = load_view_inputs(require_saes=False)
 store = get_store()
 
-key = analysis.analysis_key("spectra_by_layer", harvest=harvest_key, fit_range=None, id_max_points=2000)
-if store.has(key):
-    spectra = guarded(lambda: analysis.spectra_by_layer(harvest, store, harvest_key=harvest_key))
-else:
-    with st.status("Computing spectra and intrinsic dimensions per site...", expanded=False) as status:
-        spectra = guarded(lambda: analysis.spectra_by_layer(harvest, store, harvest_key=harvest_key))
-        status.update(label="Spectra computed and cached.", state="complete")
+spectra = cached_view("Computing spectra and intrinsic dimensions per site...",
+                      lambda: analysis.spectra_by_layer(harvest, store, harvest_key=harvest_key),
+                      done="Spectra ready (cached in the store).")
 if spectra is None:
     st.stop()
 remember_artifact("spectra", spectra["key"])

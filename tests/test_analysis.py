@@ -174,7 +174,7 @@ def test_cyclic_circles_reports_the_best_location(monkeypatch):
 def test_best_circle_prefers_a_significant_plane_over_a_nyquist_line():
     def entry(f, k, share, p):
         return {"circularity": {"best_frequency": f, "k": k, "best_share": share, "p_value": p, "coprime": True,
-                                "regular_visit": True, "circle_balance": 1.0}}
+                                "visit_step": 1, "regular_visit": True, "circle_balance": 1.0}}
 
     locations = {"token": {"sites": ["blocks.0.hook_resid_post"], "per_site": {"blocks.0.hook_resid_post": entry(6, 12, 0.9, 0.005)}},
                  "answer position": {"sites": ["blocks.1.hook_resid_post", "blocks.2.hook_resid_post"],

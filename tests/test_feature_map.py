@@ -63,6 +63,24 @@ def test_umap_falls_back_to_pca_when_missing(monkeypatch):
     assert result.method == "pca" and "PCA" in messages[0]
 
 
+def test_resolve_method_matches_feature_map_and_a_given_key_is_used(tmp_path, monkeypatch):
+    W = _planted_clusters()[0]
+    monkeypatch.setattr(fm, "umap_available", lambda: True)
+    assert fm.resolve_method(W, "umap") == "umap"
+    assert fm.resolve_method(W[:3], "umap") == "pca"          # too few features for a neighbour graph
+    assert fm.resolve_method(W, "pca") == "pca"
+    with pytest.raises(ValueError):
+        fm.resolve_method(W, "tsne")
+    monkeypatch.setattr(fm, "umap_available", lambda: False)
+    assert fm.resolve_method(W, "umap") == "pca"
+    store = ArtifactStore(tmp_path)
+    key = fm.feature_map_key(W, fm.resolve_method(W, "umap"), 15, 0.1, 0)
+    first = fm.feature_map(W, store, "umap", key=key)
+    assert first.key == key and first.method == "pca" and not first.from_cache
+    again = fm.feature_map(W, store, "umap")                    # the key it works out itself is the same
+    assert again.from_cache and again.key == key
+
+
 def _planted_cooc(seed=0):
     """Two groups of features that fire together chunk by chunk, plus a dead feature."""
     rng = np.random.default_rng(seed)

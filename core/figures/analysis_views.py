@@ -15,7 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from core.figures.style import apply_layout as _layout
+from core.figures.style import apply_layout as _layout, site_label
 
 PALETTE = qualitative.Plotly + qualitative.D3
 
@@ -64,7 +64,7 @@ def circularity_by_layer_figure(entry: Mapping[str, Any], name: str, location: s
         q95.append(c["null_share_q95"][f - 1])
         text.append(f"f={f}")
         hover.append(f"f = {f}, share {c['best_share']:.2f}, p = {c['p_value']:.3g}, balance {c['circle_balance']:.2f}")
-    labels = [_site_label(s) for s in sites]
+    labels = [site_label(s) for s in sites]
     fig = go.Figure()
     fig.add_trace(go.Bar(x=labels, y=best, text=text, textposition="outside", hovertext=hover,
                          name="best-frequency share", marker_color=PALETTE[0]))
@@ -76,10 +76,6 @@ def circularity_by_layer_figure(entry: Mapping[str, Any], name: str, location: s
                    "site", "share of variance")
 
 
-def _site_label(site: str) -> str:
-    if site.startswith("blocks."):
-        return "L" + site.split(".")[1]
-    return site
 
 
 def cluster_pca_figure(cluster: Mapping[str, Any], token_names: Sequence[str], pcs: tuple[int, int] = (0, 1),

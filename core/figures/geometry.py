@@ -12,6 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from core.figures.style import apply_layout
 from core.metrics.circles import Circularity
 from core.metrics.concepts import HierarchicalOrthogonality, SimplexProjection
 from core.metrics.geometry import GalaxySpectrum, LobeAgreement
@@ -24,10 +25,11 @@ def _colour(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
+GEOMETRY_MARGIN = dict(l=50, r=20, t=50, b=45)  # tighter top than the house style: these titles are one line
+
+
 def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
-    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, template="plotly_white",
-                      margin=dict(l=50, r=20, t=50, b=45))
-    return fig
+    return apply_layout(fig, title, x, y, margin=GEOMETRY_MARGIN)
 
 
 # ---------------------------------------------------------------- galaxy

@@ -25,7 +25,7 @@ from sklearn.metrics import adjusted_mutual_info_score
 from sklearn.neighbors import NearestNeighbors
 
 from core.errors import MetricInputError
-from core.jsonable import dataclass_fields
+from core.jsonable import _ToDict  # noqa: F401  (re-exported: the metrics modules import it from here)
 
 __all__ = [
     "GeometryInputError",
@@ -78,12 +78,6 @@ def as_matrix(x: Any, name: str, min_rows: int = 1, min_cols: int = 1) -> np.nda
     if not np.all(np.isfinite(arr)):
         raise GeometryInputError(f"{name} contains NaN or infinite values.")
     return arr
-
-
-class _ToDict:
-    def to_dict(self) -> dict:
-        """JSON-safe dictionary of every field (arrays become lists, NaN becomes None)."""
-        return dataclass_fields(self)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -11,16 +11,17 @@ Inputs are the harvest's reservoir samples X [n, d] of one site.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
-from core.metrics.spectral import MetricInputError, _finite_array, _to_json
+from core.jsonable import _ToDict
+from core.metrics.spectral import MetricInputError, _finite_array
 
 
 @dataclass(frozen=True)
-class IntrinsicDimension:
+class IntrinsicDimension(_ToDict):
     """An intrinsic-dimension estimate and how many points it rests on."""
 
     dimension: float
@@ -29,9 +30,6 @@ class IntrinsicDimension:
     n_used: int  # points that entered the estimate
     n_duplicates_dropped: int  # points dropped because a neighbour sat at distance 0 (or r1 == r2)
     k: int | None = None  # neighbours (MLE only)
-
-    def to_dict(self) -> dict:
-        return _to_json(asdict(self))
 
 
 def _distinct_points(X, min_points: int) -> tuple[np.ndarray, int, int]:

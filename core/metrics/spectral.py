@@ -13,11 +13,12 @@ Everything here is a pure function of numpy arrays. The harvest gives a covarian
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from core.errors import AtlasError, MetricInputError  # noqa: F401  (re-exported for the metrics modules)
+from core.jsonable import _ToDict, jsonable
 
 # The paper's alpha-ReQ fit range: ranks 12..100 (1-based), i.e. indices 11..99.
 PAPER_FIT_FIRST_RANK = 12
@@ -27,24 +28,6 @@ RANKME_EPSILON = 1e-7
 PHASE_WARMUP = "warmup"
 PHASE_ENTROPY = "entropy-seeking"
 PHASE_COMPRESSION = "compression-seeking"
-
-
-def _to_json(value):
-    """Turn numpy scalars/arrays and nested containers into plain JSON-safe Python values."""
-    if isinstance(value, dict):
-        return {str(k): _to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_to_json(v) for v in value.tolist()]
-    if isinstance(value, (np.floating, float)):
-        v = float(value)
-        return v if np.isfinite(v) else None  # JSON has no NaN/inf
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
 
 
 def _finite_array(values, name: str, ndim: int | None = None, min_size: int = 1) -> np.ndarray:
@@ -132,7 +115,7 @@ def participation_ratio(lam) -> float:
 
 
 @dataclass(frozen=True)
-class AlphaReqResult:
+class AlphaReqResult(_ToDict):
     """An alpha-ReQ fit: lam_r ~ C * r**-alpha over ranks first_rank..last_rank (1-based, inclusive)."""
 
     alpha: float
@@ -142,9 +125,6 @@ class AlphaReqResult:
     n_points: int
     adapted: bool
     message: str
-
-    def to_dict(self) -> dict:
-        return _to_json(asdict(self))
 
 
 def default_fit_range(d: int) -> tuple[tuple[int, int], bool, str]:
@@ -211,7 +191,7 @@ def alpha_req(lam, fit_range: tuple[int, int] | None = None) -> AlphaReqResult:
 
 
 @dataclass(frozen=True, eq=False)
-class SpectralSummary:
+class SpectralSummary(_ToDict):
     """Every spectral number of one representation site."""
 
     d: int
@@ -220,16 +200,6 @@ class SpectralSummary:
     participation_ratio: float
     alpha: AlphaReqResult
     eigenvalues: np.ndarray = field(repr=False)
-
-    def to_dict(self) -> dict:
-        return {
-            "d": self.d,
-            "total_variance": _to_json(self.total_variance),
-            "rankme": _to_json(self.rankme),
-            "participation_ratio": _to_json(self.participation_ratio),
-            "alpha": self.alpha.to_dict(),
-            "eigenvalues": _to_json(self.eigenvalues),
-        }
 
 
 def spectral_summary(cov, fit_range: tuple[int, int] | None = None) -> SpectralSummary:
@@ -250,7 +220,7 @@ def spectral_summary(cov, fit_range: tuple[int, int] | None = None) -> SpectralS
 
 
 @dataclass(frozen=True, eq=False)
-class SpectralTables:
+class SpectralTables(_ToDict):
     """RankMe, alpha-ReQ and PR over a grid of covariances, e.g. [n_layers, n_checkpoints]."""
 
     rankme: np.ndarray
@@ -259,9 +229,6 @@ class SpectralTables:
     fit_first_rank: int
     fit_last_rank: int
     fit_message: str
-
-    def to_dict(self) -> dict:
-        return _to_json(asdict(self))
 
 
 def spectral_tables(covariances, fit_range: tuple[int, int] | None = None) -> SpectralTables:
@@ -320,7 +287,7 @@ def smooth_local_linear(x, y, bandwidth: float) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class PhaseSegment:
+class PhaseSegment(_ToDict):
     """One phase: checkpoints start_index..end_index (inclusive) of the input order."""
 
     label: str
@@ -331,9 +298,6 @@ class PhaseSegment:
     rankme_change: float  # smoothed RankMe at end minus at start
     alpha_change: float | None  # smoothed alpha at end minus at start (None without alpha)
     alpha_agrees: bool | None  # alpha moved opposite to RankMe, as the paper describes
-
-    def to_dict(self) -> dict:
-        return _to_json(asdict(self))
 
 
 @dataclass(frozen=True, eq=False)
@@ -356,11 +320,11 @@ class PhaseSegmentation:
         return [seg.end_step for seg in self.segments[:-1]]
 
     def to_dict(self) -> dict:
-        out = {k: _to_json(getattr(self, k)) for k in
+        out = {k: jsonable(getattr(self, k)) for k in
                ("steps", "log_step", "rankme_raw", "rankme_smooth", "alpha_raw", "alpha_smooth",
                 "interval_labels", "smoothing")}
         out["segments"] = [seg.to_dict() for seg in self.segments]
-        out["boundaries"] = _to_json(self.boundaries)
+        out["boundaries"] = jsonable(self.boundaries)
         return out
 
 

@@ -12,15 +12,16 @@ all tokens; everything here works from those sums, so no per-token array is ever
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
-from core.metrics.spectral import MetricInputError, _finite_array, _to_json
+from core.jsonable import _ToDict
+from core.metrics.spectral import MetricInputError, _finite_array
 
 
 @dataclass(frozen=True)
-class EffectiveFeatures:
+class EffectiveFeatures(_ToDict):
     """F = exp(H(p)) on the L1 mass share, with the numbers reported beside it."""
 
     F: float  # effective features ("virtual neurons")
@@ -30,9 +31,6 @@ class EffectiveFeatures:
     n_features: int  # dictionary size d_sae
     alive: int  # features ever active
     mean_l0: float | None  # mean number of active features per token; None without fire counts
-
-    def to_dict(self) -> dict:
-        return _to_json(asdict(self))
 
 
 def _mass(l1_mass, name: str = "l1_mass") -> np.ndarray:
@@ -146,15 +144,12 @@ def cumulative_mass_snapshots(abs_z_batches: Iterable, token_counts) -> np.ndarr
 
 
 @dataclass(frozen=True, eq=False)
-class ConvergenceCurve:
+class ConvergenceCurve(_ToDict):
     """F against the number of tokens it was measured on."""
 
     token_counts: np.ndarray
     F: np.ndarray
     final_relative_change: float  # (F[-1] - F[-2]) / F[-1]: small when F has saturated
-
-    def to_dict(self) -> dict:
-        return _to_json(asdict(self))
 
 
 def effective_features_curve(mass_snapshots, token_counts) -> ConvergenceCurve:
@@ -193,7 +188,7 @@ def psi_frob(W, width: int | None = None) -> float:
 
 
 @dataclass(frozen=True)
-class InterferenceStats:
+class InterferenceStats(_ToDict):
     """Overlaps |cos| between feature directions, against the random-vector reference 1/m."""
 
     n_rows: int
@@ -209,9 +204,6 @@ class InterferenceStats:
     row_norm_min: float
     row_norm_max: float
     n_zero_rows: int  # rows of norm 0, left out of the overlaps
-
-    def to_dict(self) -> dict:
-        return _to_json(asdict(self))
 
 
 def interference(W, max_pairs: int = 200_000, seed: int = 0) -> InterferenceStats:

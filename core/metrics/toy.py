@@ -12,12 +12,13 @@ Plain torch, CPU; a few seconds.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from core.metrics.spectral import MetricInputError, _finite_array, _to_json
+from core.jsonable import _ToDict
+from core.metrics.spectral import MetricInputError, _finite_array
 from core.metrics.superposition import effective_features_from_mass
 
 # Reference values of D_i (Elhage et al. 2022, METHODS.md section 3): one feature per dimension,
@@ -29,7 +30,7 @@ DIMENSIONALITY_REFERENCES = (1.0, 3 / 4, 2 / 3, 1 / 2, 2 / 5, 3 / 8)
 
 
 @dataclass(frozen=True, eq=False)
-class ToyModel:
+class ToyModel(_ToDict):
     """A trained toy model x -> h = W x -> relu(W.T h + b)."""
 
     W: np.ndarray  # [m, n]: column i is feature i's direction in the hidden space
@@ -45,9 +46,6 @@ class ToyModel:
     @property
     def n_hidden(self) -> int:
         return int(self.W.shape[0])
-
-    def to_dict(self) -> dict:
-        return _to_json(asdict(self))
 
 
 def _check_sizes(n: int, m: int, steps: int, batch_size: int) -> None:
@@ -122,16 +120,13 @@ def train_toy_model(n: int = 20, m: int = 5, sparsity: float = 0.9, importance_d
 
 
 @dataclass(frozen=True, eq=False)
-class ToyGeometry:
+class ToyGeometry(_ToDict):
     """How a toy model stores its features (Elhage et al. 2022, METHODS.md section 3)."""
 
     D_star: float  # m / ||W||_F**2: hidden dimensions per feature
     D_i: np.ndarray  # [n]: dimensions taken by each feature (0 = not learned)
     represented: np.ndarray  # [n]: ||W[:, i]||
     superposition: np.ndarray  # [n]: sum_{j != i} (W_hat[:, i] . W[:, j])**2
-
-    def to_dict(self) -> dict:
-        return _to_json(asdict(self))
 
 
 def toy_geometry(W, norm_floor: float = 1e-2) -> ToyGeometry:
@@ -218,7 +213,7 @@ def ground_truth_mass(model: ToyModel, x: np.ndarray, represented_threshold: flo
 
 
 @dataclass(frozen=True, eq=False)
-class SparsitySweep:
+class SparsitySweep(_ToDict):
     """Effective features of toy models across sparsity: ground truth against SAE-measured."""
 
     sparsity: np.ndarray
@@ -232,9 +227,18 @@ class SparsitySweep:
     n_hidden: int
     sae_dictionary: int
     n_represented: np.ndarray | None = None  # features with ||W_i|| >= 0.5, per sparsity
+    # The toy models the sweep trained, one instance per sparsity, so a caller can show the very model
+    # whose F it reports instead of training another:
+    W: np.ndarray | None = None  # [n_sparsities, m, n]
+    b: np.ndarray | None = None  # [n_sparsities, n]
+    final_loss: np.ndarray | None = None  # [n_sparsities]
+    importance: np.ndarray | None = None  # [n]
 
-    def to_dict(self) -> dict:
-        return _to_json(asdict(self))
+    def model(self, k: int) -> ToyModel:
+        """Instance k of the sweep (sparsity[k]) as a ToyModel."""
+        if self.W is None or self.b is None or self.final_loss is None or self.importance is None:
+            raise MetricInputError("This sweep carries no trained weights.")
+        return ToyModel(self.W[k], self.b[k], self.importance, float(self.sparsity[k]), float(self.final_loss[k]))
 
 
 def sweep_sparsity(sparsities=(0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99), n: int = 20, m: int = 5,
@@ -271,4 +275,6 @@ def sweep_sparsity(sparsities=(0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99), n: int = 20
     F_true, F_sae = np.array(F_true), np.array(F_sae)
     r = float(np.corrcoef(F_true, F_sae)[0, 1]) if F_true.std() > 0 and F_sae.std() > 0 else float("nan")
     return SparsitySweep(s, F_true, F_sae, np.array(d_star), F_true / m, F_sae / m, r, n, m, sae_dictionary,
-                         np.array(n_rep))
+                         np.array(n_rep), W=np.stack([mod.W for mod in models]),
+                         b=np.stack([mod.b for mod in models]),
+                         final_loss=np.array([mod.final_loss for mod in models]), importance=models[0].importance)

@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from core.figures.style import site_label
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 PASS, FAIL, INFO, SKIPPED = "pass", "FAIL", "info", "skipped"
@@ -60,12 +62,6 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
-def _layer_name(site: str) -> str:
-    from core.analysis import layer_of
-
-    return "unembed" if site == "unembed" else f"L{layer_of(site)}"
-
-
 def build_card(directory: str | Path | None = None, quick: bool = False, store: Any = None,
                progress: Callable[[str], None] | None = None, checkpoints: bool = True) -> list[CardRow]:
     """Harvest the organism in `directory` (its eval corpus through every SAE), run core.analysis, and
@@ -74,7 +70,7 @@ def build_card(directory: str | Path | None = None, quick: bool = False, store: 
     from core.corpus import CorpusSpec, load_corpus
     from core.harvest import HarvestSettings, harvest_cached
     from core.models import ModelSpec, load_model
-    from core.organism.loading import ORGANISM_DIR, list_checkpoints, load_ground_truth
+    from core.organism.loading import ORGANISM_DIR, load_ground_truth
     from core.saes import load_sae, organism_sae_specs
     from core.store import ArtifactStore
 
@@ -90,23 +86,15 @@ def build_card(directory: str | Path | None = None, quick: bool = False, store: 
     settings = HarvestSettings(max_tokens=20_000 if quick else 100_000, batch_size=32)
     say(f"harvest: {corpus.description}")
     harvest, hkey = harvest_cached(model, saes, corpus, settings, store)
-    say("spectra")
-    spectra = A.spectra_by_layer(harvest, store, harvest_key=hkey)
-    say("superposition")
-    sup = A.superposition_by_layer(harvest, saes, model, store, harvest_key=hkey)
-    say("geometry")
-    geo = A.geometry_by_layer(harvest, saes, store, n_permutations=50 if quick else 100,
-                              cyclic_token_ids=A.cyclic_token_ids(model, truth), harvest_key=hkey)
-    say("ground-truth geometry")
-    gt = A.ground_truth_geometry(model, truth, store)
-    phases = None
+    names: list[str] | bool = False
     if checkpoints:
-        names = list_checkpoints(directory)
-        if quick and len(names) > 6:
-            step = math.ceil(len(names) / 6)
-            names = sorted(set(names[::step]) | {names[-1]}, key=names.index)
-        say(f"spectra over {len(names)} checkpoints")
-        phases = A.spectra_over_checkpoints(directory, names, max_tokens=2048 if quick else 8192, store=store)
+        options = A.checkpoint_options(model.spec)
+        names = A.default_checkpoints(options, n=6) if quick else list(options)
+    results = A.run_all(model, saes, harvest, truth, store, progress=lambda _fraction, text: say(text),
+                        checkpoints=names, n_permutations=50 if quick else 100,
+                        checkpoint_max_tokens=2048 if quick else 8192, harvest_key=hkey)
+    spectra, sup, geo = results["spectra"], results["superposition"], results["geometry"]
+    gt, phases = results["ground_truth"], results.get("checkpoints")
 
     rows: list[CardRow] = []
     rows += _superposition_rows(sup)
@@ -123,7 +111,7 @@ def _superposition_rows(sup: dict) -> list[CardRow]:
     rows = []
     for hook in sup["hooks"]:
         e = sup["per_sae"][hook]
-        name = _layer_name(hook)
+        name = site_label(hook)
         eff = e.get("effective")
         if eff is None:
             rows.append(CardRow(f"effective features F ({name})", "no feature ever fired", "1 <= F <= alive <= d_sae",
@@ -158,7 +146,7 @@ def _spectra_rows(spectra: dict) -> list[CardRow]:
     rows = []
     for site in spectra["sites"]:
         e = spectra["per_site"][site]
-        name, d = _layer_name(site), e["d"]
+        name, d = site_label(site), e["d"]
         rm = e["rankme"]
         rows.append(CardRow(f"RankMe ({name})", f"{_fmt(rm)} (PR {_fmt(e['participation_ratio'])}, d = {d})",
                             "finite, 1 <= RankMe <= d", _ok(_finite(rm) and 1 - 1e-6 <= rm <= d + 1e-3), "sanity"))
@@ -182,7 +170,7 @@ def _geometry_rows(geo: dict) -> list[CardRow]:
     rows = []
     for hook in geo["hooks"]:
         e = geo["per_sae"][hook]
-        name = _layer_name(hook)
+        name = site_label(hook)
         g = e["galaxy"]
         if "skipped" in g:
             rows.append(CardRow(f"galaxy alpha ({name})", g["skipped"], "finite", SKIPPED, "sanity"))
@@ -225,8 +213,8 @@ def _ground_truth_rows(gt: dict) -> list[CardRow]:
             rows.append(CardRow(label, (p or {}).get("skipped", "not run"), expected, SKIPPED,
                                 "structure" if threshold is not None else "info"))
             continue
-        per_layer = ", ".join(f"{_layer_name(s)} {_fmt(r, 2)}" for s, r in zip(p["layers"], p["r2"]))
-        measured = f"best {_layer_name(p['best_layer'])}: {_fmt(p['best_r2'])} ({per_layer})"
+        per_layer = ", ".join(f"{site_label(s)} {_fmt(r, 2)}" for s, r in zip(p["layers"], p["r2"]))
+        measured = f"best {site_label(p['best_layer'])}: {_fmt(p['best_r2'])} ({per_layer})"
         if threshold is None:
             rows.append(CardRow(label, measured, expected, INFO, "info"))
         else:
@@ -262,7 +250,7 @@ def _circle_rows(name: str, entry: dict) -> list[CardRow]:
     for site in sites:
         parts = [f"{location}: {_circle_text(locations[location]['per_site'][site]['circularity'])}"
                  for location in CIRCLE_LOCATIONS if site in locations.get(location, {}).get("per_site", {})]
-        rows.append(CardRow(f"{name} circle ({_layer_name(site)})", "; ".join(parts),
+        rows.append(CardRow(f"{name} circle ({site_label(site)})", "; ".join(parts),
                             "info per layer (token / answer position)", INFO, "info"))
     best = entry.get("best")
     expected = "a circle (p < 0.05) at some location and layer; any frequency f (f = 1: calendar order)"
@@ -271,9 +259,9 @@ def _circle_rows(name: str, entry: dict) -> list[CardRow]:
         return rows
     k = len(entry.get("words", []))
     order = ("calendar order" if best["frequency"] == 1 else
-             f"neighbours {pow(best['frequency'], -1, k)} apart" if best["coprime"] and k else "not coprime with k")
+             f"neighbours {best['visit_step']} apart" if best["coprime"] and k else "not coprime with k")
     rows.append(CardRow(f"{name} circle found",
-                        f"best at the {best['location']}, {_layer_name(best['site'])}: f = {best['frequency']} ({order}), "
+                        f"best at the {best['location']}, {site_label(best['site'])}: f = {best['frequency']} ({order}), "
                         f"share {_fmt(best['share'], 2)}, p = {_fmt(best['p_value'], 2)}",
                         expected, _ok(bool(best["circle"])), "structure"))
     return rows
@@ -301,7 +289,7 @@ def _crystal_row(crystals: dict) -> CardRow:
     worst, site, q = best
     lda = q.get("lda") or {}
     return CardRow("analogy parallelism (within vs across families)",
-                   f"best {_layer_name(site)}: within {_fmt(q['raw']['within_cos'])} vs across {_fmt(q['raw']['across_cos'])}; "
+                   f"best {site_label(site)}: within {_fmt(q['raw']['within_cos'])} vs across {_fmt(q['raw']['across_cos'])}; "
                    f"held-out LDA within {_fmt(lda.get('within_cos'))} vs across {_fmt(lda.get('across_cos'))}",
                    expected, _ok(worst > 0), "structure")
 
@@ -315,7 +303,7 @@ def _phase_rows(phases: dict) -> list[CardRow]:
         seg = phases["phases"][site]["segments"]
         labels = [s["label"] for s in seg]
         text = " -> ".join(f"{s['label']} ({int(s['start_step'])}-{int(s['end_step'])})" for s in seg)
-        rows.append(CardRow(f"spectral phases over {len(phases['steps'])} checkpoints ({_layer_name(site)})", text,
+        rows.append(CardRow(f"spectral phases over {len(phases['steps'])} checkpoints ({site_label(site)})", text,
                             "segments cover training; labels from warmup / entropy-seeking / compression-seeking",
                             _ok(bool(seg) and set(labels) <= valid and seg[0]["start_step"] == phases["steps"][0]
                                 and seg[-1]["end_step"] == phases["steps"][-1]), "sanity"))
