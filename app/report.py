@@ -6,11 +6,11 @@ from typing import Any
 
 import numpy as np
 
-from core.corpus import CorpusSpec
 from core.errors import AtlasError
-from core.models import ModelSpec
-from core.saes import SAESpec
 from core.sessions import Session
+from core.sources.corpus import CorpusSpec
+from core.sources.models import ModelSpec
+from core.sources.saes import SAESpec
 
 
 def session_sources(session: Session):
@@ -39,7 +39,7 @@ def report_figures(session: Session) -> list[tuple[str, Any]]:
     if session.prompt.strip():
         try:
             result = probe_prompt(model, saes, session.prompt)
-            figures.append((f"Prompt: reconstruction error per token and layer",
+            figures.append(("Prompt: reconstruction error per token and layer",
                             probe_heatmap(result.layer_matrix("recon_error"), result.str_tokens, result.hook_names,
                                           "error", result.unknown_positions)))
         except AtlasError:

@@ -32,9 +32,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from core.corpus import CorpusSpec  # noqa: E402
-from core.models import ModelSpec  # noqa: E402
-from core.saes import SAESpec  # noqa: E402
+from core.sources.corpus import CorpusSpec  # noqa: E402
+from core.sources.models import ModelSpec  # noqa: E402
+from core.sources.saes import SAESpec  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -44,28 +44,15 @@ class Sources:
     corpus: CorpusSpec
 
 
-def organism_dir() -> Path:
-    from core.organism.loading import ORGANISM_DIR
-
-    configured = os.environ.get("ATLAS_ORGANISM_DIR")
-    return Path(configured) if configured else ORGANISM_DIR
-
-
-def organism_path() -> str | None:
-    """The organism path to put in specs (None = the committed default)."""
-    return os.environ.get("ATLAS_ORGANISM_DIR") or None
-
-
 def default_sources() -> Sources:
-    from core.saes import organism_sae_specs
+    from core.sources.saes import organism_sae_specs
 
-    path = organism_path()
     try:
-        saes = tuple(organism_sae_specs(path))
+        saes = tuple(organism_sae_specs())
     except Exception:  # no organism yet: an empty SAE set; the sidebar reports the problem
         saes = ()
-    return Sources(ModelSpec(source="organism", path=path, checkpoint="final"), saes,
-                   CorpusSpec(source="world", path=path, max_chunks=None))
+    return Sources(ModelSpec(source="organism", checkpoint="final"), saes,
+                   CorpusSpec(source="world", max_chunks=None))
 
 
 def current_sources() -> Sources:
@@ -75,19 +62,19 @@ def current_sources() -> Sources:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def get_model(spec: ModelSpec):
-    from core.models import load_model
+    from core.sources.models import load_model
 
     return load_model(spec)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _load_saes(model_spec: ModelSpec, sae_specs: tuple[SAESpec, ...]):
-    from core.probe import layer_of
-    from core.saes import load_sae
+    from core.hooks import site_order
+    from core.sources.saes import load_sae
 
     model = get_model(model_spec)
     saes = [load_sae(spec, model) for spec in sae_specs]
-    return sorted(saes, key=lambda s: layer_of(s.hook_name))
+    return sorted(saes, key=lambda s: site_order(s.hook_name))
 
 
 def get_saes(sources: Sources | None = None) -> list[Any]:
@@ -97,7 +84,7 @@ def get_saes(sources: Sources | None = None) -> list[Any]:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def get_corpus(corpus_spec: CorpusSpec, model_spec: ModelSpec):
-    from core.corpus import load_corpus
+    from core.sources.corpus import load_corpus
 
     return load_corpus(corpus_spec, get_model(model_spec))
 

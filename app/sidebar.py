@@ -10,12 +10,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from app.resources import (Sources, atlas_home, current_sources, default_sources, get_model, get_saes,
-                           organism_dir, organism_path)
-from core.corpus import CorpusSpec
+from app.resources import Sources, atlas_home, current_sources, default_sources, get_model, get_saes
 from core.errors import AtlasError
-from core.models import ModelSpec
-from core.saes import SAESpec
+from core.sources.corpus import CorpusSpec
+from core.sources.models import ModelSpec
+from core.sources.saes import SAESpec
 
 MODEL_SOURCES = {"organism": "Embedded organism", "transformer_lens": "TransformerLens name",
                  "hf_dir": "Local Hugging Face directory"}
@@ -25,24 +24,24 @@ CORPUS_SOURCES = {"world": "Organism world corpus", "file": "Uploaded file (.txt
 
 
 def _organism_checkpoints() -> list[str]:
-    from core.organism.loading import list_checkpoints
+    from core.sources.organism import list_checkpoints
 
     try:
-        return list_checkpoints(organism_dir())
+        return list_checkpoints()
     except AtlasError:
         return ["final"]
 
 
 def _organism_hooks() -> list[str]:
-    from core.organism.loading import organism_sae_dirs
+    from core.sources.organism import organism_sae_dirs
 
-    return list(organism_sae_dirs(organism_dir()))
+    return list(organism_sae_dirs())
 
 
 def _model_spec(device: str) -> ModelSpec:
     source = st.session_state["model_source"]
     if source == "organism":
-        return ModelSpec(source="organism", path=organism_path(), checkpoint=st.session_state["checkpoint"],
+        return ModelSpec(source="organism", checkpoint=st.session_state["checkpoint"],
                          device=device)
     if source == "transformer_lens":
         return ModelSpec(source="transformer_lens", name=st.session_state["tl_name"].strip(),
@@ -55,7 +54,7 @@ def _sae_specs() -> tuple[SAESpec, ...]:
     source = st.session_state["sae_source"]
     if source == "organism":
         hooks = st.session_state["sae_hooks"] or _organism_hooks()
-        return tuple(SAESpec(source="organism", hook_name=h, path=organism_path()) for h in hooks)
+        return tuple(SAESpec(source="organism", hook_name=h) for h in hooks)
     if source == "release":
         if not st.session_state["sae_release"] or not st.session_state["sae_id"]:
             raise AtlasError("Choose an SAELens release and an SAE id.")
@@ -66,7 +65,7 @@ def _sae_specs() -> tuple[SAESpec, ...]:
 def _corpus_spec() -> CorpusSpec:
     source = st.session_state["corpus_source"]
     if source == "world":
-        return CorpusSpec(source="world", path=organism_path())
+        return CorpusSpec(source="world")
     if source == "file":
         if not st.session_state["corpus_path"]:
             raise AtlasError("Upload a .txt, .jsonl or .csv file for the corpus.")
@@ -131,7 +130,7 @@ def render_sidebar() -> None:
                 st.session_state["corpus_path"] = _save_upload(upload)
                 st.session_state["_corpus_upload_id"] = upload.file_id
             if st.session_state["corpus_path"].endswith((".jsonl", ".csv")):
-                from core.corpus import list_columns
+                from core.sources.corpus import list_columns
 
                 try:
                     columns = list_columns(st.session_state["corpus_path"])
@@ -174,7 +173,7 @@ def render_sidebar() -> None:
 
 
 def _release_pickers() -> None:
-    from core.saes import list_releases, list_sae_ids
+    from core.sources.saes import list_releases, list_sae_ids
 
     model_name = st.session_state["tl_name"] if st.session_state["model_source"] == "transformer_lens" else None
     try:

@@ -37,7 +37,7 @@ def _corpus_for(sources: Sources, n_tokens: int):
     model = sources.model
     context = min(64, model.n_ctx)
     if sources.label.startswith("organism"):
-        from core.corpus import CorpusSpec, load_corpus
+        from core.sources.corpus import CorpusSpec, load_corpus
 
         try:
             corpus = load_corpus(CorpusSpec(source="world", split="eval", context_size=context,

@@ -15,16 +15,16 @@ import torch
 
 @dataclass
 class Sources:
-    model: Any  # core.models.LoadedModel
-    saes: list  # core.saes.LoadedSAE
+    model: Any  # core.sources.models.LoadedModel
+    saes: list  # core.sources.saes.LoadedSAE
     label: str
 
 
 def organism_sources(device: str = "cpu") -> Sources:
     """The committed organism with its SAEs when assets/organism holds it, else a random model of the
     organism's shape (4 layers x 128, TopK SAEs 1024 wide, k = 16) with random TopK SAEs."""
-    from core.models import ModelSpec, load_model
-    from core.saes import load_sae, organism_sae_specs
+    from core.sources.models import ModelSpec, load_model
+    from core.sources.saes import load_sae, organism_sae_specs
 
     try:
         model = load_model(ModelSpec(device=device))
@@ -46,8 +46,8 @@ def random_sources(n_layers: int, d_model: int, n_heads: int, d_mlp: int, n_ctx:
     from sae_lens import TopKSAE, TopKSAEConfig
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    from core.models import ModelSpec, from_hooked_transformer
-    from core.saes import wrap_sae
+    from core.sources.models import ModelSpec, from_hooked_transformer
+    from core.sources.saes import wrap_sae
 
     torch.manual_seed(0)
     cfg = HookedTransformerConfig(n_layers=n_layers, d_model=d_model, n_ctx=n_ctx, d_head=d_model // n_heads,
@@ -77,7 +77,7 @@ def _word_tokenizer():
 
 
 def random_corpus(n_tokens: int, context: int, d_vocab: int, bos: int | None, seed: int = 0):
-    from core.corpus import Corpus, CorpusSpec
+    from core.sources.corpus import Corpus, CorpusSpec
 
     generator = torch.Generator().manual_seed(seed)
     n_chunks = max(1, n_tokens // context)

@@ -25,7 +25,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # ---------------------------------------------------------------------------------------------
 def model_spec_from_arg(value: str, checkpoint: str | None, device: str, dtype: str, organism_dir: str | None):
     """organism | <existing HF directory> | <TransformerLens name>."""
-    from core.models import ModelSpec
+    from core.sources.models import ModelSpec
 
     if value == "organism":
         return ModelSpec(source="organism", path=organism_dir, checkpoint=checkpoint, device=device, dtype=dtype)
@@ -39,7 +39,7 @@ def model_spec_from_arg(value: str, checkpoint: str | None, device: str, dtype: 
 def sae_specs_from_args(values: list[str], organism_dir: str | None) -> list[Any]:
     """organism (every organism SAE) | organism:<hook> | <SAELens dir> | <release>:<sae_id>."""
     from core.errors import UnknownSAEError
-    from core.saes import SAESpec, organism_sae_specs
+    from core.sources.saes import SAESpec, organism_sae_specs
 
     specs = []
     for value in values:
@@ -62,8 +62,8 @@ def sae_specs_from_args(values: list[str], organism_dir: str | None) -> list[Any
 def corpus_spec_from_arg(value: str, context_size: int, max_chunks: int | None, split: str,
                          organism_dir: str | None, prepend_bos: bool):
     """world | hf:<dataset>[:column] | <file>[:column]."""
-    from core.corpus import CorpusSpec
     from core.errors import CorpusError
+    from core.sources.corpus import CorpusSpec
 
     common = {"context_size": context_size, "max_chunks": max_chunks, "prepend_bos": prepend_bos}
     if value == "world":
@@ -102,10 +102,10 @@ def _run_analysis(result: Any, model: Any, saes: list, store: Any) -> list[str]:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from core.corpus import load_corpus
     from core.harvest import HarvestSettings, harvest_cached
-    from core.models import load_model
-    from core.saes import load_sae
+    from core.sources.corpus import load_corpus
+    from core.sources.models import load_model
+    from core.sources.saes import load_sae
     from core.store import ArtifactStore
 
     out = Path(args.out).expanduser()

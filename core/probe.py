@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from core.errors import PromptError
-from core.models import layer_of as block_of
+from core.hooks import layer_of, site_order
 
 MAX_PROMPT_CHARS = 20000
 
@@ -86,15 +86,9 @@ class ProbeResult:
         raise ValueError(f"unknown quantity {quantity!r}")
 
 
-def layer_of(hook_name: str) -> int:
-    """The block index of a hook name; -1 for a site outside the blocks (sorts first)."""
-    layer = block_of(hook_name)
-    return -1 if layer is None else layer
-
-
 def probe_prompt(model: Any, saes: Sequence[Any], text: str, *, top_k: int = 8,
                  lens_k: int = 5, max_tokens: int | None = None) -> ProbeResult:
-    """Probe `text` through `model` (core.models.LoadedModel) and every SAE in `saes` (LoadedSAE).
+    """Probe `text` through `model` (core.sources.models.LoadedModel) and every SAE in `saes` (LoadedSAE).
 
     Raises PromptError for an empty or oversized prompt. The prompt is cut to the model's
     context (or `max_tokens`); `n_truncated` and `truncated_text` say what was cut.
@@ -107,7 +101,7 @@ def probe_prompt(model: Any, saes: Sequence[Any], text: str, *, top_k: int = 8,
     if prompt.n_truncated:
         ids = model.encode(text)
         truncated_text = model.to_string(ids[len(ids) - prompt.n_truncated:])
-    saes = sorted(saes, key=lambda s: layer_of(s.hook_name))
+    saes = sorted(saes, key=lambda s: site_order(s.hook_name))
     lens_hooks = model.resid_post_hooks()
     sites = list(dict.fromkeys([s.hook_name for s in saes] + lens_hooks))
     layers: list[LayerProbe] = []

@@ -10,11 +10,26 @@ from app.state import remember_artifact, set_page
 from app.widgets import guarded
 from core import analysis
 from core.feature_map import pca_layout
-from core.figures.analysis_views import (as_result, circularity_by_layer_figure, cluster_pca_figure,
-                                         crystal_quality_figure)
-from core.figures.geometry import (alpha_per_layer_figure, circle_pcs_figure, crystals_figure, fourier_shares_figure,
-                                   galaxy_spectrum_figure, hierarchy_figure, lobe_agreement_figure, lobe_map_figure,
-                                   probe_figures_from_layers, probe_map_figure, simplex_figure)
+from core.figures.analysis_views import (
+    as_result,
+    circularity_by_layer_figure,
+    cluster_pca_figure,
+    crystal_quality_figure,
+)
+from core.figures.geometry import (
+    alpha_per_layer_figure,
+    circle_pcs_figure,
+    crystals_figure,
+    fourier_shares_figure,
+    galaxy_spectrum_figure,
+    hierarchy_figure,
+    lobe_agreement_figure,
+    lobe_map_figure,
+    probe_figures_from_layers,
+    probe_map_figure,
+    simplex_figure,
+)
+from core.hooks import layer_of
 from core.metrics.concepts import simplex_projection
 
 set_page("geometry")
@@ -110,7 +125,7 @@ with tabs[2]:
     else:
         use_lda = st.toggle("Remove distractor directions with LDA", value=False, key="geo_lda")
         sites_ok = [s for s in crystals["sites"] if "quality" in crystals["per_site"][s]]
-        st.plotly_chart(crystal_quality_figure([analysis.layer_of(s) for s in sites_ok],
+        st.plotly_chart(crystal_quality_figure([layer_of(s) for s in sites_ok],
                                                [crystals["per_site"][s]["quality"] for s in sites_ok], use_lda),
                         key="geo_crystal_layers")
         site = st.selectbox("Layer", sites_ok, key="geo_crystal_site")

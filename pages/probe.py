@@ -7,9 +7,16 @@ from app.resources import decoder_weights, get_feature_map, load_view_inputs
 from app.state import layout_method, set_page
 from app.widgets import feature_picker, guarded, layer_picker
 from core.errors import AtlasError
-from core.figures.features import (ERROR_RGB, HIGHLIGHT_RGB, feature_map_figure, highlight_tokens_html,
-                                   logit_lens_figure, probe_heatmap)
-from core.probe import layer_of, probe_prompt, token_features_frame
+from core.figures.features import (
+    ERROR_RGB,
+    HIGHLIGHT_RGB,
+    feature_map_figure,
+    highlight_tokens_html,
+    logit_lens_figure,
+    probe_heatmap,
+)
+from core.hooks import layer_of
+from core.probe import probe_prompt, token_features_frame
 
 set_page("probe")
 st.title("Probe a prompt")

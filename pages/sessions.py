@@ -3,7 +3,7 @@
 import streamlit as st
 
 from app.resources import get_session_store, get_store
-from app.state import apply_session, current_session, set_page
+from app.state import apply_session, current_session
 from core.errors import AtlasError
 from core.sessions import export_bundle, import_bundle
 

@@ -1,11 +1,10 @@
 """Spectra: RankMe, alpha-ReQ, participation ratio and intrinsic dimension across layers, and the
 spectral phases over training checkpoints (Li et al. 2025; METHODS.md sections 4-5)."""
 
-from dataclasses import replace
 
 import streamlit as st
 
-from app.resources import cached_view, current_sources, get_store, load_view_inputs, organism_dir
+from app.resources import cached_view, current_sources, get_store, load_view_inputs
 from app.state import remember_artifact, set_page
 from app.widgets import guarded
 from core import analysis
@@ -58,8 +57,7 @@ st.caption(f"Dashed line: the alpha-ReQ power law over its shaded fit range; {sp
 
 st.subheader("Over training checkpoints")
 is_organism = sources.model.source == "organism"
-checkpoint_spec = replace(sources.model, path=sources.model.path or str(organism_dir())) if is_organism \
-    else sources.model
+checkpoint_spec = sources.model
 options = guarded(lambda: analysis.checkpoint_options(checkpoint_spec))
 if options is None:
     st.stop()

@@ -8,8 +8,13 @@ from app.state import remember_artifact, set_page
 from app.widgets import guarded
 from core import analysis
 from core.figures.analysis_views import as_result
-from core.figures.superposition import (convergence_figure, effective_features_figure, feature_dimensionality_figure,
-                                        interference_figure, toy_weights_figure)
+from core.figures.superposition import (
+    convergence_figure,
+    effective_features_figure,
+    feature_dimensionality_figure,
+    interference_figure,
+    toy_weights_figure,
+)
 
 set_page("superposition")
 st.title("Superposition")

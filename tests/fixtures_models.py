@@ -3,7 +3,7 @@
 Everything here is random and tiny (d_model 16, 2 layers), built in a second, and needs no network:
 - `word_tokenizer_dir`: a word-level tokenizer saved as a Hugging Face tokenizer directory;
 - `tiny_hooked`: a random HookedTransformer with that tokenizer attached;
-- `tiny_model`: the same model behind core.models.LoadedModel;
+- `tiny_model`: the same model behind core.sources.models.LoadedModel;
 - `tiny_hf_dir`: a random GPT-2 saved with the tokenizer as a local Hugging Face directory;
 - `make_tiny_sae(architecture, d_in, hook_name, ...)`: a random SAELens SAE of any architecture.
 """
@@ -165,7 +165,7 @@ def tiny_hooked(word_tokenizer_dir):
 @pytest.fixture(scope="session")
 def tiny_model(tiny_hooked):
     """A LoadedModel over the tiny random HookedTransformer (the organism path's stand-in)."""
-    from core.models import ModelSpec, from_hooked_transformer
+    from core.sources.models import ModelSpec, from_hooked_transformer
 
     return from_hooked_transformer(
         tiny_hooked, ModelSpec(source="organism", name="tiny", device="cpu"), origin="tests"
@@ -193,14 +193,15 @@ WORLD_TEXTS = [
 
 @pytest.fixture
 def fake_organism(tmp_path, monkeypatch, tiny_hooked):
-    """Stands in for core.organism.loading (the organism's own module) with the tiny model.
+    """Stands in for core.sources.organism (the organism's own module) with the tiny model.
 
     Lets the "organism" source paths of models/saes/corpus run before and independently of the
     trained organism; the real module is exercised by the organism's tests.
     """
     import types
+    from pathlib import Path
 
-    import core.organism
+    import core.sources
 
     sae_dirs = {}
     for layer in range(N_LAYERS):
@@ -209,12 +210,13 @@ def fake_organism(tmp_path, monkeypatch, tiny_hooked):
         make_tiny_sae("topk", hook_name=hook, model_name="atlas-organism", seed=layer,
                       prepend_bos=True, context_size=16).save_model(str(directory))
         sae_dirs[hook] = directory
-    module = types.ModuleType("core.organism.loading")
+    module = types.ModuleType("core.sources.organism")
     module.ORGANISM_DIR = tmp_path
+    module.resolve_dir = lambda directory=None: Path(directory) if directory else tmp_path
     module.load_organism = lambda directory=tmp_path, checkpoint="final", device="cpu": tiny_hooked
     module.list_checkpoints = lambda directory=tmp_path: ["step_000000", "final"]
     module.organism_sae_dirs = lambda directory=tmp_path: dict(sae_dirs)
     module.world_corpus_texts = lambda directory=tmp_path, split="eval": list(WORLD_TEXTS) * 4
-    monkeypatch.setitem(__import__("sys").modules, "core.organism.loading", module)
-    monkeypatch.setattr(core.organism, "loading", module, raising=False)
+    monkeypatch.setitem(__import__("sys").modules, "core.sources.organism", module)
+    monkeypatch.setattr(core.sources, "organism", module, raising=False)
     return module

@@ -11,6 +11,13 @@ import numpy as np
 import pytest
 
 from core import analysis as A
+from core.analysis import circles as analysis_circles
+from core.analysis import prompts as analysis_prompts
+from core.analysis import spectra as analysis_spectra
+from core.analysis.circles import circle_entry
+from core.harvest.checkpoints import CheckpointError, resolve_checkpoints
+from core.hooks import site_order
+from core.jsonable import jsonable as to_json
 from core.store import ArtifactStore
 
 
@@ -58,7 +65,7 @@ def test_results_are_cached_in_the_store(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("recomputed although cached")
 
-    monkeypatch.setattr(A, "site_spectrum", boom)
+    monkeypatch.setattr(analysis_spectra, "site_spectrum", boom)
     assert A.spectra_by_layer(harvest, store) == first
     # other settings are another key, computed afresh
     with pytest.raises(AssertionError, match="recomputed"):
@@ -129,7 +136,8 @@ def _planted_answer_reps(monkeypatch, frequency: int, k: int, d: int = 16, noise
         rows = np.stack([points[answer_of[text]] + noise * rng.normal(size=d) for text, _ in prompts])
         return {s: rows.copy() for s in sites}
 
-    monkeypatch.setattr(A, "representations_at", fake)
+    monkeypatch.setattr(analysis_circles, "representations_at", fake)
+    monkeypatch.setattr(analysis_prompts, "representations_at", fake)
     return answer_of
 
 
@@ -161,14 +169,14 @@ def test_cyclic_circles_reports_the_best_location(monkeypatch):
     answer_of.update({prompt: WEEK.index(answer) for prompt, answer in facts})
     noise = np.random.default_rng(3).normal(size=(7, 16))
     sites = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
-    monkeypatch.setattr(A, "circles_from_tokens", lambda model, truth, sites, n, seed: {"weekdays": {
-        "words": WEEK, "sites": list(sites), "per_site": {s: A._circle_entry(noise, n, seed) for s in sites}}})
+    monkeypatch.setattr(analysis_circles, "circles_from_tokens", lambda model, truth, sites, n, seed: {"weekdays": {
+        "words": WEEK, "sites": list(sites), "per_site": {s: circle_entry(noise, n, seed) for s in sites}}})
     out = A.cyclic_circles(None, truth, sites, n_permutations=100)["weekdays"]
     assert set(out["locations"]) == {"token", "answer position"}
     best = out["best"]
     assert best["location"] == "answer position" and best["frequency"] == 2 and best["circle"]
     assert best["layer"] in (0, 1) and best["p_value"] < 0.05
-    json.dumps(A.to_json(out), allow_nan=False)
+    json.dumps(to_json(out), allow_nan=False)
 
 
 def test_best_circle_prefers_a_significant_plane_over_a_nyquist_line():
@@ -221,10 +229,10 @@ def test_no_ground_truth_is_skipped_cleanly():
 # ------------------------------------------------------------------------------- organism
 @pytest.fixture(scope="module")
 def organism(tiny_organism_dir, tmp_path_factory):
-    from core.corpus import CorpusSpec, load_corpus
     from core.harvest import HarvestSettings, harvest_cached
-    from core.models import ModelSpec, load_model
-    from core.saes import load_sae, organism_sae_specs
+    from core.sources.corpus import CorpusSpec, load_corpus
+    from core.sources.models import ModelSpec, load_model
+    from core.sources.saes import load_sae, organism_sae_specs
 
     path = str(tiny_organism_dir)
     store = ArtifactStore(tmp_path_factory.mktemp("analysis_store"))
@@ -303,7 +311,7 @@ def test_representations_are_read_at_the_word(organism):
 
 
 def test_spectra_over_checkpoints_tables_and_phases(organism):
-    from core.organism.loading import list_checkpoints
+    from core.sources.organism import list_checkpoints
 
     names = list_checkpoints(organism.path)[::3] + ["final"]
     names = list(dict.fromkeys(names))
@@ -320,29 +328,29 @@ def test_spectra_over_checkpoints_tables_and_phases(organism):
         assert seg[0]["start_step"] == out["steps"][0] and seg[-1]["end_step"] == out["steps"][-1]
         assert {s["label"] for s in seg} <= {"warmup", "entropy-seeking", "compression-seeking"}
     assert ticks and ticks[-1] == 1.0
-    with pytest.raises(A.AnalysisError, match="Unknown checkpoint"):
+    with pytest.raises(CheckpointError, match="Unknown checkpoint"):
         A.spectra_over_checkpoints(organism.path, ["step_999999", "final"])
 
 
 def _direct_rankme(path: str, name: str, max_tokens: int) -> list[float]:
     """RankMe per layer of one organism checkpoint, harvested here without any cache (the reference)."""
-    from core.corpus import CorpusSpec, load_corpus
     from core.harvest import HarvestSettings, harvest
     from core.metrics.spectral import spectral_summary
-    from core.models import ModelSpec, load_model
+    from core.sources.corpus import CorpusSpec, load_corpus
+    from core.sources.models import ModelSpec, load_model
 
     model = load_model(ModelSpec(source="organism", path=path, checkpoint=name, device="cpu"))
     corpus = load_corpus(CorpusSpec(source="world", path=path, split="eval",
                                     max_chunks=max(1, -(-max_tokens // model.n_ctx))), model)
     result = harvest(model, [], corpus, HarvestSettings(max_tokens=max_tokens, reservoir_size=0, batch_size=32))
     return [spectral_summary(np.asarray(result.sites[s].cov, dtype=np.float64)).rankme
-            for s in sorted(result.sites, key=A.layer_of)]
+            for s in sorted(result.sites, key=site_order)]
 
 
 def test_spectra_over_checkpoints_from_a_model_spec_matches_a_direct_harvest(organism, tmp_path, monkeypatch):
-    import core.models
-    from core.models import ModelSpec
-    from core.organism.loading import list_checkpoints
+    import core.sources.models
+    from core.sources.models import ModelSpec
+    from core.sources.organism import list_checkpoints
 
     all_names = list_checkpoints(organism.path)
     names = [all_names[0], all_names[len(all_names) // 2], "final"]
@@ -351,13 +359,13 @@ def test_spectra_over_checkpoints_from_a_model_spec_matches_a_direct_harvest(org
     reference = np.array([_direct_rankme(organism.path, n, 256) for n in names[:2]]).T  # [layer, checkpoint]
     store = ArtifactStore(tmp_path)
     loads: list[str] = []
-    real_load = core.models.load_model
+    real_load = core.sources.models.load_model
 
     def counting_load(model_spec):
         loads.append(model_spec.checkpoint)
         return real_load(model_spec)
 
-    monkeypatch.setattr(core.models, "load_model", counting_load)
+    monkeypatch.setattr(core.sources.models, "load_model", counting_load)
     first = A.spectra_over_checkpoints(spec, names[:2], max_tokens=256, store=store)
     assert loads == names[:2]
     np.testing.assert_allclose(np.asarray(first["tables"]["rankme"], dtype=float), reference, rtol=1e-6)
@@ -387,7 +395,7 @@ def test_pythia_checkpoints_come_from_transformer_lens_tables_without_network(mo
     from transformer_lens.loading_from_pretrained import PYTHIA_CHECKPOINTS
 
     from core.errors import AtlasError
-    from core.models import ModelSpec
+    from core.sources.models import ModelSpec
 
     spec = ModelSpec(source="transformer_lens", name="pythia-70m-deduped")
     options = A.checkpoint_options(spec)
@@ -395,24 +403,24 @@ def test_pythia_checkpoints_come_from_transformer_lens_tables_without_network(mo
     assert options["0"] == 0 and options["153"] == 143000 and list(options.values()) == sorted(PYTHIA_CHECKPOINTS)
     chosen = A.default_checkpoints(options)
     assert [options[c] for c in chosen] == [0, 4, 32, 128, 1000, 5000, 26000, 143000]
-    assert A._resolve_checkpoints(spec, options, ["value:143000", "index:3", "3"]) == ["3", "153"]
-    with pytest.raises(A.AnalysisError, match="Unknown checkpoint"):
-        A._resolve_checkpoints(spec, options, ["value:143001"])
+    assert resolve_checkpoints(spec, options, ["value:143000", "index:3", "3"]) == ["3", "153"]
+    with pytest.raises(CheckpointError, match="Unknown checkpoint"):
+        resolve_checkpoints(spec, options, ["value:143001"])
     assert A.checkpoint_options(ModelSpec(source="transformer_lens", name="gpt2")) == {}
-    with pytest.raises(A.AnalysisError, match="no training checkpoints"):
+    with pytest.raises(CheckpointError, match="no training checkpoints"):
         A.spectra_over_checkpoints(ModelSpec(source="transformer_lens", name="gpt2"), ["0", "1"])
     with pytest.raises(A.AnalysisError, match="corpus"):  # refused before any download
         A.spectra_over_checkpoints(spec, ["0", "153"])
 
-    import core.models
-    from core.corpus import CorpusSpec
+    import core.sources.models
     from core.errors import OfflineError
+    from core.sources.corpus import CorpusSpec
 
     def offline(model_spec):
         assert model_spec.checkpoint == "0" and model_spec.name == "pythia-70m-deduped"
         raise OfflineError("no network")
 
-    monkeypatch.setattr(core.models, "load_model", offline)
+    monkeypatch.setattr(core.sources.models, "load_model", offline)
     with pytest.raises(AtlasError, match="no network"):
         A.spectra_over_checkpoints(spec, ["153", "0"], corpus=CorpusSpec(source="world"))
 

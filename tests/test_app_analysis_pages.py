@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 TIMEOUT = 300
 
@@ -89,9 +88,10 @@ def test_spectra_page_transformer_lens_checkpoints_offline(app_env, monkeypatch,
     """The TransformerLens branch (Pythia's checkpoints), without network: the sidebar names
     pythia-70m-deduped, whose weights are stood in for by the tiny organism; a checkpoint download
     fails with OfflineError, which the page shows as an error (no crash, no heatmap)."""
-    from core import analysis, models
+    from core import analysis
     from core.errors import OfflineError
-    from core.models import ModelSpec
+    from core.sources import models
+    from core.sources.models import ModelSpec
 
     real_load = models.load_model
     message = "EleutherAI/pythia-70m-deduped is not in the Hugging Face cache and there is no network."

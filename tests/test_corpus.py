@@ -1,4 +1,4 @@
-"""core.corpus: reading .txt/.jsonl/.csv/world/datasets and packing into BOS-led chunks."""
+"""core.sources.corpus: reading .txt/.jsonl/.csv/world/datasets and packing into BOS-led chunks."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-import core.corpus as corpus_module
-from core.corpus import CorpusSpec, load_corpus, pack_documents
+import core.sources.corpus as corpus_module
 from core.errors import CorpusError, OfflineError
+from core.sources.corpus import CorpusSpec, load_corpus, pack_documents
 from tests.fixtures_models import tiny_vocab
 
 V = tiny_vocab()

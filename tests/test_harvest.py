@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from core.corpus import Corpus, CorpusSpec
 from core.harvest import (
     ActivationMoments,
     HarvestResult,
@@ -17,7 +16,8 @@ from core.harvest import (
     harvest_cached,
     harvest_shard,
 )
-from core.saes import wrap_sae
+from core.sources.corpus import Corpus, CorpusSpec
+from core.sources.saes import wrap_sae
 from core.store import ArtifactStore
 from tests.fixtures_models import make_tiny_sae
 

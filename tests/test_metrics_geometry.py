@@ -27,7 +27,6 @@ from core.metrics.geometry import (
     simple_matching_affinity,
 )
 
-
 # ---------------------------------------------------------------- galaxy spectrum
 
 

@@ -1,4 +1,4 @@
-"""core.models: one face over HookedTransformer (organism, TL names) and TransformerBridge (HF dirs)."""
+"""core.sources.models: one face over HookedTransformer (organism, TL names) and TransformerBridge (HF dirs)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from core.errors import AtlasError, PromptError, UnknownHookError, UnknownModelError
-from core.models import (
-    BLOCK_SITES,
+from core.hooks import BLOCK_SITES
+from core.sources.models import (
     LoadedModel,
     ModelSpec,
     load_model,
@@ -168,7 +168,7 @@ def test_checkpoint_strings():
 
 
 def test_pythia_checkpoints_resolve_without_network():
-    from core.models import _checkpoint_revision
+    from core.sources.models import _checkpoint_revision
 
     assert _checkpoint_revision("EleutherAI/pythia-70m-deduped", {"checkpoint_index": 0}) == "step0"
     assert _checkpoint_revision("EleutherAI/pythia-70m-deduped", {"checkpoint_value": 143000}) == "step143000"

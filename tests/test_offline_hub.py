@@ -43,8 +43,8 @@ CHILD = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from core.errors import OfflineError
-from core.models import ModelSpec, load_model
-from core.saes import SAESpec, load_sae
+from core.sources.models import ModelSpec, load_model
+from core.sources.saes import SAESpec, load_sae
 out = {}
 model = load_model(ModelSpec(source="transformer_lens", name="gpt2", device="cpu"))
 out["card"] = {"name": model.card.name, "d_model": model.d_model, "n_layers": model.n_layers,
@@ -136,8 +136,8 @@ def test_real_hub_calls_load_from_an_offline_cache(offline_hub: Path):
 
 def test_require_cached_names_missing_files(tmp_path, monkeypatch):
     """Without a usable hub, a file missing from the cache is an OfflineError; a cached one passes."""
-    from core import hub
     from core.errors import OfflineError
+    from core.sources import hub
 
     cache = tmp_path / "hub"
     snapshot = _snapshot(cache, "org/model")
@@ -158,7 +158,7 @@ def test_require_cached_names_missing_files(tmp_path, monkeypatch):
 def test_offline_failures_are_recognised_through_the_cause_chain():
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    from core.hub import is_offline_failure
+    from core.sources.hub import is_offline_failure
 
     try:
         try:

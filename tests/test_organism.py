@@ -11,26 +11,26 @@ import numpy as np
 import pytest
 import torch
 
-from core.organism import loading
-from core.organism.loading import (
+from core.organism.structure import analogy_parallelism, circle_report
+from core.organism.tokenizer import build_tokenizer, save_tokenizer
+from core.organism.train import log_spaced_steps, sha256_of
+from core.organism.world import (
+    WEEKDAYS,
+    WorldConfig,
+    build_world,
+    ground_truth,
+)
+from core.sources import organism as loading
+from core.sources.organism import (
     ORGANISM_DIR,
     OrganismError,
     checkpoint_steps,
     list_checkpoints,
     load_ground_truth,
     load_organism,
+    load_organism_tokenizer,
     organism_sae_dirs,
     world_corpus_texts,
-)
-from core.organism.structure import analogy_parallelism, circle_report
-from core.organism.tokenizer import build_tokenizer, load_tokenizer, save_tokenizer
-from core.organism.train import log_spaced_steps, sha256_of
-from core.organism.world import (
-    MONTHS,
-    WEEKDAYS,
-    WorldConfig,
-    build_world,
-    ground_truth,
 )
 
 
@@ -132,7 +132,7 @@ def test_cyclic_pairs_fall_with_distance(world):
 def test_tokenizer_round_trip_and_unk(tmp_path, world):
     tokenizer = build_tokenizer(world.vocabulary())
     save_tokenizer(tokenizer, tmp_path)
-    loaded = load_tokenizer(tmp_path)
+    loaded = load_organism_tokenizer(tmp_path)
     from transformers import AutoTokenizer
 
     auto = AutoTokenizer.from_pretrained(str(tmp_path))

@@ -13,7 +13,7 @@ from core.probe import logit_lens_frame, probe_prompt, token_features_frame
 
 @pytest.fixture(scope="module")
 def tiny_saes(tiny_sae_factory):
-    from core.saes import wrap_sae
+    from core.sources.saes import wrap_sae
 
     return [wrap_sae(tiny_sae_factory("standard", hook_name=f"blocks.{layer}.hook_resid_post", seed=layer))
             for layer in (1, 0)]   # out of order on purpose: the probe sorts by layer

@@ -1,14 +1,14 @@
-"""core.saes: one face over Standard/TopK/JumpReLU/Gated SAELens SAEs, the registry, fit checks."""
+"""core.sources.saes: one face over Standard/TopK/JumpReLU/Gated SAELens SAEs, the registry, fit checks."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from core.corpus import CorpusSpec, corpus_spec_for_sae
 from core.errors import SAEMismatchError, UnknownSAEError
-from core.models import ModelSpec, from_hooked_transformer
-from core.saes import (
+from core.sources.corpus import CorpusSpec, corpus_spec_for_sae
+from core.sources.models import ModelSpec, from_hooked_transformer
+from core.sources.saes import (
     SAESpec,
     check_fit,
     list_releases,
@@ -182,8 +182,8 @@ def test_organism_saes(fake_organism, tiny_model):
 def test_real_organism_model_saes_and_world_fit_together(tiny_organism_dir):
     """The real organism module end to end: every SAE fits its model, the world corpus packs, encode runs."""
     directory = tiny_organism_dir
-    from core.corpus import load_corpus
-    from core.models import load_model
+    from core.sources.corpus import load_corpus
+    from core.sources.models import load_model
 
     model = load_model(ModelSpec(source="organism", path=str(directory), device="cpu"))
     specs = organism_sae_specs(directory)

@@ -15,7 +15,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from core.figures.style import apply_layout as _layout, site_label
+from core.figures.style import apply_layout as _layout
+from core.figures.style import site_label
 
 PALETTE = qualitative.Plotly + qualitative.D3
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-
 STANDARD_MARGIN = dict(l=55, r=20, t=60, b=45)
 
 

@@ -36,7 +36,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from core.organism.evaluate import corpus_loss, evaluate_facts
-    from core.organism.loading import load_ground_truth, load_organism, world_corpus_texts
+    from core.sources.organism import load_ground_truth, load_organism, world_corpus_texts
 
     model = load_organism(Path(args.dir), checkpoint=args.checkpoint)
     accuracy = evaluate_facts(model, load_ground_truth(Path(args.dir))["eval_facts"])
@@ -66,14 +66,14 @@ def _cmd_card(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from core.organism.loading import ORGANISM_DIR
+    from core.sources.organism import resolve_dir
 
     parser = argparse.ArgumentParser(prog="python -m core.organism", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="regenerate world, tokenizer, model, checkpoints and SAEs")
     train.add_argument("--config", default="default", choices=["default", "tiny"])
-    train.add_argument("--out", default=str(ORGANISM_DIR))
+    train.add_argument("--out", default=str(resolve_dir()))
     train.add_argument("--seed", type=int, default=None)
     train.add_argument("--steps", type=int, default=None, help="override the number of training steps")
     train.add_argument("--weight-decay", type=float, default=None)
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                              ("structure", _cmd_structure, "circles, city probe and analogy parallelism per layer"),
                              ("card", _cmd_card, "the ground-truth card (Markdown) for docs/ORGANISM.md")]:
         command = sub.add_parser(name, help=text)
-        command.add_argument("--dir", default=str(ORGANISM_DIR))
+        command.add_argument("--dir", default=str(resolve_dir()))
         command.add_argument("--checkpoint", default="final")
         command.set_defaults(func=func)
     # `verify` owns its options (core/organism/verify.py); main() hands it the rest of the command line.

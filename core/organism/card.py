@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from core.organism.loading import ORGANISM_DIR
+from core.sources.organism import load_ground_truth, resolve_dir
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -14,10 +14,11 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def metrics_card(directory: Path = ORGANISM_DIR) -> str:
+def metrics_card(directory: Path | None = None) -> str:
     """Training config, held-out loss, accuracy per family and the SAE table from manifest.json."""
-    manifest = json.loads((Path(directory) / "manifest.json").read_text())
-    held_out = json.loads((Path(directory) / "world" / "ground_truth.json").read_text())["eval_facts"]["held_out"]
+    directory = resolve_dir(directory)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    held_out = load_ground_truth(directory)["eval_facts"]["held_out"]
     config, metrics = manifest["config"], manifest["metrics"]
     keys = ["n_layers", "d_model", "n_heads", "d_mlp", "n_ctx", "steps", "batch_size", "lr", "weight_decay",
             "warmup_steps", "seed", "held_out_fraction"]

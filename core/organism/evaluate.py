@@ -10,7 +10,7 @@ import random
 
 import torch
 
-from core.organism.train import encode_documents, lm_loss
+from core.sources.tokens import tokenize_batch
 
 
 @torch.no_grad()
@@ -23,14 +23,10 @@ def answer_accuracy(model, facts: list[list[str]], batch_size: int = 128) -> flo
     correct = 0
     for start in range(0, len(facts), batch_size):
         chunk = facts[start:start + batch_size]
-        ids = [[bos] + [vocab.get(w, unk) for w in prompt.split()] for prompt, _ in chunk]
-        width = max(len(i) for i in ids)
-        tokens = torch.full((len(ids), width), pad, dtype=torch.long)
-        for row, seq in enumerate(ids):
-            tokens[row, : len(seq)] = torch.tensor(seq)
+        tokens, lengths = tokenize_batch(model.tokenizer, [prompt for prompt, _ in chunk], bos_token_id=bos,
+                                         pad_token_id=pad, n_ctx=model.cfg.n_ctx)
         logits = model(tokens.to(model.cfg.device), return_type="logits")
-        last = torch.tensor([len(seq) - 1 for seq in ids])
-        predicted = logits[torch.arange(len(ids)), last].argmax(-1).cpu()
+        predicted = logits[torch.arange(len(chunk)), lengths - 1].argmax(-1).cpu()
         answers = torch.tensor([vocab.get(answer, unk) for _, answer in chunk])
         correct += int((predicted == answers).sum())
     return correct / len(facts)
@@ -54,10 +50,20 @@ def evaluate_model(model, world) -> dict:
     return evaluate_facts(model, ground_truth(world)["eval_facts"])
 
 
+def lm_loss(model, tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Mean next-token cross-entropy over non-PAD targets."""
+    logits = model(tokens, return_type="logits")
+    targets = tokens[:, 1:]
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=pad_id
+    )
+
+
 @torch.no_grad()
 def corpus_loss(model, texts: list[str]) -> float:
     """Mean next-token loss of `model` on world documents (non-PAD targets)."""
-    vocab = model.tokenizer.get_vocab()
-    tokens = encode_documents(texts, vocab, model.cfg.n_ctx)
-    losses = [lm_loss(model, chunk, vocab["<pad>"]).item() for chunk in tokens.split(128)]
+    pad = model.tokenizer.pad_token_id
+    tokens, _ = tokenize_batch(model.tokenizer, texts, bos_token_id=model.tokenizer.bos_token_id, pad_token_id=pad,
+                               n_ctx=model.cfg.n_ctx, width=model.cfg.n_ctx)
+    losses = [lm_loss(model, chunk, pad).item() for chunk in tokens.split(128)]
     return sum(losses) / len(losses)

@@ -33,16 +33,16 @@ import torch
 from core.metrics.circles import angular_visit_order, fourier_shares
 from core.metrics.crystals import parallelogram_score
 from core.metrics.probes import ridge_probe
-from core.organism.loading import ORGANISM_DIR, load_ground_truth, load_organism, world_corpus_texts
 from core.organism.train import encode_documents
+from core.sources.organism import load_ground_truth, load_organism, world_corpus_texts
+from core.sources.tokens import tokenize_batch
 
 
 @torch.no_grad()
 def token_representations(model, texts: list[str], sample_ids: list[int], max_occurrences: int = 64) -> tuple[dict[str, np.ndarray], dict[str, dict[int, list[np.ndarray]]]]:
     """Per site, [d_vocab, d_model] mean representation of each token (NaN where unseen); and per site
     a capped list of single-occurrence vectors for each token of `sample_ids` (probes grouped by token)."""
-    vocab = model.tokenizer.get_vocab()
-    tokens = encode_documents(texts, vocab, model.cfg.n_ctx)
+    tokens = encode_documents(texts, model.tokenizer, model.cfg.n_ctx)
     names = [f"blocks.{layer}.hook_resid_post" for layer in range(model.cfg.n_layers)]
     d_vocab, d_model = model.cfg.d_vocab, model.cfg.d_model
     sums = {n: torch.zeros(d_vocab, d_model) for n in names}
@@ -82,15 +82,11 @@ def answer_position_means(model, facts: list[list[str]], answers: list[str]) -> 
         prompts = grouped[answer]
         if not prompts:
             continue
-        ids = [[vocab["<bos>"]] + [vocab.get(w, vocab["<unk>"]) for w in p.split()] for p in prompts]
-        width = max(len(i) for i in ids)
-        tokens = torch.full((len(ids), width), vocab["<pad>"], dtype=torch.long)
-        for r, seq in enumerate(ids):
-            tokens[r, : len(seq)] = torch.tensor(seq)
+        tokens, lengths = tokenize_batch(model.tokenizer, prompts, bos_token_id=vocab["<bos>"],
+                                         pad_token_id=vocab["<pad>"], n_ctx=model.cfg.n_ctx)
         _, cache = model.run_with_cache(tokens, names_filter=names)
-        last = torch.tensor([len(seq) - 1 for seq in ids])
         for i, name in enumerate(names):
-            out[f"answer_{i}"][row] = cache[name][torch.arange(len(ids)), last].float().mean(0).numpy()
+            out[f"answer_{i}"][row] = cache[name][torch.arange(len(prompts)), lengths - 1].float().mean(0).numpy()
     return out
 
 
@@ -168,7 +164,7 @@ def analogy_parallelism(means: np.ndarray, vocab: dict[str, int], analogies: dic
             "per_family": per_family}
 
 
-def structure_report(directory: Path = ORGANISM_DIR, checkpoint: str = "final", max_docs: int = 1000) -> dict:
+def structure_report(directory: Path | None = None, checkpoint: str = "final", max_docs: int = 1000) -> dict:
     """Circles (weekdays, months), city probe R^2 and analogy parallelism at every site."""
     model = load_organism(directory, checkpoint=checkpoint)
     truth = load_ground_truth(directory)

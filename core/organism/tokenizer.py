@@ -45,8 +45,3 @@ def wrap_tokenizer(core: Tokenizer) -> PreTrainedTokenizerFast:
 def save_tokenizer(tokenizer: PreTrainedTokenizerFast, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(str(directory))
-
-
-def load_tokenizer(directory: Path) -> PreTrainedTokenizerFast:
-    """Load from tokenizer.json (plain JSON; nothing is executed)."""
-    return PreTrainedTokenizerFast.from_pretrained(str(directory))

@@ -1,6 +1,6 @@
 """Train the organism end to end: world -> tokenizer -> transformer (with checkpoints) -> SAEs.
 
-`run_pipeline(config, out_dir)` writes the directory layout that `core.organism.loading` reads
+`run_pipeline(config, out_dir)` writes the directory layout that `core.sources.organism` reads
 (docs/ORGANISM.md). Weights are safetensors, configs plain JSON; nothing is pickled.
 
 SAEs: one TopK SAE per layer on `blocks.{L}.hook_resid_post`, built from SAELens' own
@@ -31,8 +31,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
+from core.organism.evaluate import evaluate_model, lm_loss  # noqa: E402
 from core.organism.tokenizer import build_tokenizer, save_tokenizer  # noqa: E402
 from core.organism.world import World, WorldConfig, build_world, ground_truth  # noqa: E402
+from core.sources.tokens import tokenize_batch  # noqa: E402
 
 MODEL_NAME = "atlas-organism"
 
@@ -115,23 +117,11 @@ def model_config_dict(config: TrainConfig, d_vocab: int) -> dict:
     }
 
 
-def encode_documents(docs: list[str], vocab: dict[str, int], n_ctx: int) -> torch.Tensor:
+def encode_documents(docs: list[str], tokenizer, n_ctx: int) -> torch.Tensor:
     """[n_docs, n_ctx] ids: BOS + words, right-padded with PAD (every doc fits by construction)."""
-    bos, pad, unk = vocab["<bos>"], vocab["<pad>"], vocab["<unk>"]
-    out = torch.full((len(docs), n_ctx), pad, dtype=torch.long)
-    for i, doc in enumerate(docs):
-        ids = [bos] + [vocab.get(w, unk) for w in doc.split()]
-        out[i, : len(ids)] = torch.tensor(ids[:n_ctx])
-    return out
-
-
-def lm_loss(model, tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """Mean next-token cross-entropy over non-PAD targets."""
-    logits = model(tokens, return_type="logits")
-    targets = tokens[:, 1:]
-    return torch.nn.functional.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=pad_id
-    )
+    tokens, _ = tokenize_batch(tokenizer, docs, bos_token_id=tokenizer.bos_token_id,
+                               pad_token_id=tokenizer.pad_token_id, n_ctx=n_ctx, width=n_ctx)
+    return tokens
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -165,7 +155,7 @@ def train_model(
     checkpoint_at = set(log_spaced_steps(config.steps, config.n_checkpoints)) - {config.steps}
     checkpoints: dict[str, int] = {}
     doc_rng = random.Random(config.seed + 1)
-    eval_tokens = encode_documents(world.documents(config.n_eval_docs, seed=config.seed + 2), vocab, config.n_ctx)
+    eval_tokens = encode_documents(world.documents(config.n_eval_docs, seed=config.seed + 2), tokenizer, config.n_ctx)
     start, history = time.time(), []
     for step in range(config.steps + 1):
         if step in checkpoint_at:
@@ -174,7 +164,7 @@ def train_model(
             checkpoints[name] = step
         if step == config.steps:
             break
-        batch = encode_documents([world.sample_document(doc_rng) for _ in range(config.batch_size)], vocab, config.n_ctx)
+        batch = encode_documents([world.sample_document(doc_rng) for _ in range(config.batch_size)], tokenizer, config.n_ctx)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config)
         loss = lm_loss(model, batch, pad_id)
@@ -271,8 +261,8 @@ def train_saes(config: TrainConfig, model, tokenizer, world: World, out_dir: Pat
     vocab = tokenizer.get_vocab()
     pad_id, bos_id = vocab["<pad>"], vocab["<bos>"]
     n_docs = config.sae_train_tokens // (config.n_ctx // 2) + 1
-    train_tokens = encode_documents(world.documents(n_docs, seed=config.seed + 3), vocab, config.n_ctx)
-    eval_tokens = encode_documents(world.documents(max(8, n_docs // 10), seed=config.seed + 2), vocab, config.n_ctx)
+    train_tokens = encode_documents(world.documents(n_docs, seed=config.seed + 3), tokenizer, config.n_ctx)
+    eval_tokens = encode_documents(world.documents(max(8, n_docs // 10), seed=config.seed + 2), tokenizer, config.n_ctx)
     train_acts = harvest_resid(model, train_tokens, pad_id, bos_id, config.sae_train_tokens)
     eval_acts = harvest_resid(model, eval_tokens, pad_id, bos_id, config.sae_train_tokens // 4)
     results = {}
@@ -310,8 +300,7 @@ def write_manifest(out_dir: Path, config: TrainConfig, metrics: dict) -> dict:
 
 def run_pipeline(config: TrainConfig, out_dir: Path, log: Callable[[str], None] = print) -> dict:
     """Regenerate every asset into `out_dir` (replaced); returns the manifest."""
-    from core.organism.evaluate import evaluate_model
-    from core.organism.loading import load_organism
+    from core.sources.organism import load_organism
 
     torch.set_num_threads(config.threads)
     out_dir = Path(out_dir)

@@ -67,15 +67,15 @@ def build_card(directory: str | Path | None = None, quick: bool = False, store: 
     """Harvest the organism in `directory` (its eval corpus through every SAE), run core.analysis, and
     turn the results into card rows. quick: a smaller harvest, fewer checkpoints."""
     from core import analysis as A
-    from core.corpus import CorpusSpec, load_corpus
     from core.harvest import HarvestSettings, harvest_cached
-    from core.models import ModelSpec, load_model
-    from core.organism.loading import ORGANISM_DIR, load_ground_truth
-    from core.saes import load_sae, organism_sae_specs
+    from core.sources.corpus import CorpusSpec, load_corpus
+    from core.sources.models import ModelSpec, load_model
+    from core.sources.organism import load_ground_truth, resolve_dir
+    from core.sources.saes import load_sae, organism_sae_specs
     from core.store import ArtifactStore
 
     say = progress or (lambda _text: None)
-    directory = Path(directory) if directory is not None else ORGANISM_DIR
+    directory = resolve_dir(directory)
     path = str(directory)
     store = store if store is not None else ArtifactStore()
     say(f"loading the organism from {directory}")
@@ -240,7 +240,7 @@ def _circle_text(c: dict) -> str:
 def _circle_rows(name: str, entry: dict) -> list[CardRow]:
     """Per layer (info): the best frequency, its share and p at each location; then the best circle of
     the cycle over locations and layers (pass when p < 0.05 at a frequency with a 2-D plane)."""
-    from core.analysis import CIRCLE_LOCATIONS
+    from core.analysis.circles import CIRCLE_LOCATIONS
 
     rows = []
     locations = entry.get("locations", {})
@@ -332,21 +332,20 @@ def format_card(rows: list[CardRow]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core.organism.loading import ORGANISM_DIR
     from core.store import ArtifactStore
 
     parser = argparse.ArgumentParser(prog="python -m core.organism verify", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dir", default=str(ORGANISM_DIR), help="organism directory (default: the committed one)")
+    parser.add_argument("--dir", default=None, help="organism directory (default: $ATLAS_ORGANISM_DIR, else the committed one)")
     parser.add_argument("--quick", action="store_true", help="small samples: a 20k-token harvest, <= 6 checkpoints")
     parser.add_argument("--cache-dir", default=None, help="artifact store (default: $ATLAS_CACHE_DIR or ~/.cache/atlas)")
     parser.add_argument("--no-checkpoints", action="store_true", help="skip the spectral phases over checkpoints")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any row fails")
     args = parser.parse_args(argv)
-    from core.errors import AtlasError
-
     import contextlib
+
+    from core.errors import AtlasError
 
     try:
         # Model loading prints to stdout (TransformerLens); keep stdout for the card alone.

@@ -174,13 +174,11 @@ def pack_documents(
 
 # ---- sources -----------------------------------------------------------------------------------
 def _world_documents(spec: CorpusSpec) -> Iterator[str]:
+    from core.sources import organism
+
+    directory = organism.resolve_dir(spec.path)
     try:
-        from core.organism import loading
-    except ImportError as error:
-        raise CorpusError(f"The embedded world corpus is not available in this install ({error}).") from error
-    directory = Path(spec.path) if spec.path else loading.ORGANISM_DIR
-    try:
-        texts = loading.world_corpus_texts(directory, split=spec.split)
+        texts = organism.world_corpus_texts(directory, split=spec.split)
     except (FileNotFoundError, KeyError, ValueError) as error:
         raise CorpusError(f"The world corpus has no split {spec.split!r} in {str(directory)!r} ({error}).") from error
     return iter(texts)
@@ -313,7 +311,7 @@ def list_columns(path: str | Path) -> list[str]:
 def _hf_documents(spec: CorpusSpec) -> Iterator[str]:
     if not spec.name:
         raise CorpusError("Give the name of a Hugging Face dataset.")
-    from core.hub import hub_usable, how_to_get, is_offline_failure
+    from core.sources.hub import how_to_get, hub_usable, is_offline_failure
 
     streaming = hub_usable()
     try:

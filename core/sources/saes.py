@@ -2,7 +2,7 @@
 
 Sources (SAESpec.source):
 - "organism": the SAEs trained with the embedded organism, one per hook site
-  (core/organism/loading.organism_sae_dirs); `hook_name` picks the layer, `path` another organism dir.
+  (core.sources.organism.organism_sae_dirs); `hook_name` picks the layer, `path` another organism dir.
 - "release": a SAELens pretrained release and SAE id from the registry that ships inside sae-lens
   (pretrained_saes.yaml), loaded with SAE.from_pretrained(release, sae_id) from the hub or its cache.
 - "dir": a local SAELens directory (cfg.json + sae_weights.safetensors), SAE.load_from_disk.
@@ -276,12 +276,10 @@ def wrap_sae(sae: Any, spec: SAESpec | None = None, origin: str = "in-memory") -
 
 
 def _load_organism_sae(spec: SAESpec, device: str) -> tuple[Any, str]:
-    try:
-        from core.organism import loading
-    except ImportError as error:
-        raise UnknownSAEError(f"The embedded organism's SAEs are not available in this install ({error}).") from error
-    directory = Path(spec.path) if spec.path else loading.ORGANISM_DIR
-    dirs = loading.organism_sae_dirs(directory)
+    from core.sources import organism
+
+    directory = organism.resolve_dir(spec.path)
+    dirs = organism.organism_sae_dirs(directory)
     if not dirs:
         raise UnknownSAEError(f"The organism at {str(directory)!r} has no SAEs.")
     hook = spec.hook_name or next(iter(dirs))
@@ -331,7 +329,7 @@ def _load_release_sae(spec: SAESpec, device: str) -> tuple[Any, str]:
         close = difflib.get_close_matches(spec.sae_id, list(lookup.saes_map), n=5, cutoff=0.4)
         hint = f" Close ids: {', '.join(close)}." if close else f" It has {len(lookup.saes_map)} ids."
         raise UnknownSAEError(f"The release {spec.release!r} has no SAE id {spec.sae_id!r}.{hint}")
-    from core.hub import is_offline_failure, offline_message, require_cached
+    from core.sources.hub import is_offline_failure, offline_message, require_cached
 
     folder = lookup.saes_map[spec.sae_id]
     what = f"The SAE {spec.release}/{spec.sae_id}"
@@ -385,11 +383,11 @@ def release_info(release: str) -> dict[str, Any]:
 
 def organism_sae_specs(directory: str | Path | None = None) -> list[SAESpec]:
     """One spec per organism SAE, in the organism's order of hook sites."""
-    from core.organism import loading
+    from core.sources import organism
 
-    root = Path(directory) if directory else loading.ORGANISM_DIR
+    root = organism.resolve_dir(directory)
     path = str(directory) if directory else None
-    return [SAESpec(source="organism", hook_name=h, path=path) for h in loading.organism_sae_dirs(root)]
+    return [SAESpec(source="organism", hook_name=h, path=path) for h in organism.organism_sae_dirs(root)]
 
 
 # ---- fit ---------------------------------------------------------------------------------------
@@ -401,7 +399,7 @@ def _name_variants(name: str) -> frozenset[str]:
 @lru_cache(maxsize=1024)
 def _name_variants_of(base: str) -> frozenset[str]:
     # cached: tl_aliases rebuilds TransformerLens's alias table, and list_releases asks once per release
-    from core.models import tl_aliases
+    from core.sources.models import tl_aliases
 
     variants = {base, base.rsplit("/", 1)[-1]}
     for v in list(variants):

@@ -1,7 +1,7 @@
 """One face for every language model Atlas can look into.
 
 Sources (ModelSpec.source):
-- "organism": the embedded model organism (core/organism/loading.py), or another organism
+- "organism": the embedded model organism (core/sources/organism.py), or another organism
   directory given as `path`; `checkpoint` is "final" or a saved step such as "step_000123".
 - "transformer_lens": an official TransformerLens name or alias ("gpt2", "pythia-70m-deduped", ...),
   loaded with HookedTransformer.from_pretrained. `checkpoint` selects a training checkpoint of the
@@ -29,18 +29,11 @@ import torch
 
 from core.device import pick_device
 from core.errors import AtlasError, OfflineError, PromptError, UnknownHookError, UnknownModelError
+from core.hooks import BLOCK_SITES, layer_of
+from core.sources.tokens import tokenize_batch
 
 SOURCES = ("organism", "transformer_lens", "hf_dir")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-# Hook sites offered per block, in forward order; only those the model really has are listed.
-BLOCK_SITES = ("hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post")
-_BLOCK_HOOK = re.compile(r"^blocks\.(\d+)\.")
-
-
-def layer_of(hook_name: str) -> int | None:
-    """The block index of a hook name ("blocks.3.hook_resid_post" -> 3); None for a site outside the blocks."""
-    match = _BLOCK_HOOK.match(hook_name)
-    return int(match.group(1)) if match else None
 
 
 @dataclass(frozen=True)
@@ -155,18 +148,12 @@ class LoadedModel:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def to_tokens(self, texts: list[str] | str, prepend_bos: bool = True) -> torch.Tensor:
-        """[batch, pos] long tensor on CPU, right-padded with the pad id, cut to n_ctx.
-
-        Right padding keeps every real token at the same position as when run alone (causal models).
-        """
+        """[batch, pos] long tensor on CPU, right-padded with the pad id, cut to n_ctx (core.sources.tokens)."""
         if isinstance(texts, str):
             texts = [texts]
-        rows = [self._with_bos(self.encode(t), prepend_bos)[: self.n_ctx] for t in texts]
-        width = max((len(r) for r in rows), default=0)
-        out = torch.full((len(rows), max(width, 1)), self.pad_token_id, dtype=torch.long)
-        for i, row in enumerate(rows):
-            out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        return out
+        tokens, _ = tokenize_batch(self.tokenizer, texts, bos_token_id=self.bos_token_id,
+                                   pad_token_id=self.pad_token_id, n_ctx=self.n_ctx, prepend_bos=prepend_bos)
+        return tokens
 
     def _with_bos(self, ids: list[int], prepend_bos: bool) -> list[int]:
         if prepend_bos and self.bos_token_id is not None:
@@ -287,20 +274,18 @@ def from_hooked_transformer(model: Any, spec: ModelSpec, origin: str = "in-memor
 
 
 def _load_organism(spec: ModelSpec, device: torch.device) -> LoadedModel:
-    try:
-        from core.organism import loading
-    except ImportError as error:
-        raise AtlasError(f"The embedded model organism is not available in this install ({error}).") from error
-    directory = Path(spec.path) if spec.path else loading.ORGANISM_DIR
+    from core.sources import organism
+
+    directory = organism.resolve_dir(spec.path)
     if not (directory.is_dir()):
         raise UnknownModelError(f"No model organism at {str(directory)!r}: the directory does not exist.")
     checkpoint = spec.checkpoint or "final"
-    available = loading.list_checkpoints(directory)
+    available = organism.list_checkpoints(directory)
     if checkpoint not in available:
         raise UnknownModelError(
             f"The organism has no checkpoint {checkpoint!r}. Available: {_short_list(available)}."
         )
-    model = loading.load_organism(directory, checkpoint, str(device))
+    model = organism.load_organism(directory, checkpoint, str(device))
     model = model.to(DTYPES[spec.dtype], print_details=False) if spec.dtype != "float32" else model
     return LoadedModel(spec, model, model.tokenizer, origin=str(directory), revision=checkpoint, backend="hooked")
 
@@ -352,9 +337,9 @@ def _load_transformer_lens(spec: ModelSpec, device: torch.device) -> LoadedModel
     revision = "main"
     if ckpt:
         revision = _checkpoint_revision(official, ckpt)
-    from core.hub import is_offline_failure, offline_message, require_cached
-
     from transformer_lens.loading_from_pretrained import NON_HF_HOSTED_MODEL_NAMES
+
+    from core.sources.hub import is_offline_failure, offline_message, require_cached
 
     what = f"The model {spec.name!r}"
     if official not in NON_HF_HOSTED_MODEL_NAMES:

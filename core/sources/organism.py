@@ -16,7 +16,17 @@ from safetensors.torch import load_file  # noqa: E402
 
 from core.errors import AtlasError  # noqa: E402
 
-ORGANISM_DIR: Path = Path(__file__).resolve().parents[2] / "assets" / "organism"
+ORGANISM_DIR: Path = Path(__file__).resolve().parents[2] / "assets" / "organism"  # the committed one
+ORGANISM_DIR_ENV = "ATLAS_ORGANISM_DIR"  # points every organism source at another directory (tests: a tiny one)
+
+
+def resolve_dir(directory: str | os.PathLike | None = None) -> Path:
+    """The organism directory to read: `directory` when given, else $ATLAS_ORGANISM_DIR, else the
+    committed organism. Every caller (models, SAEs, corpus, analysis, app, tooling) goes through here."""
+    if directory:
+        return Path(directory)
+    configured = os.environ.get(ORGANISM_DIR_ENV)
+    return Path(configured) if configured else ORGANISM_DIR
 
 
 class OrganismError(AtlasError):
@@ -36,13 +46,13 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def checkpoint_steps(directory: Path = ORGANISM_DIR) -> dict[str, int]:
+def checkpoint_steps(directory: str | os.PathLike | None = None) -> dict[str, int]:
     """Checkpoint name -> training step, in training order ("final" last)."""
-    steps = _read_json(Path(directory) / "checkpoints.json")
+    steps = _read_json(resolve_dir(directory) / "checkpoints.json")
     return dict(sorted(((str(k), int(v)) for k, v in steps.items()), key=lambda kv: (kv[1], kv[0] == "final")))
 
 
-def list_checkpoints(directory: Path = ORGANISM_DIR) -> list[str]:
+def list_checkpoints(directory: str | os.PathLike | None = None) -> list[str]:
     """["step_000000", ..., "final"] in training order."""
     return list(checkpoint_steps(directory))
 
@@ -56,19 +66,20 @@ def _weights_path(directory: Path, checkpoint: str) -> Path:
     return directory / "checkpoints" / f"{checkpoint}.safetensors"
 
 
-def load_organism_tokenizer(directory: Path = ORGANISM_DIR):
-    from core.organism.tokenizer import load_tokenizer
+def load_organism_tokenizer(directory: str | os.PathLike | None = None):
+    from transformers import PreTrainedTokenizerFast
 
-    if not (Path(directory) / "tokenizer.json").is_file():
+    directory = resolve_dir(directory)
+    if not (directory / "tokenizer.json").is_file():
         raise OrganismError(f"The organism directory {directory} has no tokenizer.json.")
-    return load_tokenizer(Path(directory))
+    return PreTrainedTokenizerFast.from_pretrained(str(directory))  # plain JSON; nothing is executed
 
 
-def load_organism(directory: Path = ORGANISM_DIR, checkpoint: str = "final", device: str = "cpu"):
+def load_organism(directory: str | os.PathLike | None = None, checkpoint: str = "final", device: str = "cpu"):
     """The organism as a TransformerLens HookedTransformer (float32) with its tokenizer attached."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    directory = Path(directory)
+    directory = resolve_dir(directory)
     cfg_dict = _read_json(directory / "config.json")
     weights = _weights_path(directory, checkpoint)
     if not weights.is_file():
@@ -88,25 +99,26 @@ def load_organism(directory: Path = ORGANISM_DIR, checkpoint: str = "final", dev
     return model
 
 
-def organism_sae_dirs(directory: Path = ORGANISM_DIR) -> dict[str, Path]:
+def organism_sae_dirs(directory: str | os.PathLike | None = None) -> dict[str, Path]:
     """Hook name -> SAELens directory (cfg.json + sae_weights.safetensors), by layer."""
-    root = Path(directory) / "saes"
+    root = resolve_dir(directory) / "saes"
     if not root.is_dir():
         return {}
     dirs = [d for d in root.iterdir() if (d / "cfg.json").is_file() and (d / "sae_weights.safetensors").is_file()]
     return {d.name: d for d in sorted(dirs, key=lambda d: int(d.name.split(".")[1]))}
 
 
-def load_ground_truth(directory: Path = ORGANISM_DIR) -> dict:
+def load_ground_truth(directory: str | os.PathLike | None = None) -> dict:
     """The planted structures (schema in docs/ORGANISM.md)."""
-    return _read_json(Path(directory) / "world" / "ground_truth.json")
+    return _read_json(resolve_dir(directory) / "world" / "ground_truth.json")
 
 
-def world_corpus_texts(directory: Path = ORGANISM_DIR, split: str = "eval") -> list[str]:
+def world_corpus_texts(directory: str | os.PathLike | None = None, split: str = "eval") -> list[str]:
     """Documents of the synthetic world: "train" (a sample of the training stream) or "eval"."""
     if split not in ("train", "eval"):
         raise OrganismError(f"Unknown world corpus split {split!r}; use 'train' or 'eval'.")
-    path = Path(directory) / "world" / f"corpus_{split}.txt"
+    directory = resolve_dir(directory)
+    path = directory / "world" / f"corpus_{split}.txt"
     if not path.is_file():
         raise OrganismError(f"The organism directory {directory} has no world/corpus_{split}.txt.")
     return [line for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,110 @@
+"""Spectral phases over training checkpoints (Li et al. 2025; METHODS.md section 4)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import Any, Sequence
+
+import numpy as np
+
+from core.analysis.keys import (
+    AnalysisError,
+    ProgressFn,
+    cached_result,
+    report,
+)
+from core.harvest.checkpoints import (
+    checkpoint_identity,
+    checkpoint_options,
+    checkpoint_spec,
+    harvest_checkpoint,
+    resolve_checkpoints,
+)
+from core.hooks import layer_of, sorted_sites
+
+
+def checkpoint_spectrum(spec: Any, checkpoint: str, max_tokens: int = 4096, store: Any = None,
+                        fit_range: tuple[int, int] | None = None, corpus: Any = None) -> dict[str, Any]:
+    """RankMe, alpha-ReQ and participation ratio (Li et al. 2025; METHODS.md section 4) of every
+    resid_post covariance of one checkpoint, from a moments-only harvest (no SAEs, no reservoir) of a
+    corpus slice of `max_tokens`. Cached per checkpoint, so the model is loaded only on a miss.
+
+    Returns {"sites", "rankme": {site: v}, "alpha": {site: v}, "participation_ratio": {site: v},
+    "fit_note", "harvest"}.
+    """
+    from core.metrics.spectral import spectral_summary
+
+    parts = {"model": checkpoint_identity(spec), "checkpoint": checkpoint, "max_tokens": int(max_tokens),
+             "fit_range": list(fit_range) if fit_range else None,
+             "corpus": None if corpus is None else asdict(corpus)}
+
+    def compute() -> dict:
+        result, key = harvest_checkpoint(spec, checkpoint, max_tokens, store, corpus)
+        out: dict[str, Any] = {"sites": sorted_sites(list(result.sites)), "rankme": {}, "alpha": {},
+                               "participation_ratio": {}, "fit_note": "", "harvest": key}
+        for site in out["sites"]:
+            summary = spectral_summary(np.asarray(result.sites[site].cov, dtype=np.float64), fit_range)
+            out["rankme"][site] = summary.rankme
+            out["alpha"][site] = summary.alpha.alpha
+            out["participation_ratio"][site] = summary.participation_ratio
+            out["fit_note"] = out["fit_note"] or summary.alpha.message
+        return out
+
+    return cached_result(store, "checkpoint_spectrum", parts, compute)
+
+
+def nan_for_none(values: Sequence[Any]) -> list[float]:
+    return [math.nan if v is None else float(v) for v in values]
+
+
+def spectra_over_checkpoints(model: Any = None, checkpoints: Sequence[str] | None = None,
+                             max_tokens: int = 4096, store: Any = None, progress: ProgressFn | None = None,
+                             smoothing: float = 0.5, fit_range: tuple[int, int] | None = None,
+                             device: str | None = None, corpus: Any = None) -> dict[str, Any]:
+    """Spectral phases over training (Li et al. 2025; METHODS.md section 4) on a model's checkpoints.
+
+    `model` is a core.sources.models.ModelSpec (the organism, or a TransformerLens model with training
+    checkpoints: see `checkpoint_options`), an organism directory, or None (the committed organism);
+    `checkpoints` are identifiers of `checkpoint_options` (None: all of them); `device` overrides the
+    spec's (an organism directory defaults to "cpu"); `corpus` is the CorpusSpec to harvest on
+    (needed for TransformerLens models; the organism defaults to its world's eval split).
+    Each checkpoint is loaded with core.sources.models.load_model, harvested for its moments on `max_tokens`
+    tokens (`checkpoint_spectrum`, cached per checkpoint, so adding one recomputes only that one) and
+    freed. RankMe / alpha-ReQ / PR give [layer x checkpoint] tables, and `segment_phases` (sign of
+    d smoothed RankMe / d log step) gives the phases per layer with the raw curves.
+    """
+    from core.metrics.spectral import segment_phases
+
+    spec = checkpoint_spec(model, device)
+    options = checkpoint_options(spec)
+    names = resolve_checkpoints(spec, options, checkpoints)
+    if len(names) < 2:
+        raise AnalysisError("Spectral phases need at least 2 checkpoints.")
+    if corpus is None and spec.source != "organism":  # say so before any checkpoint is downloaded
+        raise AnalysisError("Choose a corpus (in the sidebar) to harvest the checkpoints on.")
+    steps = [options[n] for n in names]
+    parts = {"model": checkpoint_identity(spec), "checkpoints": names, "steps": steps,
+             "max_tokens": int(max_tokens), "smoothing": smoothing, "fit_range": fit_range,
+             "corpus": None if corpus is None else asdict(corpus)}
+
+    def compute() -> dict:
+        per_checkpoint = []
+        for i, name in enumerate(names):
+            report(progress, i / len(names), f"checkpoint {name} (step {options[name]:,}; {i + 1}/{len(names)})")
+            per_checkpoint.append(checkpoint_spectrum(spec, name, max_tokens, store, fit_range, corpus))
+        report(progress, 1.0, "spectra and phases")
+        sites = per_checkpoint[0]["sites"]
+        if any(p["sites"] != sites for p in per_checkpoint):
+            raise AnalysisError("The checkpoints do not share the same activation sites.")
+        table = {metric: [[p[metric][site] for p in per_checkpoint] for site in sites]
+                 for metric in ("rankme", "alpha", "participation_ratio")}
+        phases = {site: segment_phases(steps, nan_for_none(rm), nan_for_none(al), smoothing=smoothing).to_dict()
+                  for site, rm, al in zip(sites, table["rankme"], table["alpha"])}
+        return {"sites": sites, "layers": [layer_of(s) for s in sites], "checkpoints": names, "steps": steps,
+                "tables": table, "phases": phases,
+                "fit_note": next((p["fit_note"] for p in per_checkpoint if p["fit_note"]), ""),
+                "max_tokens": int(max_tokens), "smoothing": smoothing,
+                "checkpoint_keys": [p["key"] for p in per_checkpoint]}
+
+    return cached_result(store, "spectra_over_checkpoints", parts, compute)

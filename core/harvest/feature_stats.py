@@ -1,0 +1,220 @@
+"""Per-SAE feature statistics: L1 mass, firing counts, max, histograms, top-k and quantile contexts,
+L1 snapshots and reconstruction quality, all updated from the sparse codes only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.harvest.sampling import EMPTY_KEY, TOP_EMPTY, bottom_per_cell, float_order_key, hash_keys, mix32, to_numpy
+from core.harvest.settings import HarvestSettings, snapshot_counts
+
+
+class FeatureStats:
+    """Per-feature statistics of one SAE, plus its reconstruction quality at its site.
+
+    update_sparse(n, rows, feats, vals, x, x_hat, chunk, pos) with the positive codes of the n kept
+    tokens as (rows, feats, vals), x / x_hat [n, d_in] (activations and reconstructions), chunk / pos [n]
+    (corpus place of each token). Everything is vectorised over the non-zero codes; no Python loop
+    runs over features.
+    """
+
+    def __init__(self, d_sae: int, d_in: int, settings: HarvestSettings, context: int,
+                 device: torch.device | str = "cpu"):
+        self.d_sae, self.d_in, self.settings, self.context = d_sae, d_in, settings, context
+        s = settings
+        self.hist_edges = torch.tensor(s.hist_edges, dtype=torch.float32, device=device)
+        self.n_hist = self.hist_edges.numel() + 1  # inner bins + underflow + overflow
+        self.band_edges = torch.tensor(s.quantile_edges[:-1], dtype=torch.float32, device=device)
+        self.n_bands = self.band_edges.numel()  # inner bands + one band above hist_max
+        k, m, nb = s.top_k, s.quantile_samples, self.n_bands
+        f64, i64 = torch.float64, torch.int64
+        self.n_tokens = 0
+        self.l1 = torch.zeros(d_sae, dtype=f64, device=device)
+        self.fire = torch.zeros(d_sae, dtype=i64, device=device)
+        self.max = torch.zeros(d_sae, dtype=torch.float32, device=device)
+        self.hist = torch.zeros(d_sae * self.n_hist, dtype=i64, device=device)
+        self.top_val = torch.full((d_sae, k), -1.0, dtype=torch.float32, device=device)
+        self.top_key = torch.full((d_sae, k), TOP_EMPTY, dtype=i64, device=device)
+        self.top_chunk = torch.full((d_sae, k), -1, dtype=i64, device=device)
+        self.top_pos = torch.full((d_sae, k), -1, dtype=i64, device=device)
+        self.q_key = torch.full((d_sae * nb, m), EMPTY_KEY, dtype=i64, device=device)
+        self.q_val = torch.zeros((d_sae * nb, m), dtype=torch.float32, device=device)
+        self.q_chunk = torch.full((d_sae * nb, m), -1, dtype=i64, device=device)
+        self.q_pos = torch.full((d_sae * nb, m), -1, dtype=i64, device=device)
+        self._feature_hash = mix32(torch.arange(d_sae, dtype=i64, device=device) + 0x165667B1)
+        # reconstruction: streaming sums for 1 - SSE/SST, MSE and L0
+        self.sse = torch.zeros((), dtype=f64, device=device)
+        self.sum_x = torch.zeros(d_in, dtype=f64, device=device)
+        self.sum_sq = torch.zeros((), dtype=f64, device=device)
+        self.l0_sum = 0
+        self.snap_counts = snapshot_counts()
+        self.snap_taken: list[int] = []
+        self.snap_l1: list[torch.Tensor] = []
+
+    # -- update -----------------------------------------------------------------------
+    def update_sparse(self, n: int, rows: torch.Tensor, feats: torch.Tensor, vals: torch.Tensor,
+                      x: torch.Tensor, x_hat: torch.Tensor, chunk: torch.Tensor, pos: torch.Tensor,
+                      token_hash: torch.Tensor | None = None) -> None:
+        """The positive codes of n tokens as (rows, feats, vals) in row-major order (`(z > 0).nonzero()`);
+        every statistic reads only these nnz entries, never a dense [n, d_sae] code.
+
+        token_hash: hash_keys(settings.seed + 1, chunk, pos) when the caller already has it (it is the
+        same for every SAE of a batch); computed here when None."""
+        if n == 0:
+            return
+        vals = vals.to(torch.float32)
+        vals64 = vals.to(torch.float64)
+        self._snapshots(n, rows, feats, vals64)
+        self.n_tokens += n
+        self.l0_sum += int(rows.numel())
+        self.l1.index_add_(0, feats, vals64)
+        self.fire += torch.bincount(feats, minlength=self.d_sae)
+        self.max.scatter_reduce_(0, feats, vals, reduce="amax")
+        bins = torch.bucketize(vals, self.hist_edges, right=True)  # 0 under, n_edges over
+        self.hist += torch.bincount(feats * self.n_hist + bins, minlength=self.hist.numel())
+        self._update_top(rows, feats, vals, chunk, pos)
+        self._update_quantiles(rows, feats, vals, chunk, pos, token_hash)
+        xd = x.to(torch.float64)
+        self.sse += ((xd - x_hat.to(torch.float64)) ** 2).sum()
+        self.sum_x += xd.sum(0)
+        self.sum_sq += (xd**2).sum()
+
+    def _snapshots(self, n: int, rows, feats, vals64) -> None:
+        start = self.n_tokens
+        due = self.snap_counts[(self.snap_counts > start) & (self.snap_counts <= start + n)]
+        for count in due.tolist():  # a handful per decade of tokens: log-spaced
+            upto = rows < (count - start)
+            partial = self.l1.clone().index_add_(0, feats[upto], vals64[upto])
+            self.snap_taken.append(count)
+            self.snap_l1.append(partial)
+
+    def _update_top(self, rows, feats, vals, chunk, pos) -> None:
+        k = self.settings.top_k
+        # an entry below its feature's current k-th value can never enter (the k-th value only rises);
+        # empty slots hold -1, so features with room keep every entry. Exact: ties are kept.
+        can_enter = vals >= self.top_val[feats, -1]
+        rows, feats, vals = rows[can_enter], feats[can_enter], vals[can_enter]
+        idx, _ = bottom_per_cell(feats, float_order_key(vals), self.d_sae, k)
+        valid = idx >= 0
+        safe = idx.clamp(min=0)
+        cand_val = torch.where(valid, vals[safe], torch.full_like(vals[safe], -1.0))
+        cand_chunk = torch.where(valid, chunk[rows[safe]], -1)
+        cand_pos = torch.where(valid, pos[rows[safe]], -1)
+        self._merge_top(self._top_keys(cand_val, cand_chunk, cand_pos), cand_val, cand_chunk, cand_pos)
+
+    def _top_keys(self, val, chunk, pos) -> torch.Tensor:
+        """Order of top-k candidates: larger value first, then earlier corpus place (chunk, pos)
+        (place taken modulo 2^31), so equal activations resolve the same way in any shard order."""
+        place = (chunk * self.context + pos) & 0x7FFFFFFF
+        key = (float_order_key(val.clamp(min=0)) << 31) | place
+        return torch.where(val > 0, key, torch.full_like(key, TOP_EMPTY))
+
+    def _merge_top(self, key, val, chunk, pos) -> None:
+        # only features whose best candidate beats their current k-th entry can change
+        rows = (key[:, 0] < self.top_key[:, -1]).nonzero(as_tuple=True)[0]
+        if rows.numel() == 0:
+            return
+        if rows.numel() < self.d_sae:
+            sub = (self.top_key[rows], self.top_val[rows], self.top_chunk[rows], self.top_pos[rows])
+            new = self._merged_top(sub, (key[rows], val[rows], chunk[rows], pos[rows]))
+            for buffer, values in zip((self.top_key, self.top_val, self.top_chunk, self.top_pos), new):
+                buffer[rows] = values
+            return
+        self.top_key, self.top_val, self.top_chunk, self.top_pos = self._merged_top(
+            (self.top_key, self.top_val, self.top_chunk, self.top_pos), (key, val, chunk, pos))
+
+    def _merged_top(self, mine, theirs):
+        all_key = torch.cat([mine[0], theirs[0]], 1)
+        keep = torch.topk(all_key, self.settings.top_k, dim=1, largest=False).indices  # sorted: best first
+        return tuple(torch.cat([a, b], 1).gather(1, keep) for a, b in zip(mine, theirs))
+
+    def _update_quantiles(self, rows, feats, vals, chunk, pos, token_hash=None) -> None:
+        m = self.settings.quantile_samples
+        if m == 0:
+            return
+        band = torch.bucketize(vals, self.band_edges, right=True) - 1  # -1: below hist_min
+        inside = band >= 0
+        rows, feats, vals, band = rows[inside], feats[inside], vals[inside], band[inside]
+        tok_chunk, tok_pos = chunk[rows], pos[rows]
+        # = hash_keys(seed + 1, chunk, pos, feature), with the (chunk, pos) part hashed once per token
+        # and the feature part read from a table: the hash is a chain, so the keys are the same bits
+        if token_hash is None:
+            token_hash = hash_keys(self.settings.seed + 1, chunk, pos)
+        keys = mix32(token_hash[rows] ^ self._feature_hash[feats])
+        cells = feats * self.n_bands + band
+        # a key above the largest kept key of a full cell can never enter it (empty slots: EMPTY_KEY)
+        can_enter = keys <= self.q_key[cells, -1]
+        vals, tok_chunk, tok_pos, keys, cells = (vals[can_enter], tok_chunk[can_enter], tok_pos[can_enter],
+                                                 keys[can_enter], cells[can_enter])
+        idx, cand_key = bottom_per_cell(cells, keys, self.q_key.shape[0], m)
+        safe = idx.clamp(min=0)
+        valid = idx >= 0
+        self._merge_quantiles(
+            cand_key,
+            torch.where(valid, vals[safe], 0.0),
+            torch.where(valid, tok_chunk[safe], -1),
+            torch.where(valid, tok_pos[safe], -1),
+        )
+
+    def _merge_quantiles(self, key, val, chunk, pos) -> None:
+        m = self.settings.quantile_samples
+        rows = (key[:, 0] < self.q_key[:, -1]).nonzero(as_tuple=True)[0]  # cells that can change
+        if rows.numel() == 0:
+            return
+        buffers = (self.q_key, self.q_val, self.q_chunk, self.q_pos)
+        all_key = torch.cat([self.q_key[rows], key[rows]], 1)
+        keep = torch.topk(all_key, m, dim=1, largest=False).indices
+        for buffer, new in zip(buffers, (key, val, chunk, pos)):
+            buffer[rows] = torch.cat([buffer[rows], new[rows]], 1).gather(1, keep)
+
+    # -- merge ------------------------------------------------------------------------
+    def merge(self, other: "FeatureStats") -> "FeatureStats":
+        offset_l1 = self.l1.clone()
+        for count, l1 in zip(other.snap_taken, other.snap_l1):
+            self.snap_taken.append(self.n_tokens + count)
+            self.snap_l1.append(offset_l1 + l1)
+        self.n_tokens += other.n_tokens
+        self.l0_sum += other.l0_sum
+        self.l1 += other.l1
+        self.fire += other.fire
+        self.max = torch.maximum(self.max, other.max)
+        self.hist += other.hist
+        self._merge_top(other.top_key, other.top_val, other.top_chunk, other.top_pos)
+        if self.settings.quantile_samples:
+            self._merge_quantiles(other.q_key, other.q_val, other.q_chunk, other.q_pos)
+        self.sse += other.sse
+        self.sum_x += other.sum_x
+        self.sum_sq += other.sum_sq
+        return self
+
+    # -- result -----------------------------------------------------------------------
+    def result(self) -> dict[str, Any]:
+        """Plain numpy arrays (shapes in the HarvestResult docstring) and reconstruction scalars."""
+        n, d_sae, nb, m = self.n_tokens, self.d_sae, self.n_bands, self.settings.quantile_samples
+        sst = self.sum_sq - (self.sum_x**2).sum() / n if n else torch.tensor(float("nan"))
+        empty = self.top_val < 0
+        q_empty = self.q_key == EMPTY_KEY
+        snaps = (
+            torch.stack(self.snap_l1) if self.snap_l1 else torch.zeros(0, d_sae, dtype=torch.float64)
+        )
+        return {
+            "n_tokens": n,
+            "l1_mass": to_numpy(self.l1),
+            "fire_count": to_numpy(self.fire),
+            "max_act": to_numpy(self.max),
+            "hist": to_numpy(self.hist.view(d_sae, self.n_hist)),
+            "top_values": to_numpy(torch.where(empty, 0.0, self.top_val)),
+            "top_chunk": to_numpy(self.top_chunk),
+            "top_pos": to_numpy(self.top_pos),
+            "quantile_values": to_numpy(torch.where(q_empty, 0.0, self.q_val).view(d_sae, nb, m)),
+            "quantile_chunk": to_numpy(self.q_chunk.view(d_sae, nb, m)),
+            "quantile_pos": to_numpy(self.q_pos.view(d_sae, nb, m)),
+            "l1_snapshot_tokens": np.asarray(self.snap_taken, dtype=np.int64),
+            "l1_snapshots": to_numpy(snaps),
+            "explained_variance": float(1.0 - self.sse / sst) if n else float("nan"),
+            "mse": float(self.sse / (n * self.d_in)) if n else float("nan"),
+            "l0": float(self.l0_sum / n) if n else float("nan"),
+        }

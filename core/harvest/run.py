@@ -1,0 +1,160 @@
+"""The pass itself: run the model over the corpus in batches, feed the state, finalize; and the cached entry point."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from core.errors import AtlasError
+from core.harvest.result import HarvestResult, finalize
+from core.harvest.settings import HarvestSettings
+from core.harvest.state import HarvestState, default_sites, sae_hook_name, sae_labels
+
+ProgressFn = Callable[[int, int, float], None]
+
+
+def _model_device(model: Any) -> torch.device:
+    device = getattr(model, "device", None)
+    if device is not None:
+        return torch.device(device)
+    card = getattr(model, "card", None)
+    return torch.device(getattr(card, "device", "cpu"))
+
+
+def n_sequences_for(corpus_tokens: torch.Tensor, max_tokens: int | None) -> int:
+    n_chunks, ctx = corpus_tokens.shape
+    return n_chunks if max_tokens is None else min(n_chunks, max(1, -(-max_tokens // ctx)))
+
+
+def harvest_shard(model: Any, saes: Sequence[Any], corpus: Any, settings: HarvestSettings,
+                  start: int = 0, stop: int | None = None, progress: ProgressFn | None = None) -> HarvestState:
+    """Run the pass over corpus sequences [start, stop) and return the un-finalized state."""
+    tokens_all = corpus.tokens
+    if tokens_all.ndim != 2 or tokens_all.shape[0] == 0:
+        raise AtlasError("The corpus holds no token sequences to harvest.")
+    stop = n_sequences_for(tokens_all, settings.max_tokens) if stop is None else stop
+    ctx = int(tokens_all.shape[1])
+    n_ctx = getattr(model, "n_ctx", None)
+    if n_ctx is not None and ctx > n_ctx:
+        raise AtlasError(f"The corpus sequences hold {ctx} tokens, more than the model's context of {n_ctx}.")
+    labels = sae_labels(saes)
+    sites = list(settings.sites) if settings.sites is not None else default_sites(model, saes)
+    hooks = list(dict.fromkeys(sites + [sae_hook_name(s) for s in saes]))
+    device = _model_device(model)
+    state = HarvestState(settings=settings, context=ctx, bos_token_id=getattr(model, "bos_token_id", None))
+    total = (stop - start) * ctx
+    began = time.perf_counter()
+    # no_grad, not inference_mode: the statistics must stay ordinary tensors so shards can merge later
+    with torch.no_grad():
+        for first in range(start, stop, settings.batch_size):
+            last = min(stop, first + settings.batch_size)
+            batch = tokens_all[first:last].to(device)
+            acts = model.run(batch, hooks)
+            state.update(batch, torch.arange(first, last, device=device), acts, saes, labels, sites)
+            if progress is not None:
+                done = (last - start) * ctx
+                elapsed = time.perf_counter() - began
+                progress(done, total, elapsed / done * (total - done))
+    return state
+
+
+def harvest(model: Any, saes: Sequence[Any], corpus: Any, settings: HarvestSettings | None = None,
+            progress: ProgressFn | None = None, sources: dict[str, Any] | None = None) -> HarvestResult:
+    """One streaming pass over the corpus: every statistic of every site and SAE.
+
+    model: core.sources.models.LoadedModel (run(tokens, hook_names) -> {name: [b, pos, d]}, bos_token_id, device);
+    saes: core.sources.saes.LoadedSAE list (hook_name, encode, decode); corpus: core.sources.corpus.Corpus (tokens
+    [n_chunks, ctx]); progress(done_tokens, total_tokens, seconds_left). Memory is bounded by the
+    batch and the statistics' fixed sizes, whatever the corpus length. sources: describe_sources(model,
+    saes, corpus) when the caller already has it (it hashes every corpus token).
+    """
+    settings = settings or HarvestSettings()
+    began = time.perf_counter()
+    state = harvest_shard(model, saes, corpus, settings, progress=progress)
+    if sources is None:
+        sources = describe_sources(model, saes, corpus)
+    return finalize(state, corpus.tokens, sources=sources, seconds=time.perf_counter() - began)
+
+
+# ---------------------------------------------------------------------------------------------
+# caching
+# ---------------------------------------------------------------------------------------------
+def describe_sources(model: Any, saes: Sequence[Any], corpus: Any) -> dict[str, Any]:
+    """What identifies the inputs of a harvest (part of the cache key)."""
+    card = getattr(model, "card", None)
+    model_part = {
+        "name": getattr(card, "name", type(model).__name__),
+        "source": getattr(card, "source", None),
+        "origin": getattr(card, "origin", None),
+        "revision": getattr(card, "revision", None),
+        "dtype": getattr(card, "dtype", None),
+    }
+    sae_parts = []
+    for sae in saes:
+        spec = getattr(sae, "spec", None)
+        sae_parts.append({
+            "hook_name": sae_hook_name(sae),
+            "spec": asdict(spec) if spec is not None and hasattr(spec, "__dataclass_fields__") else None,
+            "d_sae": int(getattr(sae, "d_sae", 0) or sae.cfg.d_sae),
+            "architecture": str(getattr(sae, "architecture", None)),
+            "model_name": getattr(sae, "model_name", None),
+        })
+    tokens = corpus.tokens
+    spec = getattr(corpus, "spec", None)
+    corpus_part = {
+        "description": getattr(corpus, "description", None),
+        "spec": asdict(spec) if spec is not None and hasattr(spec, "__dataclass_fields__") else None,
+        "shape": list(tokens.shape),
+        # content hash: two corpora with the same description but other tokens never share a key
+        "sha256": _tokens_digest(tokens),
+    }
+    return {"model": model_part, "saes": sae_parts, "corpus": corpus_part}
+
+
+def _tokens_digest(tokens: torch.Tensor) -> str:
+    import hashlib
+
+    array = np.ascontiguousarray(tokens.cpu().numpy().astype(np.int64))
+    return hashlib.sha256(array.tobytes()).hexdigest()
+
+
+def harvest_key(model: Any, saes: Sequence[Any], corpus: Any, settings: HarvestSettings,
+                sources: dict[str, Any] | None = None) -> str:
+    """The store key of a harvest; sources: describe_sources(model, saes, corpus) when already built."""
+    from core.store import artifact_key
+
+    if sources is None:
+        sources = describe_sources(model, saes, corpus)
+    return artifact_key(kind="harvest", sources=sources, settings=settings.to_dict())
+
+
+def harvest_cached(model: Any, saes: Sequence[Any], corpus: Any, settings: HarvestSettings | None = None,
+                   store: Any = None, progress: ProgressFn | None = None,
+                   key: str | None = None) -> tuple[HarvestResult, str]:
+    """The harvest of these inputs from the store, computed (and saved) only when missing.
+
+    Returns (result, key). The key covers the model (name, revision/checkpoint), the SAEs, the corpus
+    (description + content hash of the slice), the settings and core.store.CODE_VERSION. key: the
+    caller's harvest_key(model, saes, corpus, settings), when it already computed it.
+    """
+    from core.store import ArtifactStore
+
+    settings = settings or HarvestSettings()
+    store = store if store is not None else ArtifactStore()
+    # describe_sources hashes every corpus token: build it at most once per call
+    sources = None
+    if key is None:
+        sources = describe_sources(model, saes, corpus)
+        key = harvest_key(model, saes, corpus, settings, sources=sources)
+    cached = HarvestResult.load(store, key)
+    if cached is not None:
+        if progress is not None:
+            progress(1, 1, 0.0)
+        return cached, key
+    result = harvest(model, saes, corpus, settings, progress, sources=sources)
+    result.save(store, key)
+    return result, key

@@ -1,0 +1,65 @@
+"""Deterministic sampling keys: uniform hashes of (seed, corpus chunk, position[, feature]) and bottom-k
+selection per cell, so a sharded harvest merges to exactly the one-pass result."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+_MASK32 = 0xFFFFFFFF
+EMPTY_KEY = 1 << 62  # larger than any (32-bit) sampling key
+TOP_EMPTY = (1 << 63) - 1  # larger than any top-k order key (< 2^62)
+
+
+def mix32(x: torch.Tensor) -> torch.Tensor:
+    """lowbias32 integer hash on int64 tensors holding values in [0, 2^32).
+
+    int64 products wrap in two's complement, so masking keeps the exact low 32 bits.
+    """
+    x = x & _MASK32
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _MASK32
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & _MASK32
+    return x ^ (x >> 16)
+
+
+def hash_keys(seed: int, *parts: torch.Tensor) -> torch.Tensor:
+    """A 32-bit key per element, uniform and deterministic in (seed, parts...)."""
+    h = mix32(torch.as_tensor(seed * 0x9E3779B9 + 0x632BE5AB, dtype=torch.int64))
+    for part in parts:
+        h = mix32(h ^ mix32(part.to(torch.int64) + 0x165667B1))
+    return h
+
+
+def bottom_per_cell(cells: torch.Tensor, keys: torch.Tensor, n_cells: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For entries labelled by cell, the (up to) m entries with the smallest 32-bit key per cell.
+
+    Returns (entry index [n_cells, m] with -1 for empty slots, key [n_cells, m] with EMPTY_KEY).
+    One sort of a composite int64 (cell << 32 | key); no Python loop over cells.
+    """
+    device = cells.device
+    index = torch.full((n_cells, m), -1, dtype=torch.int64, device=device)
+    out_keys = torch.full((n_cells, m), EMPTY_KEY, dtype=torch.int64, device=device)
+    if cells.numel() == 0 or m == 0:
+        return index, out_keys
+    composite = (cells.to(torch.int64) << 32) | keys
+    order = torch.sort(composite, stable=True).indices  # stable: equal keys keep corpus order
+    sorted_cells = cells[order]
+    first = torch.searchsorted(sorted_cells, sorted_cells)  # first position of each entry's cell
+    rank = torch.arange(order.numel(), device=device) - first
+    keep = rank < m
+    rows, slots, kept = sorted_cells[keep], rank[keep], order[keep]
+    index[rows, slots] = kept
+    out_keys[rows, slots] = keys[kept]
+    return index, out_keys
+
+
+def float_order_key(values: torch.Tensor) -> torch.Tensor:
+    """32-bit keys that sort positive float32 values descending (smaller key = larger value)."""
+    bits = values.to(torch.float32).contiguous().view(torch.int32).to(torch.int64)
+    return (0x7FFFFFFF - bits) & _MASK32
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
