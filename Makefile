@@ -6,12 +6,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install run test bench
 
-$(STAMP): requirements.txt constraints.txt
+$(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and alone: the pinned CPU build is on disk; an unpinned torch pulls CUDA.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
+	# Atlas itself, editable: the `atlas` command, and `core`/`app` importable from anywhere.
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)

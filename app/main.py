@@ -7,12 +7,9 @@ skipped, so a new view is added by writing pages/<name>.py and, if it is new her
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -31,12 +28,13 @@ PAGES = [
 
 
 def main() -> None:
+    from app.resources import get_session_store
     from app.sidebar import render_sidebar
     from app.state import apply_query_session, init_state
 
     st.set_page_config(page_title="Atlas", page_icon=":material/explore:", layout="wide")
     init_state()
-    apply_query_session()
+    apply_query_session(get_session_store())
     pages = {url: st.Page(ROOT / "pages" / file, title=title, icon=icon, url_path=url, default=(url == "home"))
              for file, title, icon, url in PAGES if (ROOT / "pages" / file).is_file()}
     navigation = st.navigation(list(pages.values()))

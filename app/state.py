@@ -80,11 +80,8 @@ def set_page(name: str) -> None:
     st.session_state["page"] = name
 
 
-def current_session(title: str, notes: str) -> Session:
-    """The session document of what this browser session shows now."""
-    from app.resources import current_sources
-
-    sources = current_sources()
+def current_session(title: str, notes: str, sources: Any) -> Session:
+    """The session document of what this browser session shows now (`sources`: app.resources.Sources)."""
     ui = {k: _plain(st.session_state.get(k)) for k in SOURCE_KEYS}
     settings = {k: _plain(st.session_state.get(k)) for k in SETTING_KEYS}
     settings.update({f"ui_{k}": v for k, v in ui.items() if v is not None})
@@ -118,18 +115,16 @@ def apply_session(session: Session) -> None:
     st.session_state["pending_page"] = session.page
 
 
-def apply_query_session() -> None:
-    """On the first run of a browser session, open `?session=<id>` when the URL has one."""
+def apply_query_session(session_store: Any) -> None:
+    """On the first run of a browser session, open `?session=<id>` (from `session_store`) when the URL has one."""
     if st.session_state.get("_query_applied"):
         return
     st.session_state["_query_applied"] = True
     session_id = st.query_params.get("session")
     if not session_id:
         return
-    from app.resources import get_session_store
-
     try:
-        session = get_session_store().load(session_id)
+        session = session_store.load(session_id)
     except AtlasError as error:
         st.session_state["_startup_error"] = str(error)
         return

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app.resources import get_session_store, get_store
+from app.resources import current_sources, get_session_store, get_store
 from app.state import apply_session, current_session
 from core.errors import AtlasError
 from core.sessions import export_bundle, import_bundle
@@ -23,7 +23,7 @@ with st.form("save_session", clear_on_submit=False):
     submitted = st.form_submit_button("Save session", type="primary")
 if submitted:
     try:
-        session = current_session(title, notes)
+        session = current_session(title, notes, current_sources())
         session.page = previous_page if previous_page != "sessions" else "home"
         session_id = sessions.save(session)
         st.success(f"Saved as session {session_id}.")

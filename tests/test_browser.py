@@ -55,7 +55,8 @@ def server(tiny_organism_dir, tmp_path):
     port = _free_port()
     env = {**os.environ, "ATLAS_ORGANISM_DIR": str(tiny_organism_dir), "ATLAS_HOME": str(tmp_path / "home"),
            "ATLAS_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",
-           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+           "PYTHONPATH": str(ROOT)}  # this checkout's code, whatever an editable install points at
     log = open(tmp_path / "server.log", "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.headless", "true",

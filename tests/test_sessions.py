@@ -180,7 +180,7 @@ def test_cli_import(tmp_path, stores, capsys):
 
 
 def test_python_m_core_import_bundle(tmp_path, stores):
-    from core.__main__ import main
+    from core.cli import main
 
     artifacts, _, key = stores
     bundle = tmp_path / "b.zip"

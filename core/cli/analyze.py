@@ -1,0 +1,220 @@
+"""`atlas analyze` / `python -m core analyze`: harvest a corpus through a model and its SAEs, run every
+measurement, and write a session (session.json, bundle.zip, the artifacts)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+
+def model_spec_from_arg(value: str, checkpoint: str | None, device: str, dtype: str, organism_dir: str | None):
+    """organism | <existing HF directory> | <TransformerLens name>."""
+    from core.sources.models import ModelSpec
+
+    if value == "organism":
+        return ModelSpec(source="organism", path=organism_dir, checkpoint=checkpoint, device=device, dtype=dtype)
+    if Path(value).expanduser().is_dir():
+        path = str(Path(value).expanduser().resolve())
+        return ModelSpec(source="hf_dir", name=Path(path).name, path=path, checkpoint=checkpoint,
+                         device=device, dtype=dtype)
+    return ModelSpec(source="transformer_lens", name=value, checkpoint=checkpoint, device=device, dtype=dtype)
+
+
+def sae_specs_from_args(values: list[str], organism_dir: str | None) -> list[Any]:
+    """organism (every organism SAE) | organism:<hook> | <SAELens dir> | <release>:<sae_id>."""
+    from core.errors import UnknownSAEError
+    from core.sources.saes import SAESpec, organism_sae_specs
+
+    specs = []
+    for value in values:
+        if value == "organism":
+            specs += organism_sae_specs(organism_dir)
+        elif value.startswith("organism:"):
+            specs.append(SAESpec(source="organism", hook_name=value.split(":", 1)[1], path=organism_dir))
+        elif Path(value).expanduser().is_dir():
+            specs.append(SAESpec(source="dir", path=str(Path(value).expanduser().resolve())))
+        elif ":" in value:
+            release, sae_id = value.split(":", 1)
+            specs.append(SAESpec(source="release", release=release, sae_id=sae_id))
+        else:
+            raise UnknownSAEError(
+                f"--sae {value!r} is neither 'organism', an existing SAELens directory, nor <release>:<sae_id>."
+            )
+    return specs
+
+
+def corpus_spec_from_arg(value: str, context_size: int, max_chunks: int | None, split: str,
+                         organism_dir: str | None, prepend_bos: bool):
+    """world | hf:<dataset>[:column] | <file>[:column]."""
+    from core.errors import CorpusError
+    from core.sources.corpus import CorpusSpec
+
+    common = {"context_size": context_size, "max_chunks": max_chunks, "prepend_bos": prepend_bos}
+    if value == "world":
+        return CorpusSpec(source="world", path=organism_dir, split=split if split != "train" else "eval", **common)
+    if value.startswith("hf:"):
+        name, _, column = value[3:].partition(":")
+        return CorpusSpec(source="hf_dataset", name=name, column=column or None, split=split, **common)
+    path, column = value, None
+    if not Path(value).expanduser().is_file() and ":" in value:
+        path, column = value.rsplit(":", 1)
+    if not Path(path).expanduser().is_file():
+        raise CorpusError(f"--corpus {value!r}: no such file (or use 'world', or hf:<dataset>).")
+    return CorpusSpec(source="file", path=str(Path(path).expanduser().resolve()), column=column, **common)
+
+
+def _tqdm_progress(enabled: bool) -> tuple[Callable[[int, int, float], None] | None, Callable[[], None]]:
+    if not enabled:
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="tok", unit_scale=True, desc="harvest", file=sys.stderr)
+
+    def progress(done: int, total: int, seconds_left: float) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    return progress, bar.close
+
+
+def _run_analysis(result: Any, model: Any, saes: list, store: Any) -> list[str]:
+    """core.analysis.run_all on the harvest; returns the artifact keys it reports."""
+    from core.analysis import run_all
+
+    return run_all(model, saes, result, store=store)["artifact_keys"]
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from core.harvest import HarvestSettings, harvest_cached
+    from core.sources.corpus import load_corpus
+    from core.sources.models import load_model
+    from core.sources.saes import load_sae
+    from core.store import ArtifactStore
+
+    out = Path(args.out).expanduser()
+    model_spec = model_spec_from_arg(args.model, args.checkpoint, args.device, args.dtype, args.organism_dir)
+    sae_specs = sae_specs_from_args(args.sae or [], args.organism_dir)
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    say(f"loading model {args.model} ...")
+    model = load_model(model_spec)
+    saes = [load_sae(spec, model) for spec in sae_specs]
+    for sae in saes:
+        for warning in sae.fit_warnings:
+            say(f"warning: {warning}")
+    max_chunks = None if args.max_tokens is None else max(1, math.ceil(args.max_tokens / args.context_size))
+    corpus_spec = corpus_spec_from_arg(args.corpus, args.context_size, max_chunks, args.split,
+                                       args.organism_dir, not args.no_bos)
+    corpus = load_corpus(corpus_spec, model)
+    say(f"corpus: {corpus.description}")
+    settings = HarvestSettings(
+        batch_size=args.batch_size, max_tokens=args.max_tokens,
+        sites=tuple(args.site) if args.site else None, reservoir_size=args.reservoir_size,
+        top_k=args.top_k, cooc_chunk_tokens=args.cooc_chunk_tokens, cooc_threshold=args.cooc_threshold,
+        cooc_max_features=args.cooc_max_features, seed=args.seed,
+    )
+    cache = ArtifactStore(args.cache_dir) if not args.no_cache else ArtifactStore(out / "store")
+    progress, close = _tqdm_progress(not args.quiet)
+    try:
+        result, key = harvest_cached(model, saes, corpus, settings, cache, progress)
+    finally:
+        close()
+    out_store = ArtifactStore(out / "store")
+    if not out_store.has(key):
+        result.save(out_store, key)
+    artifact_keys = [key] + [k for k in _run_analysis(result, model, saes, out_store) if k != key]
+    summary = {
+        "harvest_key": key, "n_tokens": result.n_tokens, "seconds": round(result.seconds, 3),
+        "sites": list(result.sites),
+        "saes": {label: {"explained_variance": r.explained_variance, "mse": r.mse, "l0": r.l0,
+                         "alive": int((r.fire_count > 0).sum()), "d_sae": r.d_sae}
+                 for label, r in result.saes.items()},
+    }
+    _write_session(out, model_spec, args.checkpoint, sae_specs, corpus_spec, settings, artifact_keys, out_store,
+                   title=args.title or f"{model.card.name} on {corpus.description}")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+    say(f"wrote {out}/session.json, {out}/bundle.zip and {len(artifact_keys)} artifact(s) under {out}/store")
+    return 0
+
+
+def _flat_spec(spec: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {k: v for k, v in asdict(spec).items() if v is None or isinstance(v, (str, int, float, bool))}
+
+
+def _write_session(out: Path, model_spec, checkpoint, sae_specs, corpus_spec, settings, keys, store, title) -> None:
+    """DIR/session.json (the session document) and DIR/bundle.zip (what the dashboard imports)."""
+    from core.sessions import Session, export_bundle
+
+    session = Session(
+        title=title[:200],
+        sources={"model": _flat_spec(model_spec), "checkpoint": checkpoint,
+                 "saes": [_flat_spec(s) for s in sae_specs], "corpus": _flat_spec(corpus_spec)},
+        settings=settings.to_dict(),
+        page="home",
+        artifact_keys=keys,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "session.json").write_text(session.to_json())
+    tmp = out / "bundle.zip.tmp"
+    tmp.write_bytes(export_bundle(session, store))
+    os.replace(tmp, out / "bundle.zip")
+
+
+def add_command(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "analyze",
+        help="harvest a corpus through a model and its SAEs, run every measurement, write a session",
+        description=(
+            "One streaming pass over a corpus computes every statistic (covariances, reservoirs, SAE "
+            "feature mass/frequency/histograms, top-k and quantile contexts, co-occurrence, reconstruction "
+            "quality), cached by a key of the inputs; then every measurement runs and DIR receives "
+            "store/ (the artifacts), session.json and bundle.zip (open it in the dashboard)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", required=True,
+                   help="'organism' (the embedded model), a local Hugging Face model directory, "
+                        "or a TransformerLens model name such as gpt2-small")
+    p.add_argument("--checkpoint", default=None,
+                   help="organism: 'final' or 'step_000123'; TransformerLens: a checkpoint index (Pythia)")
+    p.add_argument("--sae", action="append", metavar="SAE",
+                   help="repeatable: 'organism' (every organism SAE), 'organism:<hook>', a SAELens "
+                        "directory, or <release>:<sae_id> of SAELens's registry")
+    p.add_argument("--corpus", default="world",
+                   help="'world' (the organism's synthetic corpus), a .txt/.jsonl/.csv file with an "
+                        "optional ':column', or hf:<dataset>[:column]")
+    p.add_argument("--split", default="train", help="dataset split (hf datasets; 'world' uses eval)")
+    p.add_argument("--context-size", type=int, default=64, help="tokens per corpus sequence")
+    p.add_argument("--no-bos", action="store_true", help="do not put BOS at the start of each sequence")
+    p.add_argument("--max-tokens", type=int, default=None, help="harvest at most this many tokens")
+    p.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
+    p.add_argument("--site", action="append", metavar="HOOK",
+                   help="repeatable: hook sites for covariance/reservoirs (default: every resid_post "
+                        "plus the SAE hooks)")
+    p.add_argument("--reservoir-size", type=int, default=2048, help="sampled token activations per site")
+    p.add_argument("--top-k", type=int, default=16, help="top activating contexts kept per feature")
+    p.add_argument("--cooc-chunk-tokens", type=int, default=256, help="tokens per co-occurrence chunk")
+    p.add_argument("--cooc-threshold", type=float, default=0.0,
+                   help="a feature counts as present in a chunk where its activation exceeds this")
+    p.add_argument("--cooc-max-features", type=int, default=16384,
+                   help="dense co-occurrence up to this many features; wider SAEs use a seeded sample")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling keys")
+    p.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:1, mps")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                   help="model weights dtype (activations are analysed in float32)")
+    p.add_argument("--organism-dir", default=None, help="another organism directory (default: assets/organism)")
+    p.add_argument("--cache-dir", default=None,
+                   help="artifact cache (default: $ATLAS_CACHE_DIR or ~/.cache/atlas)")
+    p.add_argument("--no-cache", action="store_true", help="do not use the shared cache; only DIR/store")
+    p.add_argument("--title", default=None, help="session title")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or messages (the summary still prints)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
+    p.set_defaults(func=_cmd_analyze)
