@@ -29,7 +29,7 @@ import numpy as np
 from core.errors import ArtifactError
 
 # Bump when the numbers a harvest produces change for the same inputs.
-CODE_VERSION = "harvest-1"
+CODE_VERSION = "harvest-2"  # 2: per-SAE/per-site artifacts, sampled chunk incidence, context activations, splice quality
 
 COMPLETE_MARKER = "COMPLETE"
 META_FILE = "meta.json"
@@ -140,6 +140,48 @@ class ArtifactStore:
             raise
         return final
 
+    def save_linked(self, key: str, files: Mapping[str, Path], meta: Mapping[str, Any]) -> Path:
+        """An artifact whose arrays are existing .npy files (name -> path), hard-linked rather than
+        copied (copied where a link is impossible, e.g. across file systems): the bytes are written once.
+        Atomic like `save`."""
+        final = self.path_for(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:12]}-", dir=final.parent))
+        try:
+            for name, source in files.items():
+                if not _ARRAY_NAME.match(name):
+                    raise ArtifactError(f"Array name {name!r} is not allowed in an artifact.")
+                target = tmp / f"{name}.npy"
+                try:
+                    os.link(source, target)
+                except OSError:
+                    shutil.copyfile(source, target)
+            document = {"meta": _plain(dict(meta)), "arrays": sorted(files), "saved_at": time.time()}
+            (tmp / META_FILE).write_text(json.dumps(document, sort_keys=True, allow_nan=True))
+            (tmp / COMPLETE_MARKER).write_text(key)
+            if final.exists():
+                trash = final.with_name(f".old-{key[:12]}-{os.getpid()}-{time.time_ns()}")
+                os.replace(final, trash)
+                shutil.rmtree(trash, ignore_errors=True)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
+
+    def link_from(self, other: "ArtifactStore", key: str) -> bool:
+        """Put `other`'s artifact `key` into this store by hard links (copies across file systems).
+        False when `other` lacks it; nothing is done when this store already has it."""
+        if self.has(key):
+            return True
+        source = other.path_for(key)
+        if not other.has(key):
+            return False
+        document = json.loads((source / META_FILE).read_text())
+        names = [n for n in document["arrays"] if _ARRAY_NAME.match(n)]
+        self.save_linked(key, {n: source / f"{n}.npy" for n in names}, document.get("meta", {}))
+        return True
+
     # -- read -------------------------------------------------------------------------
     def load(self, key: str, mmap: bool = True) -> Artifact | None:
         """The complete artifact under `key`, or None. Arrays are memory-mapped read-only."""
@@ -171,6 +213,8 @@ class ArtifactStore:
                     yield entry.name
 
     def list(self) -> list[ArtifactInfo]:
+        """Every complete artifact; size_bytes counts each file once per artifact (hard-linked files
+        shared between artifacts count in each; `size_summary` counts them once)."""
         infos = []
         for key in self.iter_keys():
             path = self.path_for(key)
@@ -192,7 +236,14 @@ class ArtifactStore:
     def size_summary(self) -> dict[str, int]:
         """{"artifacts": count, "bytes": total size} of the complete artifacts."""
         infos = self.list()
-        return {"artifacts": len(infos), "bytes": int(sum(i.size_bytes for i in infos))}
+        seen, total = set(), 0
+        for info in infos:
+            for f in info.path.iterdir():
+                st = f.stat()
+                if f.is_file() and (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_size
+        return {"artifacts": len(infos), "bytes": int(total)}
 
     def clean_partial(self) -> int:
         """Remove leftovers of interrupted writes; returns how many were removed."""

@@ -179,14 +179,13 @@ with col_b:
     if not shown_any:
         st.write("No contexts.")
     st.markdown("**Contexts sampled by activation band**")
-    q_values = np.asarray(stats.quantile_values[feature])          # [bands, m]
+    sampled = stats.quantile_contexts(feature)                      # filled cells only, band by band
     q_edges = np.asarray(stats.quantile_edges)
-    bands = [b for b in range(q_values.shape[0]) if (q_values[b] > 0).any()]
-    for band in sorted(bands, reverse=True)[:4]:
+    for band in sorted(set(sampled.band.tolist()), reverse=True)[:4]:
         st.markdown(f"<span style='font-size:0.85em'>activation in [{q_edges[band]:.3g}, {q_edges[band + 1]:.3g})</span>",
                     unsafe_allow_html=True)
-        for slot in np.flatnonzero(q_values[band] > 0)[:2]:
-            st.html(_context(stats.quantile_tokens[feature, band, slot], q_values[band, slot], vmax))
+        for i in np.flatnonzero(sampled.band == band)[:2]:
+            st.html(_context(sampled.tokens[i], sampled.value[i], vmax))
 
 col_c, col_d = st.columns(2)
 with col_c:
@@ -196,14 +195,12 @@ with col_c:
                  hide_index=True, width="stretch")
 with col_d:
     st.markdown("**Co-occurring features** (fire in the same chunks; phi coefficient)")
-    tracked = np.asarray(stats.cooc_features)
-    position = np.searchsorted(tracked, feature)
-    if position < len(tracked) and tracked[position] == feature:
-        pairs = fm.cooccurring_features(np.asarray(stats.cooc), int(position), stats.cooc_n_chunks, k=10)
-        if not pairs:
-            st.write("No feature fires in the same chunks as this one.")
-        st.dataframe([{"feature": int(tracked[j]), "phi": round(p, 4), "chunks together": n,
-                       "top tokens": table.iloc[int(tracked[j])]["top tokens"]} for j, p, n in pairs],
-                     hide_index=True, width="stretch")
-    else:
-        st.write("Co-occurrence was not tracked for this feature (the harvest samples features on wide SAEs).")
+    pairs = fm.cooccurring_features(stats.cooc_counts(), feature, stats.cooc_n_chunks, k=10)
+    if not pairs:
+        st.write("No feature fires in the same chunks as this one.")
+    st.dataframe([{"feature": int(j), "phi": round(p, 4), "chunks together": n,
+                   "top tokens": table.iloc[int(j)]["top tokens"]} for j, p, n in pairs],
+                 hide_index=True, width="stretch")
+    if stats.cooc_sampled:
+        st.caption(f"phi over a uniform sample of {stats.cooc_n_chunks:,} of {stats.cooc_total_chunks:,} chunks "
+                   f"(standard error about {1 / np.sqrt(stats.cooc_n_chunks):.3f}).")

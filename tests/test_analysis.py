@@ -195,30 +195,32 @@ def test_best_circle_prefers_a_significant_plane_over_a_nyquist_line():
     assert A.best_circle({}) is None
 
 
-def test_lobes_use_the_decoder_rows_of_the_tracked_features():
-    """The harvest tracks co-occurrence for a subset of features (cooc_features, int32 counts): the
-    geometric clusters must read W_dec at those ids. Planted: feature i belongs to group i % 3 (its
-    decoder row near the group's direction; it fires in the chunks of its group); the harvest tracked a
-    random half of the features, so a misaligned W_dec[:F] would put features in the wrong groups."""
-    from core.metrics.geometry import cooccurrence_counts
+def test_lobes_use_the_decoder_rows_of_the_features_that_vary():
+    """lobes_for_sae reads the counts through the harvest's accessors (cooc_fired, cooc_submatrix over the
+    chunk incidence) and the decoder rows at the ids of the features used. Planted: feature i belongs to
+    group i % 3 (its decoder row near the group's direction; it fires in the chunks of its group); a random
+    half of the features never fires, so a misaligned W_dec[:F] would put features in the wrong groups."""
+    from core.harvest.result import ChunkCooccurrence
 
     rng = np.random.default_rng(0)
     d_sae, d, n_chunks = 90, 16, 240
     group = np.arange(d_sae) % 3
     W_dec = rng.normal(size=(3, d))[group] + 0.1 * rng.normal(size=(d_sae, d))
     chunk_group = rng.integers(3, size=n_chunks)
+    live = np.sort(rng.choice(d_sae, d_sae // 2, replace=False))
     active = (chunk_group[:, None] == group[None, :]) & (rng.random((n_chunks, d_sae)) < 0.8)
-    tracked = np.sort(rng.choice(d_sae, d_sae // 2, replace=False))
-    C, n = cooccurrence_counts(active[:, tracked], chunk_size=1)
-    stats = SimpleNamespace(cooc=C.astype(np.int32), cooc_features=tracked, cooc_n_chunks=n)
+    active[:, np.setdiff1d(np.arange(d_sae), live)] = False
+    offsets = np.concatenate([[0], np.cumsum(active.sum(1))])
+    counts = ChunkCooccurrence(np.arange(n_chunks), offsets, np.nonzero(active)[1], d_sae)
+    stats = SimpleNamespace(cooc_n_chunks=n_chunks, cooc_fired=counts.diagonal, cooc_submatrix=counts.submatrix)
     out = A.lobes_for_sae(stats, W_dec, n_lobes=3, n_permutations=50)
-    assert list(out["features"]) == list(tracked)
+    assert list(out["features"]) == list(live)
     assert out["agreement"]["ami"] > 0.9 and out["agreement"]["p_value"] < 0.05
     # the lobes and the geometric clusters both recover the planted groups
     from sklearn.metrics import adjusted_mutual_info_score
 
-    assert adjusted_mutual_info_score(group[tracked], out["geometric"]) > 0.9
-    assert adjusted_mutual_info_score(group[tracked], out["lobes"]) > 0.9
+    assert adjusted_mutual_info_score(group[live], out["geometric"]) > 0.9
+    assert adjusted_mutual_info_score(group[live], out["lobes"]) > 0.9
 
 
 def test_no_ground_truth_is_skipped_cleanly():

@@ -142,18 +142,30 @@ def test_cooccurrence_equals_brute_force(result, brute):
     f = np.stack([(z[group == g] > SETTINGS.cooc_threshold).any(0) for g in groups]).astype(np.int64)
     r = result.saes[HOOK0]
     assert r.cooc_n_chunks == len(groups)
-    np.testing.assert_array_equal(r.cooc, f.T @ f)
-    np.testing.assert_array_equal(np.diag(r.cooc), f.sum(0))
+    np.testing.assert_array_equal(r.cooc_counts().dense(), f.T @ f)
+    np.testing.assert_array_equal(r.cooc_fired(), f.sum(0))
+    assert not r.cooc_sampled and r.cooc_total_chunks == len(groups)
+    ids = np.array([5, 0, 17, 3])
+    np.testing.assert_array_equal(r.cooc_submatrix(ids), (f.T @ f)[np.ix_(ids, ids)])
+    np.testing.assert_array_equal(r.cooc_counts()[17], (f.T @ f)[17])
 
 
 def test_sampled_cooccurrence_path(tiny_model, saes, corpus, brute):
-    settings = HarvestSettings(batch_size=6, cooc_max_features=10, cooc_chunk_tokens=8, reservoir_size=0)
+    """Past cooc_sample_chunks chunks, the counts cover the chunks with the smallest hash keys, exactly."""
+    from core.harvest.sampling import hash_keys
+
+    settings = HarvestSettings(batch_size=6, cooc_sample_chunks=10, cooc_chunk_tokens=8, reservoir_size=0,
+                               splice_tokens=0)
     r = harvest(tiny_model, saes[:1], corpus, settings).saes[HOOK0]
-    assert r.cooc.shape == (10, 10) and len(set(r.cooc_features.tolist())) == 10
     _, z = brute[HOOK0]
     group = brute["chunk"] * 2 + brute["pos"] // 8  # 16 positions -> two chunks per sequence
-    f = np.stack([(z[group == g][:, r.cooc_features] > 0).any(0) for g in np.unique(group)]).astype(np.int64)
-    np.testing.assert_array_equal(r.cooc, f.T @ f)
+    groups = np.unique(group)
+    assert r.cooc_total_chunks == len(groups) and r.cooc_n_chunks == 10 and r.cooc_sampled
+    keys = hash_keys(settings.seed + 2, torch.as_tensor(groups)).numpy()
+    chosen = np.sort(groups[np.lexsort((groups, keys))[:10]])
+    np.testing.assert_array_equal(r.cooc_chunks, chosen)
+    f = np.stack([(z[group == g] > 0).any(0) for g in chosen]).astype(np.int64)
+    np.testing.assert_array_equal(r.cooc_counts().dense(), f.T @ f)
 
 
 def test_moments_and_reconstruction_match_numpy(result, brute, saes):
@@ -184,13 +196,15 @@ def test_two_halves_merged_equal_one_pass(tiny_model, saes, corpus, result):
     second = harvest_shard(tiny_model, saes, corpus, SETTINGS, 11, 23)
     merged = finalize(first.merge(second), corpus.tokens)
     assert merged.n_tokens == result.n_tokens
-    exact = ("fire_count", "max_act", "hist", "top_values", "top_chunk", "top_pos", "top_tokens",
-             "quantile_values", "quantile_chunk", "quantile_pos", "cooc", "cooc_features")
+    exact = ("fire_count", "max_act", "hist", "top_values", "top_chunk", "top_pos", "top_tokens", "top_acts",
+             "quantile_values", "quantile_chunk", "quantile_pos", "quantile_tokens", "quantile_acts",
+             "cooc_chunks", "cooc_offsets", "cooc_ids")
     for hook, one in result.saes.items():
         two = merged.saes[hook]
         for name in exact:
             np.testing.assert_array_equal(getattr(two, name), getattr(one, name), err_msg=name)
-        assert two.cooc_n_chunks == one.cooc_n_chunks
+        assert two.cooc_n_chunks == one.cooc_n_chunks and two.cooc_total_chunks == one.cooc_total_chunks
+        assert two.splice == one.splice and one.splice is not None  # the first shard evaluates the whole block
         np.testing.assert_allclose(two.l1_mass, one.l1_mass, rtol=1e-12)
         assert two.explained_variance == pytest.approx(one.explained_variance, rel=1e-9)
         assert two.l0 == one.l0
@@ -243,9 +257,11 @@ def test_result_round_trips_through_the_store(result, tmp_path):
     result.save(store, "a" * 64)
     loaded = HarvestResult.load(store, "a" * 64)
     assert list(loaded.sites) == list(result.sites) and list(loaded.saes) == list(result.saes)
+    from dataclasses import fields
+
     for hook in result.saes:
-        for name, value in vars(result.saes[hook]).items():
-            got = getattr(loaded.saes[hook], name)
+        for name in (f.name for f in fields(result.saes[hook])):
+            value, got = getattr(result.saes[hook], name), getattr(loaded.saes[hook], name)
             if isinstance(value, np.ndarray):
                 np.testing.assert_array_equal(got, value)
             else:
@@ -301,7 +317,7 @@ def test_bench_naive_baseline_computes_the_same_statistics(tiny_model, saes, cor
         np.testing.assert_array_equal(np.array([s[2] for s in stats], dtype=np.float32), r.max_act)
         np.testing.assert_allclose(np.stack([s[3].numpy() for s in stats]), r.top_values)
         np.testing.assert_array_equal(np.stack([s[5] for s in stats]), r.hist[:, 1:-1])
-        np.testing.assert_array_equal(cooc, r.cooc)
+        np.testing.assert_array_equal(cooc, r.cooc_counts().dense())
         assert (explained, mse, l0) == pytest.approx((r.explained_variance, r.mse, r.l0), rel=1e-5)
         np.testing.assert_allclose(np.stack([s.numpy() for s in snapshots]), r.l1_snapshots, rtol=1e-5)
         mean, cov, _ = naive["sites"][sae.hook_name]

@@ -32,8 +32,9 @@ def lobes_for_sae(stats: Any, W_dec: np.ndarray, n_lobes: int | None = None, aff
     """Lobes of one SAE (Li et al. 2024): co-occurrence affinity over chunks -> spectral clusters,
     decoder-angle spectral clusters, and their AMI against a label-permutation null.
 
-    Features used: those of `cooc_features` that fired in some but not every chunk (a constant
-    feature has phi 0 with everything), the `max_features` most frequent of them when there are more.
+    Features used: those that fired in some but not every counted chunk (a constant feature has phi 0
+    with everything), the `max_features` most frequent of them when there are more. The counts are read
+    through the harvest's accessors (`cooc_fired`, `cooc_submatrix`): no d_sae x d_sae matrix is built.
     """
     from core.metrics.geometry import (
         cooccurrence_affinity,
@@ -42,12 +43,10 @@ def lobes_for_sae(stats: Any, W_dec: np.ndarray, n_lobes: int | None = None, aff
         lobes,
     )
 
-    C = np.asarray(stats.cooc, dtype=np.float64)
-    ids = np.asarray(stats.cooc_features, dtype=np.int64)
     n_chunks = int(stats.cooc_n_chunks)
-    if n_chunks < 2 or C.size == 0:
+    if n_chunks < 2:
         return {"skipped": f"only {n_chunks} co-occurrence chunk(s): harvest more tokens for lobes"}
-    fired = np.diag(C)
+    fired = np.asarray(stats.cooc_fired(), dtype=np.int64)
     usable = np.flatnonzero((fired > 0) & (fired < n_chunks))
     if usable.size > max_features:
         usable = usable[np.argsort(-fired[usable], kind="stable")[:max_features]]
@@ -56,13 +55,13 @@ def lobes_for_sae(stats: Any, W_dec: np.ndarray, n_lobes: int | None = None, aff
         return {"skipped": f"only {usable.size} features vary across chunks: harvest more tokens for lobes"}
     k = int(n_lobes) if n_lobes else default_clusters(usable.size, 25, 2, 20)
     k = max(2, min(k, usable.size // 2))
-    sub = C[np.ix_(usable, usable)]
+    sub = np.asarray(stats.cooc_submatrix(usable), dtype=np.float64)
     A = cooccurrence_affinity(sub, n_chunks, kind=affinity)
     lobe_labels = lobes(A, k, offset=1.0 if affinity == "phi" else 0.0, seed=seed)
-    W = np.asarray(W_dec, dtype=np.float64)[ids[usable]]
+    W = np.asarray(W_dec, dtype=np.float64)[usable]
     geo = geometric_clusters(W, k, seed=seed)
     agreement = lobe_agreement(geo, lobe_labels, n_permutations=n_permutations, seed=seed)
-    return {"features": ids[usable], "n_lobes": k, "affinity": affinity, "n_chunks": n_chunks,
+    return {"features": usable, "n_lobes": k, "affinity": affinity, "n_chunks": n_chunks,
             "lobes": lobe_labels, "geometric": geo, "agreement": agreement.to_dict(),
             "lobe_sizes": np.bincount(lobe_labels, minlength=k)}
 

@@ -107,8 +107,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     for sae in saes:
         for warning in sae.fit_warnings:
             say(f"warning: {warning}")
-    max_chunks = None if args.max_tokens is None else max(1, math.ceil(args.max_tokens / args.context_size))
-    corpus_spec = corpus_spec_from_arg(args.corpus, args.context_size, max_chunks, args.split,
+    context_size = args.context_size or sae_context_size(saes, say)
+    max_chunks = None if args.max_tokens is None else max(1, math.ceil(args.max_tokens / context_size))
+    corpus_spec = corpus_spec_from_arg(args.corpus, context_size, max_chunks, args.split,
                                        args.organism_dir, not args.no_bos)
     corpus = load_corpus(corpus_spec, model)
     say(f"corpus: {corpus.description}")
@@ -116,23 +117,24 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, max_tokens=args.max_tokens,
         sites=tuple(args.site) if args.site else None, reservoir_size=args.reservoir_size,
         top_k=args.top_k, cooc_chunk_tokens=args.cooc_chunk_tokens, cooc_threshold=args.cooc_threshold,
-        cooc_max_features=args.cooc_max_features, seed=args.seed,
+        cooc_sample_chunks=args.cooc_sample_chunks, splice_tokens=args.splice_tokens, seed=args.seed,
     )
-    cache = ArtifactStore(args.cache_dir) if not args.no_cache else ArtifactStore(out / "store")
+    out_store = ArtifactStore(out / "store")
+    cache = ArtifactStore(args.cache_dir) if not args.no_cache else out_store
     progress, close = _tqdm_progress(not args.quiet)
     try:
         result, key = harvest_cached(model, saes, corpus, settings, cache, progress)
     finally:
         close()
-    out_store = ArtifactStore(out / "store")
-    if not out_store.has(key):
-        result.save(out_store, key)
+    # written once: DIR/store gets the cached harvest by hard links (a copy only across file systems)
+    out_store.link_from(cache, key)
     artifact_keys = [key] + [k for k in _run_analysis(result, model, saes, out_store) if k != key]
     summary = {
         "harvest_key": key, "n_tokens": result.n_tokens, "seconds": round(result.seconds, 3),
         "sites": list(result.sites),
         "saes": {label: {"explained_variance": r.explained_variance, "mse": r.mse, "l0": r.l0,
-                         "alive": int((r.fire_count > 0).sum()), "d_sae": r.d_sae}
+                         "alive": int((r.fire_count > 0).sum()), "d_sae": r.d_sae,
+                         "splice": r.splice.to_dict() if r.splice is not None else None}
                  for label, r in result.saes.items()},
     }
     _write_session(out, model_spec, args.checkpoint, sae_specs, corpus_spec, settings, artifact_keys, out_store,
@@ -141,6 +143,21 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     print(json.dumps(summary, indent=2))
     say(f"wrote {out}/session.json, {out}/bundle.zip and {len(artifact_keys)} artifact(s) under {out}/store")
     return 0
+
+
+def sae_context_size(saes: list, say: Callable[..., None] = lambda *a: None, default: int = 64) -> int:
+    """The context size the SAEs were trained on (their metadata's context_size), for the corpus's
+    sequences; `default` when none says. When they differ, the smallest (every SAE saw contexts at least
+    that long), with a warning naming each."""
+    sizes = {s.hook_name: int(s.context_size) for s in saes if getattr(s, "context_size", None)}
+    if not sizes:
+        return default
+    chosen = min(sizes.values())
+    if len(set(sizes.values())) > 1:
+        say("warning: the SAEs were trained on different context sizes ("
+            + ", ".join(f"{hook}: {size}" for hook, size in sizes.items())
+            + f"); harvesting {chosen}-token sequences (set --context-size to choose)")
+    return chosen
 
 
 def _flat_spec(spec: Any) -> dict[str, Any]:
@@ -192,7 +209,9 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
                    help="'world' (the organism's synthetic corpus), a .txt/.jsonl/.csv file with an "
                         "optional ':column', or hf:<dataset>[:column]")
     p.add_argument("--split", default="train", help="dataset split (hf datasets; 'world' uses eval)")
-    p.add_argument("--context-size", type=int, default=64, help="tokens per corpus sequence")
+    p.add_argument("--context-size", type=int, default=None,
+                   help="tokens per corpus sequence (default: the SAEs' own context_size from their training "
+                        "metadata, else 64)")
     p.add_argument("--no-bos", action="store_true", help="do not put BOS at the start of each sequence")
     p.add_argument("--max-tokens", type=int, default=None, help="harvest at most this many tokens")
     p.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
@@ -204,8 +223,12 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cooc-chunk-tokens", type=int, default=256, help="tokens per co-occurrence chunk")
     p.add_argument("--cooc-threshold", type=float, default=0.0,
                    help="a feature counts as present in a chunk where its activation exceeds this")
-    p.add_argument("--cooc-max-features", type=int, default=16384,
-                   help="dense co-occurrence up to this many features; wider SAEs use a seeded sample")
+    p.add_argument("--cooc-sample-chunks", type=int, default=2048,
+                   help="co-occurrence counts are exact up to this many chunks; past it, over a uniform "
+                        "sample of this many chunks (phi's standard error about 1/sqrt of it)")
+    p.add_argument("--splice-tokens", type=int, default=2048,
+                   help="tokens (from the corpus start) on which each SAE's splice-in quality is measured: "
+                        "CE loss clean / spliced / zero- and mean-ablated, loss recovered, KL (0: off)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling keys")
     p.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:1, mps")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],

@@ -8,9 +8,12 @@ per site (hook name)
     Reservoir           a uniform sample of token activations (bottom-k of hashed random keys)
 per SAE
     FeatureStats        L1 mass, firing count, max, log-spaced histogram, top-k contexts,
-                        contexts sampled from lower activation bands, L1-mass snapshots,
-                        reconstruction quality (explained variance, MSE, L0)
-    Cooccurrence        per chunk of tokens f = (Z[chunk] > threshold).any(0); C += f.T @ f
+                        contexts sampled from lower activation bands (both with every window token's
+                        activation, float16), L1-mass snapshots, reconstruction quality (explained
+                        variance, MSE, L0)
+    Cooccurrence        per chunk of tokens the ids of the features that fired, for a bottom-k sample of
+                        chunks (all of them up to cooc_sample_chunks); pair counts are sparse products
+    SpliceStats         splice-in quality on the first splice_tokens tokens (core.harvest.splice)
 
 Every statistic has an update (`update` / `update_sparse`), `merge(other)` and `result()`. Randomness never comes from a
 stateful generator: sampling keys are a hash of (seed, corpus chunk index, position[, feature]),
@@ -37,10 +40,14 @@ Choices (documented here because the views and metrics depend on them):
   into windows of cooc_chunk_tokens positions; when it is shorter, cooc_chunk_tokens // context
   consecutive corpus sequences form one chunk (the corpus is a packed stream). Chunks that span
   batch (or shard) boundaries are held open until all their sequences are seen; the last
-  incomplete chunk is closed by result(). Counts are dense int32 [d_sae, d_sae] up to
-  `cooc_max_features` features; above that a seeded random subset of cooc_max_features features
-  (sorted ids in `cooc_features`) is tracked: a sampled path whose phi coefficients are exact for
-  the pairs it holds.
+  incomplete chunk is closed by result(). No d_sae x d_sae matrix exists: the harvest keeps, per
+  counted chunk, the sorted ids of its fired features (CSR), for at most `cooc_sample_chunks` chunks
+  chosen by smallest hash(seed + 2, chunk id). Up to that many chunks the counts are exact; past it
+  they cover a uniform sample of chunks (phi's standard error ~ 1/sqrt(cooc_sample_chunks)), flagged
+  by SAEResult.cooc_sampled. SAEResult.cooc_fired() / cooc_submatrix(ids) / cooc_counts() read them.
+- Context activations: each top-k and quantile context keeps the feature's activation on every token
+  of its window (top_acts, q_acts; float16; 0 outside the sequence and at BOS, which is not encoded),
+  looked up from the batch's sparse codes when the context enters its buffer; exact under merges.
 - L1-mass snapshots: the cumulative L1 mass vector is recorded when the number of harvested tokens
   reaches each of the log-spaced counts in `snapshot_counts` (exactly at that token, not at batch
   ends), so F (effective features, METHODS.md §1) can be plotted against sample count. A merge
@@ -48,7 +55,15 @@ Choices (documented here because the views and metrics depend on them):
 - Covariance is the population covariance (divide by n), as in METHODS.md §4 (Hc.T @ Hc / n).
 """
 
-from core.harvest.result import HarvestResult, SAEResult, SiteResult, context_windows, finalize
+from core.harvest.result import (
+                                 ChunkCooccurrence,
+                                 HarvestResult,
+                                 QuantileContexts,
+                                 SAEResult,
+                                 SiteResult,
+                                 context_windows,
+                                 finalize,
+)
 from core.harvest.run import (
                               ProgressFn,
                               describe_sources,
@@ -60,8 +75,9 @@ from core.harvest.run import (
 )
 from core.harvest.settings import HarvestSettings, snapshot_counts
 from core.harvest.site_stats import ActivationMoments, Reservoir
+from core.harvest.splice import SpliceQuality
 from core.harvest.state import HarvestState, sae_labels
 
-__all__ = ["ActivationMoments", "HarvestResult", "HarvestSettings", "HarvestState", "ProgressFn", "Reservoir",
+__all__ = ["ActivationMoments", "ChunkCooccurrence", "HarvestResult", "QuantileContexts", "SpliceQuality", "HarvestSettings", "HarvestState", "ProgressFn", "Reservoir",
            "SAEResult", "SiteResult", "context_windows", "describe_sources", "finalize", "harvest", "harvest_cached",
            "harvest_key", "harvest_shard", "n_sequences_for", "sae_labels", "snapshot_counts"]

@@ -1,129 +1,139 @@
-"""Chunk-level feature co-occurrence counts (METHODS.md section 6, brain scale)."""
+"""Chunk-level feature co-occurrence (METHODS.md section 6, brain scale), without a d_sae x d_sae matrix.
+
+What is kept is the incidence itself: for each counted chunk of tokens, the sorted ids of the features
+that fired in it (activation > cooc_threshold). Every pair count is then one sparse product away
+(`ChunkCooccurrence` in core.harvest.result): C = A.T @ A over the [chunks, d_sae] incidence A. Memory
+is bounded by the sample: at most `cooc_sample_chunks` chunks are held, chosen as the chunks with the
+smallest hash keys hash(seed + 2, chunk id) (bottom-k sampling: uniform, and exact under shard merges
+in any order). A harvest with no more chunks than that holds every chunk and its counts are exact;
+a longer one estimates phi from a uniform sample of S chunks (standard error about 1 / sqrt(S) for
+uncorrelated features).
+"""
 
 from __future__ import annotations
 
+import heapq
 from typing import Any
 
+import numpy as np
 import torch
 
-from core.harvest.sampling import to_numpy
+from core.harvest.sampling import hash_keys
 from core.harvest.settings import HarvestSettings
+
+_EMPTY = np.zeros(0, dtype=np.int32)
 
 
 class Cooccurrence:
-    """Chunk-level feature co-occurrence counts (METHODS.md §6, brain scale).
+    """Chunk incidence of one SAE's features: a bottom-k sample of chunks, each with its fired feature ids.
 
-    For every chunk of tokens: f = (Z[chunk] > threshold).any(0); C += f.T @ f; n += 1.
-    Chunk ids come from the caller (see `cooc_chunk_ids`); `seqs_per_chunk` > 1 means a chunk spans
-    several corpus sequences and may stay open across batches until all of them were seen.
+    Chunk ids come from the caller (`cooc_chunk_ids`); `seqs_per_chunk` > 1 means a chunk spans several
+    corpus sequences and may stay open across batches (or shards) until all of them were seen.
     """
 
     def __init__(self, d_sae: int, settings: HarvestSettings, seqs_per_chunk: int,
                  device: torch.device | str = "cpu"):
+        self.d_sae = d_sae
         self.threshold = settings.cooc_threshold
         self.seqs_per_chunk = seqs_per_chunk
-        if d_sae <= settings.cooc_max_features:
-            self.features = torch.arange(d_sae, device=device)
-        else:  # sampled path: a fixed, seeded subset of features
-            generator = torch.Generator().manual_seed(settings.seed + 7919)
-            chosen = torch.randperm(d_sae, generator=generator)[: settings.cooc_max_features]
-            self.features = torch.sort(chosen).values.to(device)
-        self.subset = self.features.numel() < d_sae
-        self._slot = torch.full((d_sae,), -1, dtype=torch.int64, device=device)  # feature -> tracked slot
-        self._slot[self.features] = torch.arange(self.features.numel(), device=device)
-        n_f = self.features.numel()
-        self.counts = torch.zeros(n_f, n_f, dtype=torch.int32, device=device)
-        self.n_chunks = 0
-        # open chunks: id -> (any-firing vector, sequences seen, has kept tokens)
-        self.pending: dict[int, tuple[torch.Tensor, int, bool]] = {}
+        self.capacity = settings.cooc_sample_chunks
+        self.seed = settings.seed + 2
+        self.n_total = 0  # complete chunks with kept tokens, sampled or not
+        self.sample: dict[int, tuple[int, np.ndarray]] = {}  # chunk id -> (key, sorted fired feature ids)
+        self._heap: list[tuple[int, int]] = []  # (-key, -chunk): the largest (key, chunk) of the sample on top
+        # open chunks: id -> (fired ids so far, sequences seen, holds kept tokens)
+        self.pending: dict[int, tuple[np.ndarray, int, bool]] = {}
 
+    # -- update -----------------------------------------------------------------------
     def update_sparse(self, rows: torch.Tensor, feats: torch.Tensor, vals: torch.Tensor,
                       token_chunk_ids: torch.Tensor, batch_chunk_ids: torch.Tensor) -> None:
-        """The positive codes (rows, feats, vals) of the kept tokens; token_chunk_ids [n] the
-        co-occurrence chunk of each kept token; batch_chunk_ids [batch] the co-occurrence chunk of every
-        sequence in the batch (kept tokens or not). Codes are >= 0 and the threshold >= 0, so only these
-        count."""
-        fired = vals > self.threshold
-        rows, feats = rows[fired], feats[fired]
-        if self.subset:  # tracked features only, renumbered 0..F-1
-            slot = self._slot[feats]
-            tracked = slot >= 0
-            rows, feats = rows[tracked], slot[tracked]
-        ids, inverse = torch.unique(token_chunk_ids, return_inverse=True)
-        f = torch.zeros(ids.numel(), self.features.numel(), dtype=torch.bool, device=self.counts.device)
-        f[inverse[rows], feats] = True
-        if self.seqs_per_chunk == 1:
-            self._add(f)
+        """The positive codes (rows, feats, vals) of the kept tokens; token_chunk_ids [n] the co-occurrence
+        chunk of each kept token; batch_chunk_ids [batch] the co-occurrence chunk of every sequence of the
+        batch (kept tokens or not). Codes are >= 0 and the threshold >= 0, so only these entries count."""
+        if token_chunk_ids.numel() == 0 and self.seqs_per_chunk == 1:
             return
-        # chunks spanning several sequences: count sequences seen per chunk
+        fired = vals > self.threshold
+        ids, inverse = torch.unique(token_chunk_ids, return_inverse=True)
+        # one sorted list of (chunk slot, feature) pairs for the whole batch, split per chunk on the host
+        pairs = torch.unique(inverse[rows[fired]] * self.d_sae + feats[fired]).cpu().numpy()
+        chunk_ids = ids.cpu().numpy()
+        bounds = np.searchsorted(pairs // self.d_sae, np.arange(chunk_ids.size + 1))
+        features = (pairs % self.d_sae).astype(np.int32)
+        vectors = {int(c): features[bounds[i]:bounds[i + 1]] for i, c in enumerate(chunk_ids)}
+        if self.seqs_per_chunk == 1:
+            keys = _chunk_keys(self.seed, chunk_ids)
+            for (chunk_id, vector), key in zip(vectors.items(), keys):
+                self.n_total += 1
+                self._offer(self.sample, self._heap, int(key), chunk_id, vector)
+            return
+        # chunks spanning several sequences: count the sequences seen per chunk
         seq_ids, seq_counts = torch.unique(batch_chunk_ids, return_counts=True)
         seen = dict(zip(seq_ids.tolist(), seq_counts.tolist()))
-        complete = []
-        for row, chunk_id in enumerate(ids.tolist()):
-            done = self._join_open(chunk_id, f[row].clone(), seen.pop(chunk_id), True)
-            if done is not None:
-                complete.append(done)
+        for chunk_id, vector in vectors.items():
+            self._join_open(chunk_id, vector, seen.pop(chunk_id), True)
         for chunk_id, count in seen.items():  # sequences with no kept token
-            done = self._join_open(chunk_id, None, count, False)
-            if done is not None:
-                complete.append(done)
-        if complete:
-            self._add(torch.stack(complete))
+            self._join_open(chunk_id, _EMPTY, count, False)
 
-    def _join_open(self, chunk_id: int, vector: torch.Tensor | None, count: int, has: bool) -> torch.Tensor | None:
-        """Add `count` sequences of chunk `chunk_id` (their any-firing vector, None when nothing fired;
-        `has`: they hold kept tokens) to what is held open for it. Returns the chunk's any-firing vector
-        once all its sequences were seen and it holds kept tokens (the caller counts it); otherwise
-        keeps the chunk open (or drops it: complete with no kept token) and returns None."""
+    def _join_open(self, chunk_id: int, vector: np.ndarray, count: int, has: bool) -> None:
+        """Add `count` sequences of chunk `chunk_id` (their fired ids; `has`: they hold kept tokens) to what
+        is held open for it; count the chunk once all its sequences were seen (dropped without kept tokens)."""
         held = self.pending.pop(chunk_id, None)
         if held is not None:
-            vector = held[0] if vector is None else vector | held[0]
+            vector = np.union1d(held[0], vector).astype(np.int32)
             count, has = count + held[1], has or held[2]
-        if count >= self.seqs_per_chunk:
-            return vector if has else None
-        if vector is None:
-            vector = torch.zeros(self.features.numel(), dtype=torch.bool, device=self.counts.device)
-        self.pending[chunk_id] = (vector, count, has)
-        return None
+        if count < self.seqs_per_chunk:
+            self.pending[chunk_id] = (vector, count, has)
+        elif has:
+            self.n_total += 1
+            self._offer(self.sample, self._heap, int(_chunk_keys(self.seed, np.array([chunk_id]))[0]), chunk_id,
+                        vector)
 
-    def _add(self, f: torch.Tensor) -> None:
-        if f.shape[0] == 0:
+    def _offer(self, sample: dict, heap: list, key: int, chunk_id: int, vector: np.ndarray) -> None:
+        """Keep the chunk when it is among the `capacity` smallest (key, chunk id) seen."""
+        if chunk_id in sample:  # the same chunk offered twice (only by a merge of overlapping shards)
             return
-        self.n_chunks += f.shape[0]
-        active = f.any(0).nonzero(as_tuple=True)[0]
-        if active.numel() == 0:
+        if len(sample) < self.capacity:
+            sample[chunk_id] = (key, vector)
+            heapq.heappush(heap, (-key, -chunk_id))
             return
-        if active.numel() * 2 < f.shape[1]:  # only the active block changes
-            fa = f[:, active].to(torch.float32)
-            block = (fa.T @ fa).to(torch.int32)
-            rows = self.counts.index_select(0, active)
-            rows[:, active] += block
-            self.counts.index_copy_(0, active, rows)
-        else:
-            ff = f.to(torch.float32)
-            self.counts += (ff.T @ ff).to(torch.int32)
+        worst_key, worst_chunk = -heap[0][0], -heap[0][1]
+        if (key, chunk_id) < (worst_key, worst_chunk):
+            heapq.heapreplace(heap, (-key, -chunk_id))
+            del sample[worst_chunk]
+            sample[chunk_id] = (key, vector)
 
+    # -- merge ------------------------------------------------------------------------
     def merge(self, other: "Cooccurrence") -> "Cooccurrence":
-        self.counts += other.counts
-        self.n_chunks += other.n_chunks
+        self.n_total += other.n_total
+        for chunk_id, (key, vector) in other.sample.items():
+            self._offer(self.sample, self._heap, key, chunk_id, vector)
         for chunk_id, (vector, count, has) in other.pending.items():
-            done = self._join_open(chunk_id, vector, count, has)
-            if done is not None:
-                self._add(done[None])
+            self._join_open(chunk_id, vector, count, has)
         return self
 
+    # -- result -----------------------------------------------------------------------
     def result(self) -> dict[str, Any]:
-        """cooc [F, F] int32 (F = d_sae or cooc_max_features), cooc_features [F], n_chunks.
+        """The sampled incidence in CSR form, chunks in id order:
+        cooc_chunks [S] i64 (chunk ids), cooc_offsets [S + 1] i64, cooc_ids [nnz] i32 (fired feature ids,
+        ascending within a chunk), cooc_n_chunks = S, cooc_total_chunks (every counted chunk).
 
         Chunks still open (the corpus ended inside them) are counted here without changing the state.
         """
-        counts, n = self.counts.clone(), self.n_chunks
-        open_vectors = [v for v, _, has in self.pending.values() if has]
-        if open_vectors:
-            f = torch.stack(open_vectors).to(torch.float32)
-            counts += (f.T @ f).to(torch.int32)
-            n += len(open_vectors)
-        return {"cooc": to_numpy(counts), "cooc_features": to_numpy(self.features), "cooc_n_chunks": n}
+        sample, heap, total = dict(self.sample), list(self._heap), self.n_total
+        for chunk_id, (vector, _, has) in sorted(self.pending.items()):
+            if has:
+                total += 1
+                self._offer(sample, heap, int(_chunk_keys(self.seed, np.array([chunk_id]))[0]), chunk_id, vector)
+        chunks = np.array(sorted(sample), dtype=np.int64)
+        lengths = np.array([sample[int(c)][1].size for c in chunks], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        ids = np.concatenate([sample[int(c)][1] for c in chunks]).astype(np.int32) if chunks.size else _EMPTY
+        return {"cooc_chunks": chunks, "cooc_offsets": offsets, "cooc_ids": ids,
+                "cooc_n_chunks": int(chunks.size), "cooc_total_chunks": int(total)}
+
+
+def _chunk_keys(seed: int, chunk_ids: np.ndarray) -> np.ndarray:
+    return hash_keys(seed, torch.as_tensor(np.asarray(chunk_ids, dtype=np.int64))).numpy()
 
 
 def cooc_chunk_ids(chunk: torch.Tensor, pos: torch.Tensor, context: int, chunk_tokens: int) -> tuple[torch.Tensor, int]:

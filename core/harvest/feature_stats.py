@@ -1,5 +1,5 @@
-"""Per-SAE feature statistics: L1 mass, firing counts, max, histograms, top-k and quantile contexts,
-L1 snapshots and reconstruction quality, all updated from the sparse codes only."""
+"""Per-SAE feature statistics: L1 mass, firing counts, max, histograms, top-k and quantile contexts (with
+each context token's activation), L1 snapshots and reconstruction quality, all updated from the sparse codes only."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ from core.harvest.settings import HarvestSettings, snapshot_counts
 class FeatureStats:
     """Per-feature statistics of one SAE, plus its reconstruction quality at its site.
 
-    update_sparse(n, rows, feats, vals, x, x_hat, chunk, pos) with the positive codes of the n kept
-    tokens as (rows, feats, vals), x / x_hat [n, d_in] (activations and reconstructions), chunk / pos [n]
-    (corpus place of each token). Everything is vectorised over the non-zero codes; no Python loop
-    runs over features.
+    update_sparse(n, rows, feats, vals, x, x_hat, chunk, pos, windows=...) with the positive codes of the n
+    kept tokens as (rows, feats, vals), x / x_hat [n, d_in] (activations and reconstructions), chunk / pos [n]
+    (corpus place of each token), and `windows(rows, feats) -> [q, W]`: the feature's activation on the W
+    tokens around each kept row (a `WindowLookup` over the batch's codes). Windows are looked up only for
+    the entries that enter a top-k or quantile buffer. Everything is vectorised over the non-zero codes;
+    no Python loop runs over features.
     """
 
     def __init__(self, d_sae: int, d_in: int, settings: HarvestSettings, context: int,
@@ -44,6 +46,10 @@ class FeatureStats:
         self.q_val = torch.zeros((d_sae * nb, m), dtype=torch.float32, device=device)
         self.q_chunk = torch.full((d_sae * nb, m), -1, dtype=i64, device=device)
         self.q_pos = torch.full((d_sae * nb, m), -1, dtype=i64, device=device)
+        # per-token activations of the feature around each kept context (float16: compact, exact under merges)
+        width = s.window_left + 1 + s.window_right
+        self.top_acts = torch.zeros((d_sae, k, width), dtype=torch.float16, device=device)
+        self.q_acts = torch.zeros((d_sae * nb, m, width), dtype=torch.float16, device=device)
         self._feature_hash = mix32(torch.arange(d_sae, dtype=i64, device=device) + 0x165667B1)
         # reconstruction: streaming sums for 1 - SSE/SST, MSE and L0
         self.sse = torch.zeros((), dtype=f64, device=device)
@@ -57,12 +63,12 @@ class FeatureStats:
     # -- update -----------------------------------------------------------------------
     def update_sparse(self, n: int, rows: torch.Tensor, feats: torch.Tensor, vals: torch.Tensor,
                       x: torch.Tensor, x_hat: torch.Tensor, chunk: torch.Tensor, pos: torch.Tensor,
-                      token_hash: torch.Tensor | None = None) -> None:
+                      token_hash: torch.Tensor | None = None, *, windows: Any) -> None:
         """The positive codes of n tokens as (rows, feats, vals) in row-major order (`(z > 0).nonzero()`);
         every statistic reads only these nnz entries, never a dense [n, d_sae] code.
 
         token_hash: hash_keys(settings.seed + 1, chunk, pos) when the caller already has it (it is the
-        same for every SAE of a batch); computed here when None."""
+        same for every SAE of a batch); computed here when None. windows: see the class docstring."""
         if n == 0:
             return
         vals = vals.to(torch.float32)
@@ -75,8 +81,8 @@ class FeatureStats:
         self.max.scatter_reduce_(0, feats, vals, reduce="amax")
         bins = torch.bucketize(vals, self.hist_edges, right=True)  # 0 under, n_edges over
         self.hist += torch.bincount(feats * self.n_hist + bins, minlength=self.hist.numel())
-        self._update_top(rows, feats, vals, chunk, pos)
-        self._update_quantiles(rows, feats, vals, chunk, pos, token_hash)
+        self._update_top(rows, feats, vals, chunk, pos, windows)
+        self._update_quantiles(rows, feats, vals, chunk, pos, token_hash, windows)
         xd = x.to(torch.float64)
         self.sse += ((xd - x_hat.to(torch.float64)) ** 2).sum()
         self.sum_x += xd.sum(0)
@@ -91,7 +97,7 @@ class FeatureStats:
             self.snap_taken.append(count)
             self.snap_l1.append(partial)
 
-    def _update_top(self, rows, feats, vals, chunk, pos) -> None:
+    def _update_top(self, rows, feats, vals, chunk, pos, windows) -> None:
         k = self.settings.top_k
         # an entry below its feature's current k-th value can never enter (the k-th value only rises);
         # empty slots hold -1, so features with room keep every entry. Exact: ties are kept.
@@ -101,9 +107,16 @@ class FeatureStats:
         valid = idx >= 0
         safe = idx.clamp(min=0)
         cand_val = torch.where(valid, vals[safe], torch.full_like(vals[safe], -1.0))
-        cand_chunk = torch.where(valid, chunk[rows[safe]], -1)
-        cand_pos = torch.where(valid, pos[rows[safe]], -1)
-        self._merge_top(self._top_keys(cand_val, cand_chunk, cand_pos), cand_val, cand_chunk, cand_pos)
+        cand_row = torch.where(valid, rows[safe], -1)
+        cand_chunk = torch.where(valid, chunk[cand_row.clamp(min=0)], -1)
+        cand_pos = torch.where(valid, pos[cand_row.clamp(min=0)], -1)
+        key = self._top_keys(cand_val, cand_chunk, cand_pos)
+        # only features whose best candidate beats their current k-th entry can change
+        changed = (key[:, 0] < self.top_key[:, -1]).nonzero(as_tuple=True)[0]
+        if changed.numel():
+            cand_row = cand_row[changed]
+            self._merge_top(changed, (key[changed], cand_val[changed], cand_chunk[changed], cand_pos[changed]),
+                            lambda r, slot: windows(cand_row[r, slot], changed[r]))
 
     def _top_keys(self, val, chunk, pos) -> torch.Tensor:
         """Order of top-k candidates: larger value first, then earlier corpus place (chunk, pos)
@@ -112,33 +125,23 @@ class FeatureStats:
         key = (float_order_key(val.clamp(min=0)) << 31) | place
         return torch.where(val > 0, key, torch.full_like(key, TOP_EMPTY))
 
-    def _merge_top(self, key, val, chunk, pos) -> None:
-        # only features whose best candidate beats their current k-th entry can change
-        rows = (key[:, 0] < self.top_key[:, -1]).nonzero(as_tuple=True)[0]
-        if rows.numel() == 0:
-            return
-        if rows.numel() < self.d_sae:
-            sub = (self.top_key[rows], self.top_val[rows], self.top_chunk[rows], self.top_pos[rows])
-            new = self._merged_top(sub, (key[rows], val[rows], chunk[rows], pos[rows]))
-            for buffer, values in zip((self.top_key, self.top_val, self.top_chunk, self.top_pos), new):
-                buffer[rows] = values
-            return
-        self.top_key, self.top_val, self.top_chunk, self.top_pos = self._merged_top(
-            (self.top_key, self.top_val, self.top_chunk, self.top_pos), (key, val, chunk, pos))
+    def _merge_top(self, rows, theirs, acts_of) -> None:
+        """Merge candidates `theirs` = (key, val, chunk, pos) [len(rows), k] into the top-k of features `rows`;
+        acts_of(r, slot) gives the activation windows [q, W] of the candidates that enter."""
+        buffers = (self.top_key, self.top_val, self.top_chunk, self.top_pos)
+        merged, acts = _merge_cells(tuple(b[rows] for b in buffers), theirs, self.top_acts[rows], acts_of,
+                                    self.settings.top_k)
+        for buffer, values in zip(buffers, merged):
+            buffer[rows] = values
+        self.top_acts[rows] = acts
 
-    def _merged_top(self, mine, theirs):
-        all_key = torch.cat([mine[0], theirs[0]], 1)
-        keep = torch.topk(all_key, self.settings.top_k, dim=1, largest=False).indices  # sorted: best first
-        return tuple(torch.cat([a, b], 1).gather(1, keep) for a, b in zip(mine, theirs))
-
-    def _update_quantiles(self, rows, feats, vals, chunk, pos, token_hash=None) -> None:
+    def _update_quantiles(self, rows, feats, vals, chunk, pos, token_hash, windows) -> None:
         m = self.settings.quantile_samples
         if m == 0:
             return
         band = torch.bucketize(vals, self.band_edges, right=True) - 1  # -1: below hist_min
         inside = band >= 0
         rows, feats, vals, band = rows[inside], feats[inside], vals[inside], band[inside]
-        tok_chunk, tok_pos = chunk[rows], pos[rows]
         # = hash_keys(seed + 1, chunk, pos, feature), with the (chunk, pos) part hashed once per token
         # and the feature part read from a table: the hash is a chain, so the keys are the same bits
         if token_hash is None:
@@ -147,28 +150,27 @@ class FeatureStats:
         cells = feats * self.n_bands + band
         # a key above the largest kept key of a full cell can never enter it (empty slots: EMPTY_KEY)
         can_enter = keys <= self.q_key[cells, -1]
-        vals, tok_chunk, tok_pos, keys, cells = (vals[can_enter], tok_chunk[can_enter], tok_pos[can_enter],
-                                                 keys[can_enter], cells[can_enter])
+        rows, vals, keys, cells = rows[can_enter], vals[can_enter], keys[can_enter], cells[can_enter]
         idx, cand_key = bottom_per_cell(cells, keys, self.q_key.shape[0], m)
+        changed = (cand_key[:, 0] < self.q_key[:, -1]).nonzero(as_tuple=True)[0]  # cells that can change
+        if changed.numel() == 0:
+            return
+        idx = idx[changed]
         safe = idx.clamp(min=0)
         valid = idx >= 0
-        self._merge_quantiles(
-            cand_key,
-            torch.where(valid, vals[safe], 0.0),
-            torch.where(valid, tok_chunk[safe], -1),
-            torch.where(valid, tok_pos[safe], -1),
-        )
+        cand_row = torch.where(valid, rows[safe], -1)
+        theirs = (cand_key[changed], torch.where(valid, vals[safe], 0.0),
+                  torch.where(valid, chunk[cand_row.clamp(min=0)], -1), torch.where(valid, pos[cand_row.clamp(min=0)], -1))
+        feature = changed // self.n_bands
+        self._merge_quantiles(changed, theirs, lambda r, slot: windows(cand_row[r, slot], feature[r]))
 
-    def _merge_quantiles(self, key, val, chunk, pos) -> None:
-        m = self.settings.quantile_samples
-        rows = (key[:, 0] < self.q_key[:, -1]).nonzero(as_tuple=True)[0]  # cells that can change
-        if rows.numel() == 0:
-            return
+    def _merge_quantiles(self, cells, theirs, acts_of) -> None:
         buffers = (self.q_key, self.q_val, self.q_chunk, self.q_pos)
-        all_key = torch.cat([self.q_key[rows], key[rows]], 1)
-        keep = torch.topk(all_key, m, dim=1, largest=False).indices
-        for buffer, new in zip(buffers, (key, val, chunk, pos)):
-            buffer[rows] = torch.cat([buffer[rows], new[rows]], 1).gather(1, keep)
+        merged, acts = _merge_cells(tuple(b[cells] for b in buffers), theirs, self.q_acts[cells], acts_of,
+                                    self.settings.quantile_samples)
+        for buffer, values in zip(buffers, merged):
+            buffer[cells] = values
+        self.q_acts[cells] = acts
 
     # -- merge ------------------------------------------------------------------------
     def merge(self, other: "FeatureStats") -> "FeatureStats":
@@ -182,9 +184,16 @@ class FeatureStats:
         self.fire += other.fire
         self.max = torch.maximum(self.max, other.max)
         self.hist += other.hist
-        self._merge_top(other.top_key, other.top_val, other.top_chunk, other.top_pos)
-        if self.settings.quantile_samples:
-            self._merge_quantiles(other.q_key, other.q_val, other.q_chunk, other.q_pos)
+        rows = (other.top_key[:, 0] < self.top_key[:, -1]).nonzero(as_tuple=True)[0]
+        if rows.numel():
+            theirs = (other.top_key[rows], other.top_val[rows], other.top_chunk[rows], other.top_pos[rows])
+            their_acts = other.top_acts[rows]
+            self._merge_top(rows, theirs, lambda r, slot: their_acts[r, slot])
+        cells = (other.q_key[:, 0] < self.q_key[:, -1]).nonzero(as_tuple=True)[0]
+        if self.settings.quantile_samples and cells.numel():
+            theirs = (other.q_key[cells], other.q_val[cells], other.q_chunk[cells], other.q_pos[cells])
+            their_acts = other.q_acts[cells]
+            self._merge_quantiles(cells, theirs, lambda r, slot: their_acts[r, slot])
         self.sse += other.sse
         self.sum_x += other.sum_x
         self.sum_sq += other.sum_sq
@@ -209,12 +218,31 @@ class FeatureStats:
             "top_values": to_numpy(torch.where(empty, 0.0, self.top_val)),
             "top_chunk": to_numpy(self.top_chunk),
             "top_pos": to_numpy(self.top_pos),
+            "top_acts": to_numpy(torch.where(empty[..., None], 0.0, self.top_acts.float()).to(torch.float16)),
             "quantile_values": to_numpy(torch.where(q_empty, 0.0, self.q_val).view(d_sae, nb, m)),
             "quantile_chunk": to_numpy(self.q_chunk.view(d_sae, nb, m)),
             "quantile_pos": to_numpy(self.q_pos.view(d_sae, nb, m)),
+            "quantile_acts": to_numpy(self.q_acts.view(d_sae, nb, m, -1)),
             "l1_snapshot_tokens": np.asarray(self.snap_taken, dtype=np.int64),
             "l1_snapshots": to_numpy(snaps),
             "explained_variance": float(1.0 - self.sse / sst) if n else float("nan"),
             "mse": float(self.sse / (n * self.d_in)) if n else float("nan"),
             "l0": float(self.l0_sum / n) if n else float("nan"),
         }
+
+
+def _merge_cells(mine: tuple, theirs: tuple, my_acts: torch.Tensor, acts_of: Any, size: int):
+    """Keep the `size` smallest keys per row of mine (key, val, chunk, pos) [r, size] and theirs [r, c].
+
+    Activation windows of kept entries from `theirs` come from acts_of(row, slot) -> [q, W] (looked up
+    only for what enters); kept entries of `mine` keep their windows."""
+    all_key = torch.cat([mine[0], theirs[0]], 1)
+    keep = torch.topk(all_key, size, dim=1, largest=False).indices  # sorted: best (smallest key) first
+    merged = tuple(torch.cat([a, b], 1).gather(1, keep) for a, b in zip(mine, theirs))
+    new = keep >= size
+    acts = my_acts.gather(1, keep.clamp(max=size - 1)[..., None].expand(-1, -1, my_acts.shape[-1]))
+    if bool(new.any()):
+        r, slot = new.nonzero(as_tuple=True)
+        acts[r, slot] = acts_of(r, keep[r, slot] - size).to(acts.dtype)
+    return merged, acts
+

@@ -10,8 +10,10 @@ import numpy as np
 import torch
 
 from core.errors import AtlasError
+from core.harvest.components import assemble, missing_components
 from core.harvest.result import HarvestResult, finalize
 from core.harvest.settings import HarvestSettings
+from core.harvest.splice import SpliceEvaluator, n_eval_sequences
 from core.harvest.state import HarvestState, default_sites, sae_hook_name, sae_labels
 
 ProgressFn = Callable[[int, int, float], None]
@@ -31,21 +33,34 @@ def n_sequences_for(corpus_tokens: torch.Tensor, max_tokens: int | None) -> int:
 
 
 def harvest_shard(model: Any, saes: Sequence[Any], corpus: Any, settings: HarvestSettings,
-                  start: int = 0, stop: int | None = None, progress: ProgressFn | None = None) -> HarvestState:
-    """Run the pass over corpus sequences [start, stop) and return the un-finalized state."""
+                  start: int = 0, stop: int | None = None, progress: ProgressFn | None = None, *,
+                  sites: Sequence[str] | None = None) -> HarvestState:
+    """Run the pass over corpus sequences [start, stop) and return the un-finalized state.
+
+    sites: the moment/reservoir sites to harvest (default: settings.sites, else every resid_post plus
+    the SAE hooks). The shard that starts at sequence 0 also measures the SAEs' splice-in quality on the
+    first settings.splice_tokens tokens (core.harvest.splice), whatever its stop."""
     tokens_all = corpus.tokens
     if tokens_all.ndim != 2 or tokens_all.shape[0] == 0:
         raise AtlasError("The corpus holds no token sequences to harvest.")
-    stop = n_sequences_for(tokens_all, settings.max_tokens) if stop is None else stop
+    n_harvested = n_sequences_for(tokens_all, settings.max_tokens)
+    stop = n_harvested if stop is None else stop
     ctx = int(tokens_all.shape[1])
     n_ctx = getattr(model, "n_ctx", None)
     if n_ctx is not None and ctx > n_ctx:
         raise AtlasError(f"The corpus sequences hold {ctx} tokens, more than the model's context of {n_ctx}.")
     labels = sae_labels(saes)
-    sites = list(settings.sites) if settings.sites is not None else default_sites(model, saes)
-    hooks = list(dict.fromkeys(sites + [sae_hook_name(s) for s in saes]))
+    if sites is None:
+        sites = list(settings.sites) if settings.sites is not None else default_sites(model, saes)
+    sites = list(sites)
+    sae_hooks = [sae_hook_name(s) for s in saes]
+    hooks = list(dict.fromkeys(sites + sae_hooks))
     device = _model_device(model)
-    state = HarvestState(settings=settings, context=ctx, bos_token_id=getattr(model, "bos_token_id", None))
+    bos = getattr(model, "bos_token_id", None)
+    state = HarvestState(settings=settings, context=ctx, bos_token_id=bos)
+    n_eval = n_eval_sequences(settings.splice_tokens, ctx, n_harvested) if (start == 0 and saes) else 0
+    evaluator = (SpliceEvaluator(model, saes, labels, sae_hooks, n_eval, bos, settings.exclude_bos,
+                                 settings.batch_size) if n_eval else None)
     total = (stop - start) * ctx
     began = time.perf_counter()
     # no_grad, not inference_mode: the statistics must stay ordinary tensors so shards can merge later
@@ -55,10 +70,14 @@ def harvest_shard(model: Any, saes: Sequence[Any], corpus: Any, settings: Harves
             batch = tokens_all[first:last].to(device)
             acts = model.run(batch, hooks)
             state.update(batch, torch.arange(first, last, device=device), acts, saes, labels, sites)
+            if evaluator is not None and first < n_eval:
+                evaluator.collect(first, batch, acts)
             if progress is not None:
                 done = (last - start) * ctx
                 elapsed = time.perf_counter() - began
                 progress(done, total, elapsed / done * (total - done))
+        if evaluator is not None:
+            state.splice = evaluator.finish(tokens_all)
     return state
 
 
@@ -135,11 +154,14 @@ def harvest_key(model: Any, saes: Sequence[Any], corpus: Any, settings: HarvestS
 def harvest_cached(model: Any, saes: Sequence[Any], corpus: Any, settings: HarvestSettings | None = None,
                    store: Any = None, progress: ProgressFn | None = None,
                    key: str | None = None) -> tuple[HarvestResult, str]:
-    """The harvest of these inputs from the store, computed (and saved) only when missing.
+    """The harvest of these inputs from the store, computing only what the store lacks.
 
     Returns (result, key). The key covers the model (name, revision/checkpoint), the SAEs, the corpus
     (description + content hash of the slice), the settings and core.store.CODE_VERSION. key: the
     caller's harvest_key(model, saes, corpus, settings), when it already computed it.
+    Statistics are stored per site and per SAE (core.harvest.components): when the harvest itself is
+    missing, the pass runs only for the SAEs (and sites) whose artifacts are missing, and the harvest is
+    assembled from the components by hard links. Adding or removing an SAE computes only what is new.
     """
     from core.store import ArtifactStore
 
@@ -155,6 +177,17 @@ def harvest_cached(model: Any, saes: Sequence[Any], corpus: Any, settings: Harve
         if progress is not None:
             progress(1, 1, 0.0)
         return cached, key
-    result = harvest(model, saes, corpus, settings, progress, sources=sources)
-    result.save(store, key)
-    return result, key
+    began = time.perf_counter()
+    sources = sources if sources is not None else describe_sources(model, saes, corpus)
+    plain = settings.to_dict()
+    sites = list(settings.sites) if settings.sites is not None else default_sites(model, saes)
+    missing_sites, missing_saes = missing_components(store, sources, plain, sites, len(saes))
+    if missing_sites or missing_saes:
+        todo = [saes[i] for i in missing_saes]
+        state = harvest_shard(model, todo, corpus, settings, progress=progress, sites=missing_sites)
+        partial = finalize(state, corpus.tokens, sources=sources, seconds=time.perf_counter() - began)
+        partial.save_components(store, missing_sites, missing_saes)
+    elif progress is not None:
+        progress(1, 1, 0.0)
+    assemble(store, key, sources, plain, sites, sae_labels(saes), seconds=time.perf_counter() - began)
+    return HarvestResult.load(store, key), key

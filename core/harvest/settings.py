@@ -29,7 +29,8 @@ class HarvestSettings:
     quantile_samples: int = 4
     cooc_chunk_tokens: int = 256
     cooc_threshold: float = 0.0
-    cooc_max_features: int = 16384
+    cooc_sample_chunks: int = 2048  # chunks whose fired features are kept (all of them up to this many)
+    splice_tokens: int = 2048  # tokens (whole sequences from the corpus start) of the splice-in evaluation
     exclude_bos: bool = True
     seed: int = 0
 
@@ -45,7 +46,8 @@ class HarvestSettings:
             (self.quantile_bands_per_decade >= 1, "quantile bands need >= 1 band per decade"),
             (self.quantile_samples >= 0, "quantile samples must be >= 0"),
             (self.cooc_chunk_tokens >= 1, "co-occurrence chunk must be >= 1 token"),
-            (self.cooc_max_features >= 1, "co-occurrence needs >= 1 feature"),
+            (self.cooc_sample_chunks >= 2, "co-occurrence needs a sample of >= 2 chunks"),
+            (self.splice_tokens >= 0, "splice-in evaluation tokens must be >= 0 (0: off)"),
             (self.cooc_threshold >= 0, "co-occurrence threshold must be >= 0 (SAE codes are non-negative)"),
         ]
         for ok, message in checks:

@@ -13,6 +13,8 @@ from core.harvest.feature_stats import FeatureStats
 from core.harvest.sampling import hash_keys
 from core.harvest.settings import HarvestSettings
 from core.harvest.site_stats import ActivationMoments, Reservoir
+from core.harvest.splice import SpliceStats
+from core.harvest.windows import WindowLookup
 
 
 def sae_hook_name(sae: Any) -> str:
@@ -52,6 +54,7 @@ class HarvestState:
     reservoirs: dict[str, Reservoir] = field(default_factory=dict)
     features: dict[str, FeatureStats] = field(default_factory=dict)
     cooc: dict[str, Cooccurrence] = field(default_factory=dict)
+    splice: dict[str, SpliceStats] = field(default_factory=dict)  # only the shard that starts at sequence 0
     n_tokens: int = 0  # kept (non-BOS) tokens
     n_positions: int = 0  # all positions read
     n_sequences: int = 0
@@ -93,8 +96,9 @@ class HarvestState:
             if label not in self.features:
                 self.features[label] = FeatureStats(d_sae, x.shape[1], s, ctx, device)
                 self.cooc[label] = Cooccurrence(d_sae, s, seqs_per_chunk, device)
+            windows = WindowLookup(keep_idx, b * ctx, ctx, s.window_left, s.window_right, rows, feats, vals, d_sae, z)
             self.features[label].update_sparse(x.shape[0], rows, feats, vals, x, x_hat, chunk, pos,
-                                               token_hash=quantile_hash)
+                                               token_hash=quantile_hash, windows=windows)
             self.cooc[label].update_sparse(rows, feats, vals, cooc_ids, batch_cooc_ids)
         self.n_tokens += int(keep_idx.numel())
         self.n_positions += b * ctx
@@ -140,7 +144,7 @@ class HarvestState:
         if other.settings != self.settings or other.context != self.context:
             raise AtlasError("Only harvests made with the same settings and context can be merged.")
         for table, mine in (("moments", self.moments), ("reservoirs", self.reservoirs),
-                            ("features", self.features), ("cooc", self.cooc)):
+                            ("features", self.features), ("cooc", self.cooc), ("splice", self.splice)):
             for name, stat in getattr(other, table).items():
                 if name in mine:
                     mine[name].merge(stat)
