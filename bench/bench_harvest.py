@@ -1,9 +1,12 @@
 """Harvest benchmarks, each a ratio measured in the same run on identical inputs.
 
-(a) throughput: harvest with every statistic on / the bare forward pass of the same model
-    (model(tokens) -> logits, batch by batch); also shown against two reference points:
-    the forward pass to the last SAE hook without logits, and that plus every SAE's encode+decode
-    (the least any SAE statistic can cost).
+(a) throughput: the harvest against its floor, measured round-robin (A B A B ...) with wall and CPU time
+    (this process's CPU time: what a single-threaded run costs, whatever else the shared machine runs).
+    Floor = the forward pass to the last SAE hook plus every SAE's encode + decode (the least any SAE
+    statistic can cost). The harvest without the splice-in evaluation is compared with the floor; the
+    default harvest (splice-in evaluation on its first splice_tokens tokens) with the floor plus the model
+    work that evaluation needs (clean logits and three continuations per SAE over those tokens).
+    Also shown: the bare forward pass (model(tokens) -> logits).
 (b) harvest vs a naive baseline written the way peers do it, computing the same set of statistics:
     run_with_cache of every hook, keep every activation and SAE code, vectorised covariance /
     token sample / reconstruction / L1 prefix sums, then per-feature Python loops for counts, L1,
@@ -29,7 +32,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 
-from bench.common import Sources, median_seconds, organism_sources, random_corpus, random_sources
+from dataclasses import replace
+
+from bench.common import (
+    Sources,
+    interleaved_seconds,
+    median_seconds,
+    organism_sources,
+    random_corpus,
+    random_sources,
+)
 from core.harvest import HarvestSettings, harvest, snapshot_counts
 
 
@@ -109,6 +121,7 @@ def naive_baseline(model, saes, corpus, batch_size: int, settings: HarvestSettin
         chunk_of = place[:, 0] * -(-ctx // settings.cooc_chunk_tokens) + place[:, 1] // settings.cooc_chunk_tokens
     else:
         chunk_of = place[:, 0] // (settings.cooc_chunk_tokens // ctx)
+    row_of = {(int(c), int(p)): i for i, (c, p) in enumerate(place)}  # kept token -> row of the codes
     for sae in saes:
         z = torch.cat(codes[sae.hook_name])
         x = torch.cat(acts[sae.hook_name])
@@ -121,11 +134,13 @@ def naive_baseline(model, saes, corpus, batch_size: int, settings: HarvestSettin
             column = z[:, feature]
             fired = column > 0
             values, index = torch.topk(column, settings.top_k)
-            contexts = []
-            for i in index.tolist():  # token window around each top activation
+            contexts, window_acts = [], []
+            for i in index.tolist():  # token window around each top activation, with the feature's activations
                 chunk, pos = place[i]
                 where = pos + windows
                 contexts.append([int(token_array[chunk, w]) if 0 <= w < token_array.shape[1] else -1 for w in where])
+                window_acts.append([float(column[row_of.get((chunk, w), -1)]) if (chunk, w) in row_of else 0.0
+                                    for w in where])
             column_np = column.numpy()
             active = column_np[column_np > 0]
             hist, _ = np.histogram(active, bins=edges)
@@ -133,7 +148,8 @@ def naive_baseline(model, saes, corpus, batch_size: int, settings: HarvestSettin
             for lo, hi in zip(bands[:-1], bands[1:]):  # contexts sampled from each activation band
                 in_band = np.flatnonzero((column_np >= max(lo, np.nextafter(0, 1))) & (column_np < hi))
                 samples.append(rng.choice(in_band, size=min(settings.quantile_samples, in_band.size), replace=False))
-            stats.append((int(fired.sum()), float(active.sum()), float(column.max()), values, contexts, hist, samples))
+            stats.append((int(fired.sum()), float(active.sum()), float(column.max()), values, contexts, hist, samples,
+                          window_acts))
         fires = (z > settings.cooc_threshold).numpy()
         per_chunk = np.zeros((chunk_of.max() + 1, z.shape[1]), dtype=bool)
         np.logical_or.at(per_chunk, chunk_of, fires)
@@ -145,29 +161,58 @@ def naive_baseline(model, saes, corpus, batch_size: int, settings: HarvestSettin
     return out
 
 
+def splice_forwards(model, saes, corpus, settings: HarvestSettings) -> None:
+    """The model work of the splice-in evaluation alone: clean logits, and per SAE three continuations from
+    its hook (the SAE, zero and mean replacements cost the same), over the evaluation sequences."""
+    from core.harvest.splice import _continue, n_eval_sequences
+
+    ctx = corpus.tokens.shape[1]
+    n = n_eval_sequences(settings.splice_tokens, ctx, corpus.tokens.shape[0])
+    hooks = list(dict.fromkeys(s.hook_name for s in saes))
+    with torch.no_grad():
+        for start in range(0, n, settings.batch_size):
+            tokens = corpus.tokens[start:min(n, start + settings.batch_size)].to(model.device)
+            acts = model.run(tokens, hooks)
+            torch.log_softmax(model.logits(tokens), -1)
+            for sae in saes:
+                x = acts[sae.hook_name]
+                sae.decode(sae.encode(x))
+                for _ in range(3):
+                    torch.log_softmax(_continue(model, sae.hook_name, tokens, x), -1)
+
+
 def throughput(sources: Sources, n_tokens: int, repeats: int, batch_size: int) -> dict:
     model, saes = sources.model, sources.saes
     corpus = _corpus_for(sources, n_tokens)
     tokens = corpus.tokens.numel()
     settings = HarvestSettings(batch_size=batch_size)
-    device = model.device
-    t_bare = median_seconds(lambda: bare_forward(model, corpus, batch_size), repeats, device)
-    t_hooks = median_seconds(lambda: forward_to_hooks(model, saes, corpus, batch_size, False), repeats, device)
-    t_sae = median_seconds(lambda: forward_to_hooks(model, saes, corpus, batch_size, True), repeats, device)
-    t_harvest = median_seconds(lambda: harvest(model, saes, corpus, settings), repeats, device)
-    return {
-        "tokens": tokens, "batch_size": batch_size, "corpus": corpus.description,
-        "tok_per_s": {"bare_forward": tokens / t_bare, "forward_to_last_hook": tokens / t_hooks,
-                      "forward_plus_sae_encode_decode": tokens / t_sae, "harvest_all_statistics": tokens / t_harvest},
-        "ratio_harvest_vs_bare_forward": t_bare / t_harvest,
-        "ratio_harvest_vs_forward_plus_sae": t_sae / t_harvest,
-    }
+    no_splice = replace(settings, splice_tokens=0)
+    t = interleaved_seconds({
+        "bare_forward": lambda: bare_forward(model, corpus, batch_size),
+        "floor_forward_plus_sae": lambda: forward_to_hooks(model, saes, corpus, batch_size, True),
+        "splice_forwards": lambda: splice_forwards(model, saes, corpus, settings),
+        "harvest_without_splice": lambda: harvest(model, saes, corpus, no_splice),
+        "harvest": lambda: harvest(model, saes, corpus, settings),
+    }, repeats, model.device)
+    ratios = {}
+    for clock in ("cpu", "wall", "cpu_min", "wall_min"):
+        floor = t["floor_forward_plus_sae"][clock]
+        ratios[clock] = {
+            "harvest_without_splice_vs_floor": floor / t["harvest_without_splice"][clock],
+            "harvest_vs_floor_plus_splice_forwards": (floor + t["splice_forwards"][clock]) / t["harvest"][clock],
+            "harvest_vs_bare_forward": t["bare_forward"][clock] / t["harvest"][clock],
+            "splice_share_of_harvest": 1 - t["harvest_without_splice"][clock] / t["harvest"][clock],
+        }
+    return {"tokens": tokens, "batch_size": batch_size, "corpus": corpus.description,
+            "splice_tokens": settings.splice_tokens, "seconds": t,
+            "tok_per_s_cpu": {name: tokens / v["cpu"] for name, v in t.items() if name != "splice_forwards"},
+            "ratios": ratios}
 
 
 def versus_naive(sources: Sources, n_tokens: int, repeats: int, batch_size: int) -> dict:
     model, saes = sources.model, sources.saes
     corpus = _corpus_for(sources, n_tokens)
-    settings = HarvestSettings(batch_size=batch_size)
+    settings = HarvestSettings(batch_size=batch_size, splice_tokens=0)  # the naive pipeline has no splice eval
     t_harvest = median_seconds(lambda: harvest(model, saes, corpus, settings), repeats, model.device)
     t_naive = median_seconds(
         lambda: naive_baseline(model, saes, corpus, batch_size, settings),

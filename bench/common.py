@@ -105,3 +105,27 @@ def median_seconds(fn: Callable[[], Any], repeats: int, device: Any = "cpu", war
         sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def interleaved_seconds(fns: dict[str, Callable[[], Any]], repeats: int, device: Any = "cpu",
+                        warmup: int = 1) -> dict[str, dict[str, float]]:
+    """Wall and CPU seconds of each function, measured round-robin (A B C A B C ...) so that the load of a
+    shared machine falls on all of them alike: {name: {"wall", "cpu", "wall_min", "cpu_min"}} (medians and
+    minima over `repeats` rounds). CPU time (this process's, time.process_time) is what a single-threaded
+    run costs whatever else the machine runs; on a GPU only the wall time means anything."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+            sync(device)
+    walls: dict[str, list[float]] = {name: [] for name in fns}
+    cpus: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            sync(device)
+            start, cpu = time.perf_counter(), time.process_time()
+            fn()
+            sync(device)
+            walls[name].append(time.perf_counter() - start)
+            cpus[name].append(time.process_time() - cpu)
+    return {name: {"wall": statistics.median(walls[name]), "cpu": statistics.median(cpus[name]),
+                   "wall_min": min(walls[name]), "cpu_min": min(cpus[name])} for name in fns}

@@ -317,6 +317,12 @@ def test_bench_naive_baseline_computes_the_same_statistics(tiny_model, saes, cor
         np.testing.assert_array_equal(np.array([s[2] for s in stats], dtype=np.float32), r.max_act)
         np.testing.assert_allclose(np.stack([s[3].numpy() for s in stats]), r.top_values)
         np.testing.assert_array_equal(np.stack([s[5] for s in stats]), r.hist[:, 1:-1])
+        # the per-token activations around each top context, as the harvest keeps them; run_with_cache's full
+        # pass and the harvest's stopped pass can differ in the last float bit, which may flip a TopK choice
+        # between two near-equal pre-activations at a neighbouring token: allow a few such flips
+        filled = r.top_values > 0
+        differ = np.abs(np.array([s[7] for s in stats])[filled].astype(np.float16) - r.top_acts[filled]) > 1e-2
+        assert differ.mean() < 0.005
         np.testing.assert_array_equal(cooc, r.cooc_counts().dense())
         assert (explained, mse, l0) == pytest.approx((r.explained_variance, r.mse, r.l0), rel=1e-5)
         np.testing.assert_allclose(np.stack([s.numpy() for s in snapshots]), r.l1_snapshots, rtol=1e-5)

@@ -171,3 +171,16 @@ def test_the_harvest_artifact_is_linked_not_copied(tiny_model, saes, corpus, tmp
     assert out.link_from(store, key)
     loaded = HarvestResult.load(out, key)
     np.testing.assert_array_equal(loaded.saes[HOOK1].top_acts, HarvestResult.load(store, key).saes[HOOK1].top_acts)
+
+
+def test_cli_corpus_uses_the_saes_context_size():
+    from types import SimpleNamespace
+
+    from core.cli.analyze import sae_context_size
+
+    said = []
+    one = SimpleNamespace(hook_name=HOOK0, context_size=128)
+    assert sae_context_size([one], said.append) == 128 and not said
+    other = SimpleNamespace(hook_name=HOOK1, context_size=1024)
+    assert sae_context_size([one, other], said.append) == 128 and "different context sizes" in said[0]
+    assert sae_context_size([SimpleNamespace(hook_name=HOOK0, context_size=None)]) == 64  # nothing said: 64

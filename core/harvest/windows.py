@@ -24,6 +24,7 @@ class WindowLookup:
         self.row_of_flat = torch.full((n_positions,), -1, dtype=torch.int64, device=device)
         self.row_of_flat[keep_idx] = torch.arange(keep_idx.numel(), device=device)
         self.rows, self.feats, self.vals, self.z = rows, feats, vals, z
+        self.n_rows = int(keep_idx.numel())
         self._codes: torch.Tensor | None = None  # rows * d_sae + feats, ascending (built on first use)
 
     def __call__(self, q_rows: torch.Tensor, q_feats: torch.Tensor) -> torch.Tensor:
@@ -35,6 +36,11 @@ class WindowLookup:
         other = torch.where(inside, other, -1)
         found = other >= 0
         feats = q_feats[:, None].expand_as(other)
+        if self.z is None and other.numel() * 4 > self.n_rows * self.d_sae // 8 and self.n_rows * self.d_sae <= 1 << 23:
+            # many lookups into a small batch code (the first batches fill every feature's buffers):
+            # one dense [n, d_sae] code makes each lookup a gather instead of a binary search
+            self.z = torch.zeros(self.n_rows, self.d_sae, dtype=torch.float32, device=self.vals.device)
+            self.z[self.rows, self.feats] = self.vals.to(torch.float32)
         if self.z is not None:
             values = self.z[other.clamp(min=0), feats].clamp(min=0)
         elif self.vals.numel() == 0:
