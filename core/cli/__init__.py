@@ -7,6 +7,7 @@ message and exit status 2, never a traceback.
     atlas run                                       # the dashboard
     atlas analyze --model organism --sae organism --corpus world --out runs/organism
     atlas import-bundle bundle.zip
+    atlas concepts list | atlas concepts reproduce engels|park|gurnee --model NAME
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from core.cli import analyze, bundles, run  # noqa: E402
+from core.cli import analyze, bundles, concepts, run  # noqa: E402
 
-COMMANDS = [run.add_command, analyze.add_command, bundles.add_command]
+COMMANDS = [run.add_command, analyze.add_command, bundles.add_command, concepts.add_command]
 
 
 def build_parser() -> argparse.ArgumentParser:
