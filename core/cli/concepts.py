@@ -4,6 +4,7 @@ and the papers' concept-geometry experiments (core/concepts, docs/CONCEPTS.md)."
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from typing import Any
@@ -99,7 +100,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             raise AtlasError("--concepts organism reads the organism's ground truth; use it with --model organism.")
         which = f"organism:{args.organism_dir or ''}"
     sets = sets_for(args.paper, which)
-    model = load_model(spec)
+    with contextlib.redirect_stdout(sys.stderr):  # TransformerLens prints "Loaded pretrained model ..." to stdout
+        model = load_model(spec)
     progress, close = _progress(args.quiet)
     try:
         if args.paper == "engels":
