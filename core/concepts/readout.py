@@ -22,7 +22,7 @@ Every prompt starts with BOS when the model has one.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -93,7 +93,6 @@ class ConceptReadout:
     templates: tuple[str, ...]  # templates that were read
     prompt_arrays: dict[str, np.ndarray] | None = None  # keep_prompts: site -> [n_prompts, d] (word rows only)
     prompt_rows: np.ndarray | None = None  # keep_prompts: row of each prompt
-    notes: tuple[str, ...] = field(default=())
 
     def __len__(self) -> int:
         return len(self.items)
