@@ -194,9 +194,11 @@ def park_hierarchy(model: Any, taxonomy: ConceptSet, *, n_shuffles: int = 20, se
         a, b = (category_ids[name] for name in sibling_pair)
         cos = _cos(vector_representation(g, a).ell, vector_representation(g, b).ell)
         shuffled = []
-        for _ in range(n_shuffles):
-            gp = g[rng.permutation(g.shape[0])]
-            shuffled.append(_cos(vector_representation(gp, a).ell, vector_representation(gp, b).ell))
+        for _ in range(n_shuffles):  # rows of g permuted: only the rows a and b land on matter
+            rows = rng.permutation(g.shape[0])[: len(a) + len(b)]
+            ra, rb = g[rows[: len(a)]], g[rows[len(a):]]
+            shuffled.append(_cos(vector_representation(ra, range(len(a))).ell,
+                                 vector_representation(rb, range(len(b))).ell))
         cos_shuffled = float(np.mean(shuffled))
     all_cos = [abs(c) for p in parents for c in p.cos_child_minus_parent]
     return ParkResult(taxonomy.name, len(ids_of), tuple(parents), float(np.mean(all_cos)) if all_cos else float("nan"),
