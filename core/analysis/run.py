@@ -20,12 +20,13 @@ from core.analysis.superposition import superposition_by_layer
 def run_all(model: Any, saes: Sequence[Any], harvest: Any, ground_truth: Mapping[str, Any] | None = None,
             store: Any = None, progress: ProgressFn | None = None, checkpoints: bool | Sequence[str] = False,
             n_permutations: int = 100, checkpoint_max_tokens: int = 4096,
-            harvest_key: str | None = None) -> dict[str, Any]:
+            harvest_key: str | None = None, cluster: Any = None) -> dict[str, Any]:
     """Every analysis these inputs allow; {"spectra", "superposition", "geometry", "ground_truth",
     ["checkpoints"], "artifact_keys"}. The organism's ground truth is used when none is given and the
     model is the organism. Checkpoint phases run only when asked (they load every checkpoint):
     `checkpoints` True for all of the organism's checkpoints, or a list of their identifiers, each
-    harvested on `checkpoint_max_tokens` tokens. `n_permutations`: the lobes' AMI null."""
+    harvested on `checkpoint_max_tokens` tokens (as parallel Ray tasks on `cluster`, a
+    core.harvest.distributed.RayCluster, when given). `n_permutations`: the lobes' AMI null."""
     if ground_truth is None:
         ground_truth = organism_ground_truth(model)
     hkey = harvest_key or harvest_key_of(harvest)
@@ -45,7 +46,8 @@ def run_all(model: Any, saes: Sequence[Any], harvest: Any, ground_truth: Mapping
         names = None if checkpoints is True else list(checkpoints)
         report(progress, 0.8, f"spectra over {'all' if names is None else len(names)} checkpoints")
         out["checkpoints"] = spectra_over_checkpoints(model.spec.path, names,
-                                                      max_tokens=checkpoint_max_tokens, store=store)
+                                                      max_tokens=checkpoint_max_tokens, store=store,
+                                                      cluster=cluster)
     report(progress, 1.0, "done")
     out["artifact_keys"] = [v["key"] for v in out.values() if isinstance(v, dict) and "key" in v]
     return out
