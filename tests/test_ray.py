@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -264,16 +265,15 @@ def test_a_shard_failing_for_good_names_it_and_writes_nothing(ray_cluster, organ
     store = ArtifactStore(tmp_path / "store")
     messages: list[str] = []
     cluster = RayCluster(workers=2, shards=2, max_retries=1, keep_workers=True)
+    settings = replace(SETTINGS, splice_tokens=0)  # else shard 1 runs the whole corpus through the splice check
     with pytest.raises(ShardFailedError) as raised:
-        # harvest_cached_on's own path with this loader: compute, then save only a complete result
-        result = harvest_on_ray(model, saes, corpus, SETTINGS, cluster=cluster, loader=loader, say=messages.append)
-        result.save(store, "never")
+        harvest_cached_on(cluster, model, saes, corpus, settings, store, loader=loader, say=messages.append)
     text = str(raised.value)
     assert isinstance(raised.value, AtlasError)
     assert f"shard 2 of 2 (corpus sequences {shards[1].start}-{shards[1].stop - 1})" in text
     assert "after 2 attempts" in text and "poisoned batch" in text
     assert len(messages) == 1 and "retrying shard 2 of 2" in messages[0]
-    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("*"))
+    assert not [p for p in (tmp_path / "store").rglob("*") if p.is_file()]  # no artifact, no component
 
 
 def test_cli_ray_writes_the_local_runs_key(ray_cluster, tiny_organism_dir, tmp_path, capsys, monkeypatch):

@@ -200,21 +200,23 @@ def harvest_on_ray(model: Any, saes: Sequence[Any], corpus: Any, settings: Harve
 
 def harvest_cached_on(cluster: RayCluster | None, model: Any, saes: Sequence[Any], corpus: Any,
                       settings: HarvestSettings | None = None, store: Any = None, progress: ProgressFn | None = None,
-                      key: str | None = None, say: Callable[[str], None] | None = None) -> tuple[HarvestResult, str]:
+                      key: str | None = None, say: Callable[[str], None] | None = None,
+                      loader: Callable[[], tuple[Any, list]] | None = None) -> tuple[HarvestResult, str]:
     """harvest_cached, with the pass on `cluster` when one is given (None: here, in this process).
 
     The same key and the same artifacts either way (per-SAE and per-site components, assembled into the
     harvest; only the missing components are computed); they are saved only once the pass is complete,
     so a failed distributed run leaves nothing in the store. The dashboard calls this with
-    cluster_from_env() (app/resources.get_harvest), the CLI with its --ray choice.
+    cluster_from_env() (app/resources.get_harvest), the CLI with its --ray choice. loader: as in
+    harvest_on_ray (for the SAEs of a partial pass it must return those SAEs only).
     """
     if cluster is None:
         return harvest_cached(model, saes, corpus, settings, store, progress, key=key)
     settings = settings or HarvestSettings()
 
     def on_ray(todo: Sequence[Any], sites: list[str], pass_progress: ProgressFn | None) -> Any:
-        return state_on_ray(model, todo, corpus, settings, cluster=cluster, sites=sites, progress=pass_progress,
-                            say=say)
+        return state_on_ray(model, todo, corpus, settings, cluster=cluster, sites=sites, loader=loader,
+                            progress=pass_progress, say=say)
 
     return harvest_cached(model, saes, corpus, settings, store, progress, key=key, run_pass=on_ray)
 

@@ -135,19 +135,6 @@ def portable(value: Any) -> Any:
     return value
 
 
-class NoStore:
-    """A store that keeps nothing: a worker returns its harvest to the driver, which saves it."""
-
-    def load(self, key: str) -> None:
-        return None
-
-    def has(self, key: str) -> bool:
-        return False
-
-    def save(self, key: str, arrays: Any, meta: Any) -> None:
-        return None
-
-
 # ---------------------------------------------------------------------------------------------
 # actors
 # ---------------------------------------------------------------------------------------------
@@ -199,14 +186,22 @@ class HarvestWorker:
         return portable(left.merge(right)), {"pid": os.getpid(), "seconds": time.perf_counter() - began}
 
     def checkpoint(self, spec: Any, name: str, max_tokens: int, corpus: Any) -> tuple[Any, dict]:
-        """(HarvestResult, key) of core.harvest.checkpoints.harvest_checkpoint; the held model is
-        dropped first (the checkpoint's weights take its place, and are freed after)."""
+        """(HarvestResult, key) of core.harvest.checkpoints.harvest_checkpoint, harvested into a scratch
+        store that is removed after (the driver saves the result in its own); the held model is dropped
+        first (the checkpoint's weights take its place, and are freed after)."""
+        import tempfile
+
         from core.harvest.checkpoints import harvest_checkpoint
+        from core.harvest.result import HarvestResult
+        from core.store import ArtifactStore
 
         began = time.perf_counter()
         self._drop()
-        result = harvest_checkpoint(spec, name, max_tokens, store=NoStore(), corpus=corpus)
-        return result, {"pid": os.getpid(), "seconds": time.perf_counter() - began}
+        with tempfile.TemporaryDirectory(prefix="atlas-checkpoint-") as scratch:
+            result, key = harvest_checkpoint(spec, name, max_tokens, store=ArtifactStore(scratch), corpus=corpus)
+            arrays, meta = result.to_arrays()  # read into memory before the scratch store goes
+            result = HarvestResult.from_arrays({k: np.array(v) for k, v in arrays.items()}, meta)
+        return (result, key), {"pid": os.getpid(), "seconds": time.perf_counter() - began}
 
 
 class ProgressTracker:
