@@ -12,7 +12,7 @@ and the model loaded inside the timing, as a one-off CLI run pays). Ratios: 1 wo
 On a 2-core machine the two workers share the cores with the driver, the raylet and the object
 store, so this shows Ray's overhead, not a speed-up: a speed-up needs a worker per GPU or per idle
 core (docs/SCALING.md has the cost model). Also printed: a shard state's size as sent between
-processes, and the time of one merge.
+processes, and the time of one merge (median; the copy that keeps the inputs intact subtracted).
 
     python -m bench ray [--tokens N] [--repeats R] [--cpus C] [--random-organism]
 """
@@ -20,6 +20,7 @@ processes, and the time of one merge.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import pickle
@@ -92,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         first = portable(harvest_shard(model, saes, corpus, settings, 0, half))
         second = portable(harvest_shard(model, saes, corpus, settings, half, corpus.tokens.shape[0]))
         state_bytes = len(pickle.dumps(first, protocol=5))
-        merge_s = _timed(lambda: first.merge(second))[0]
+        merge_s = statistics.median(_timed(lambda: copy.deepcopy(first).merge(second))[0]
+                                    - _timed(lambda: copy.deepcopy(first))[0] for _ in range(args.repeats))
     finally:
         ray.shutdown()
     report.update({

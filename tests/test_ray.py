@@ -197,12 +197,13 @@ def test_two_shards_equal_a_local_run(ray_cluster, organism, local, prefix_l1):
 def test_three_shards_on_two_workers_write_the_local_artifact(ray_cluster, organism, local, prefix_l1, tmp_path):
     model, saes, corpus = organism
     store = ArtifactStore(tmp_path / "store")
-    result, key = harvest_cached_on(RayCluster(workers=2, shards=3, keep_workers=True), model, saes, corpus, SETTINGS, store)
+    cluster = RayCluster(workers=2, shards=3, keep_workers=True)
+    result, key = harvest_cached_on(cluster, model, saes, corpus, SETTINGS, store)
     assert key == harvest_key(model, saes, corpus, SETTINGS)  # the local run's key
     assert_equal_results(result, local, prefix_l1)
     assert_equal_results(HarvestResult.load(store, key), local, prefix_l1)
     # a second call is a cache hit: no cluster work
-    again, again_key = harvest_cached_on(RayCluster(workers=2, shards=3, keep_workers=True), model, saes, corpus, SETTINGS, store)
+    again, again_key = harvest_cached_on(cluster, model, saes, corpus, SETTINGS, store)
     assert again_key == key and again.seconds == result.seconds
 
 
@@ -216,7 +217,8 @@ def test_checkpoint_harvests_as_parallel_tasks_equal_local(ray_cluster, tiny_org
     here = spectra_over_checkpoints(str(tiny_organism_dir), picked, max_tokens=256, store=local_store)
     reports: list[str] = []
     there = spectra_over_checkpoints(str(tiny_organism_dir), picked, max_tokens=256, store=ray_store,
-                                     cluster=RayCluster(keep_workers=True), progress=lambda f, text: reports.append(text))
+                                     cluster=RayCluster(keep_workers=True),
+                                     progress=lambda f, text: reports.append(text))
     assert there["checkpoint_keys"] == here["checkpoint_keys"]
     for metric, rows in here["tables"].items():
         np.testing.assert_allclose(np.array(there["tables"][metric], dtype=float), np.array(rows, dtype=float),
