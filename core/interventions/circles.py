@@ -25,7 +25,9 @@ option) because the rotation needs no knowledge of the current item and works fo
 Experiment (`rotation_experiment`): on held-out prompts, move the answer position at the site by
 s = 1..k-1 steps and count how often the model's argmax answer moves from its own clean answer a to
 a + s (mod k). Control: the same-norm change in a random 2-D plane (x's component in a random plane
-rotated by the same angle, the change rescaled to the circle change's norm).
+rotated by the same angle, the change rescaled to the circle change's norm). Two more rows: "circle to
+target mean" puts x's plane coordinates at those of the mean of item a + s (`target_delta`, which needs
+the current item: the model's clean answer), and "all Fourier planes" rotates every plane.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import torch
 from core.interventions.common import InterventionError, ProgressFn, Result, check_site, prompt_tokens, token_id
 from core.interventions.hooks import forward_logits, intervene
 
-ROTATION_METHODS = ("circle", "random plane", "all Fourier planes")
+ROTATION_METHODS = ("circle", "circle to target mean", "random plane", "all Fourier planes")
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,25 @@ def rotation_delta(fit: CycleFit, x: np.ndarray, steps: np.ndarray | float, *,
     return (new - coords) @ B.T
 
 
+def item_means(fit: CycleFit, items: np.ndarray) -> np.ndarray:
+    """Centred mean representation of items (any real index: the Fourier series read between items) [n, d]."""
+    i = np.asarray(items, dtype=np.float64)
+    out = np.zeros((i.shape[0], len(fit.center)))
+    for f, a, b in zip(fit.frequencies, fit.cos_coef, fit.sin_coef):
+        theta = 2 * np.pi * f * i / fit.k
+        out += np.outer(np.cos(theta), a) + np.outer(np.sin(theta), b)
+    return out
+
+
+def target_delta(fit: CycleFit, x: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """The change that puts x's coordinates in the best plane at those of the mean of item `targets` [n]
+    (METHODS 10's other option: replace the plane component by the target item's); [n, d]."""
+    x = np.atleast_2d(np.asarray(x, dtype=np.float64))
+    B, _ = _plane_basis(fit, [fit.best_frequency])
+    P = np.linalg.pinv(B)
+    return (item_means(fit, targets) @ P.T - (x - np.asarray(fit.center)) @ P.T) @ B.T
+
+
 def random_plane_delta(x: np.ndarray, angles: np.ndarray, norms: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Control: rotate each x's component in its own random 2-D plane by `angles`, change rescaled to `norms`."""
     x = np.atleast_2d(np.asarray(x, dtype=np.float64))
@@ -283,10 +304,11 @@ def rotation_experiment(model: Any, fit: CycleFit, prompts: Sequence[str], *, se
     for j in keep:
         x = np.repeat(x_all[j][None], k - 1, axis=0)
         circle = rotation_delta(fit, x, steps)
+        target = target_delta(fit, x, (item_of[int(answers[j])] + steps) % k)
         norms = np.linalg.norm(circle, axis=1)
         control = random_plane_delta(x, 2 * np.pi * fit.best_frequency * steps / k, norms, rng)
         every = rotation_delta(fit, x, steps, frequencies="all")
-        for method, deltas in zip(ROTATION_METHODS, (circle, control, every)):
+        for method, deltas in zip(ROTATION_METHODS, (circle, target, control, every)):
             rows += [(j, int(s), method, d) for s, d in zip(steps, deltas)]
     new_answers = _run_last_position_edits(model, list(prompts), rows, fit.site, batch_rows, progress)
     outcomes = []

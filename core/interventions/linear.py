@@ -157,3 +157,69 @@ def _erased_answers(model: Any, prompts: list[str], site: str, directions: torch
             logits = forward_logits(model, batch, [(site, edit)])
             chosen[idx] = logits[:, -1].argmax(-1).cpu().numpy().reshape(len(idx), n_var)
     return chosen
+
+
+@dataclass(frozen=True)
+class ShiftOutcome(Result):
+    shift: float  # in the probe's units (degrees of latitude): the change of the probe's reading
+    counts: list[int]  # prompts answering each of ShiftExperiment.answers, probe direction moved
+    control_counts: list[float]  # the same with random directions moved by the same norm (mean)
+
+
+@dataclass(frozen=True)
+class ShiftExperiment(Result):
+    site: str
+    attribute: str
+    n_prompts: int
+    answers: list[str]  # the answers counted ("north", "south", ...)
+    clean_counts: list[int]
+    outcomes: list[ShiftOutcome]  # one per shift
+
+
+def shift_experiment(model: Any, probe: ProbeDirection, prompts: Sequence[str], positions: Sequence[int], *,
+                     shifts: Sequence[float], answers: Sequence[str], n_random: int = 5,
+                     seed: int = 0) -> ShiftExperiment:
+    """Move each prompt's position `positions[j]` along the probe direction so that the probe reads
+    `shift` more (x += shift / |w| * u), and count the answers; random unit directions moved by the same
+    norm are the control. The complement of erasure: a direction the model reads moves its answers."""
+    check_site(model, probe.site, d=len(probe.direction))
+    if len(prompts) != len(positions) or not prompts:
+        raise InterventionError("Give one position per prompt (and at least one prompt).")
+    ids = [token_id(model, a, "answer") for a in answers]
+    rng = np.random.default_rng(seed)
+    d = len(probe.direction)
+    randoms = rng.standard_normal((n_random, d))
+    randoms /= np.linalg.norm(randoms, axis=1, keepdims=True)
+    units = np.concatenate([np.asarray(probe.direction)[None], randoms])
+    tokens = [prompt_tokens(model, p) for p in prompts]
+
+    def count(vectors: np.ndarray) -> np.ndarray:  # [n_variants, len(answers)]
+        out = np.zeros((len(vectors), len(ids)))
+        groups: dict[tuple[int, int], list[int]] = {}
+        for j, t in enumerate(tokens):
+            groups.setdefault((int(t.shape[1]), int(positions[j])), []).append(j)
+        for (_, pos), idx in groups.items():
+            n_var = len(vectors)
+            batch = torch.cat([tokens[j] for j in idx]).repeat_interleave(n_var, dim=0)
+            deltas = torch.tensor(np.tile(vectors, (len(idx), 1)), dtype=torch.float32)
+
+            def hook(act: torch.Tensor, hook: Any, pos: int = pos, deltas: torch.Tensor = deltas) -> torch.Tensor:
+                out_act = act.clone()
+                out_act[:, pos] += deltas.to(act.device, act.dtype)
+                return out_act
+
+            chosen = forward_logits(model, batch, [(probe.site, hook)])[:, -1].argmax(-1).cpu().numpy()
+            chosen = chosen.reshape(len(idx), n_var)
+            for a, token in enumerate(ids):
+                out[:, a] += (chosen == token).sum(0)
+        return out
+
+    with intervene(model, []):
+        clean = count(np.zeros((1, d)))[0]
+        outcomes = []
+        for shift in shifts:
+            counted = count(units * (float(shift) / probe.weight_norm))
+            outcomes.append(ShiftOutcome(shift=float(shift), counts=[int(c) for c in counted[0]],
+                                         control_counts=[float(c) for c in counted[1:].mean(0)]))
+    return ShiftExperiment(site=probe.site, attribute=probe.attribute, n_prompts=len(prompts), answers=list(answers),
+                           clean_counts=[int(c) for c in clean], outcomes=outcomes)

@@ -5,9 +5,11 @@
   turned on the *held-out* facts (eval_facts.held_out): circle vs random-plane control vs every
   Fourier plane, at every layer; the strongest circle is the layer with the largest best-frequency share.
 - Latitude: a ridge probe from the city tokens of the training city_direction prompts to the city's
-  latitude, per layer; at the layer with the best held-out R^2 (whole cities held out) its direction
-  is erased and the held-out answers of city directions (north/south and east/west apart) and of
-  unrelated families are compared with random-direction erasure.
+  latitude, at the embeddings (blocks.0.hook_resid_pre) and every resid_post; at each site its
+  direction is erased and the held-out answers of city directions (north/south and east/west apart)
+  and of unrelated families are compared with random-direction erasure; and the second city is moved
+  along the direction by +-LATITUDE_SHIFT degrees (north/south answer counts against random
+  directions moved as far). The headline site is the one with the best held-out R^2.
 
     python -m core.interventions organism [--dir DIR] [--json FILE]
 """
@@ -20,12 +22,20 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from core.interventions.circles import RotationExperiment, fit_cycles, rotation_experiment
+from core.interventions.circles import ROTATION_METHODS, RotationExperiment, fit_cycles, rotation_experiment
 from core.interventions.common import InterventionError, ProgressFn, Result, prompt_tokens
-from core.interventions.linear import ErasureExperiment, fit_probe_direction, erasure_experiment
+from core.interventions.linear import (
+    ErasureExperiment,
+    ShiftExperiment,
+    erasure_experiment,
+    fit_probe_direction,
+    shift_experiment,
+)
 
 CYCLES = {"months": "month_arith", "weekdays": "weekday_arith"}
 UNRELATED_FAMILIES = ("number_compare", "number_add", "taxonomy_inherit", "people_order", "month_arith")
+DIRECTIONS = ("north", "south", "east", "west")
+LATITUDE_SHIFT = 20.0  # degrees: about the spread of the cities' latitudes
 
 
 @dataclass(frozen=True)
@@ -39,13 +49,23 @@ class CycleInterventions(Result):
 
 
 @dataclass(frozen=True)
+class LatitudeSite(Result):
+    site: str
+    r2_held_out: float  # the probe's R^2 with whole cities held out
+    erasure: ErasureExperiment
+    shift: ShiftExperiment  # the second city moved by -LATITUDE_SHIFT and +LATITUDE_SHIFT degrees
+
+
+@dataclass(frozen=True)
 class OrganismInterventions(Result):
     cycles: list[CycleInterventions]
-    latitude_sites: list[str]
-    latitude_r2: list[float]  # held-out R^2 per site (whole cities held out)
-    latitude: ErasureExperiment  # at the best site
+    latitude_best_site: str  # the probed site with the best held-out R^2
+    latitude: list[LatitudeSite]  # blocks.0.hook_resid_pre, then every resid_post
     seed: int
     seconds: float
+
+    def latitude_site(self, site: str) -> LatitudeSite:
+        return next(s for s in self.latitude if s.site == site)
 
 
 def _facts(ground_truth: Mapping[str, Any], split: str, family: str) -> list[tuple[str, str]]:
@@ -87,7 +107,7 @@ def run_organism_interventions(model: Any, ground_truth: Mapping[str, Any], *, s
     """Every concept intervention of the module docstring on `model` (the organism) and its ground truth."""
     started = time.perf_counter()
     sites = [f"blocks.{layer}.hook_resid_post" for layer in range(model.n_layers)]
-    stages = len(CYCLES) * len(sites) + 2
+    stages = len(CYCLES) * len(sites) + len(sites) + 1
     done = 0
 
     def tick() -> None:
@@ -108,18 +128,34 @@ def run_organism_interventions(model: Any, ground_truth: Mapping[str, Any], *, s
             tick()
         strongest = max(fits, key=lambda f: f.best_share).site
         cycles.append(CycleInterventions(concept=concept, strongest_site=strongest, experiments=experiments))
-    X, latitude, groups = city_latitude_samples(model, ground_truth, sites)
-    probes = {s: fit_probe_direction(X[s], latitude, site=s, attribute="latitude", groups=groups, seed=seed) for s in sites}
-    best = max(sites, key=lambda s: probes[s].r2_held_out)
-    tick()
+    probe_sites = ["blocks.0.hook_resid_pre", *sites]
+    X, latitude, groups = city_latitude_samples(model, ground_truth, probe_sites)
     city = _facts(ground_truth, "held_out", "city_direction")
     families = {"city_direction north/south": [f for f in city if f[1] in ("north", "south")],
                 "city_direction east/west": [f for f in city if f[1] in ("east", "west")]}
     families.update({f: _facts(ground_truth, "held_out", f) for f in UNRELATED_FAMILIES})
-    erasure = erasure_experiment(model, probes[best], families, seed=seed)
-    tick()
-    return OrganismInterventions(cycles=cycles, latitude_sites=sites, latitude_r2=[probes[s].r2_held_out for s in sites],
-                                 latitude=erasure, seed=int(seed), seconds=time.perf_counter() - started)
+    city_prompts = [p for p, _ in city]
+    second_city = [_last_city_position(model, p, ground_truth) for p in city_prompts]
+    latitude_sites = []
+    for site in probe_sites:
+        probe = fit_probe_direction(X[site], latitude, site=site, attribute="latitude", groups=groups, seed=seed)
+        erasure = erasure_experiment(model, probe, families, seed=seed)
+        shift = shift_experiment(model, probe, city_prompts, second_city, shifts=(-LATITUDE_SHIFT, LATITUDE_SHIFT),
+                                 answers=DIRECTIONS, seed=seed)
+        latitude_sites.append(LatitudeSite(site=site, r2_held_out=probe.r2_held_out, erasure=erasure, shift=shift))
+        tick()
+    best = max(latitude_sites, key=lambda s: s.r2_held_out).site
+    return OrganismInterventions(cycles=cycles, latitude_best_site=best, latitude=latitude_sites, seed=int(seed),
+                                 seconds=time.perf_counter() - started)
+
+
+def _last_city_position(model: Any, prompt: str, ground_truth: Mapping[str, Any]) -> int:
+    cities = ground_truth.get("cities") or {}
+    words = model.to_str_tokens(prompt_tokens(model, prompt)[0])
+    positions = [p for p, w in enumerate(words) if w in cities]
+    if not positions:
+        raise InterventionError(f"The prompt {prompt!r} names no city of the ground truth.")
+    return positions[-1]
 
 
 def _pct(n: float, d: int) -> str:
@@ -130,35 +166,45 @@ def render_markdown(result: OrganismInterventions) -> str:
     """The tables of docs/INTERVENTIONS.md."""
     lines = []
     for cyc in result.cycles:
-        lines += [f"#### {cyc.concept}: turn the answer position by s = 1..k-1 steps (held-out prompts)", "",
-                  "| site | circle f (share) | prompts (excluded) | circle: moved by s | random plane: moved by s | "
-                  "all Fourier planes: moved by s | changed at all: circle / random | mean change norm / resid norm |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"#### {cyc.concept}: move the answer position by s = 1..k-1 steps (held-out prompts)", "",
+                  "| site | circle f (share) | prompts (excluded) | circle rotation | circle to target mean | "
+                  "random plane (control) | all Fourier planes | changed at all: rotation / control | "
+                  "change norm: rotation / target / all; resid norm |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for e in cyc.experiments:
-            c, r, a = (e.outcome(m) for m in ("circle", "random plane", "all Fourier planes"))
+            o = [e.outcome(m) for m in ROTATION_METHODS]
             mark = " (strongest circle)" if e.site == cyc.strongest_site else ""
             lines.append(
                 f"| {e.site}{mark} | f={e.frequency} ({e.share:.2f}) | {e.n_prompts} ({e.n_excluded}) | "
-                f"{c.moved_by_steps}/{c.n_trials} = {_pct(c.moved_by_steps, c.n_trials)} | "
-                f"{r.moved_by_steps}/{r.n_trials} = {_pct(r.moved_by_steps, r.n_trials)} | "
-                f"{a.moved_by_steps}/{a.n_trials} = {_pct(a.moved_by_steps, a.n_trials)} | "
-                f"{_pct(c.changed, c.n_trials)} / {_pct(r.changed, r.n_trials)} | "
-                f"{c.mean_change_norm:.2f} / {e.mean_resid_norm:.2f} |")
-        s = cyc.strongest()
-        c = s.outcome("circle")
-        lines += ["", f"Per step s at {s.site} (circle): " + ", ".join(
-            f"s={i + 1}: {m}/{t}" for i, (m, t) in enumerate(zip(c.per_step_moved, c.per_step_trials))), ""]
-    lat = result.latitude
-    lines += ["#### latitude: erase the ridge-probe direction (held-out prompts)", "",
-              "Held-out R^2 of the latitude probe (whole cities held out) per site: " + ", ".join(
-                  f"{s} {r:.3f}" for s, r in zip(result.latitude_sites, result.latitude_r2)), "",
-              f"Erased at {lat.site} (best R^2 {lat.r2_held_out:.3f}); control: {lat.n_random} random directions (mean).", "",
-              "| family | prompts | correct, clean | correct, latitude erased | changed | correct, random erased | changed (random) |",
-              "|---|---|---|---|---|---|---|"]
-    for f in lat.families:
-        lines.append(f"| {f.family} | {f.n} | {f.correct_before} ({_pct(f.correct_before, f.n)}) | "
-                     f"{f.correct_after} ({_pct(f.correct_after, f.n)}) | {f.changed} ({_pct(f.changed, f.n)}) | "
-                     f"{f.control_correct_after:.1f} ({_pct(f.control_correct_after, f.n)}) | "
-                     f"{f.control_changed:.1f} ({_pct(f.control_changed, f.n)}) |")
+                + " | ".join(f"{x.moved_by_steps}/{x.n_trials} = {_pct(x.moved_by_steps, x.n_trials)}" for x in o)
+                + f" | {_pct(o[0].changed, o[0].n_trials)} / {_pct(o[2].changed, o[2].n_trials)} | "
+                f"{o[0].mean_change_norm:.2f} / {o[1].mean_change_norm:.2f} / {o[3].mean_change_norm:.2f}; "
+                f"{e.mean_resid_norm:.2f} |")
+        strongest = cyc.strongest()
+        for method in ("circle", "circle to target mean"):
+            c = strongest.outcome(method)
+            lines.append(f"\nPer step s at {strongest.site} ({method}): " + ", ".join(
+                f"s={i + 1}: {m}/{t}" for i, (m, t) in enumerate(zip(c.per_step_moved, c.per_step_trials))))
+        lines.append("")
+    lines += ["#### latitude: erase the ridge-probe direction, and move the second city along it (held-out prompts)", "",
+              f"Best held-out R^2 (whole cities held out): {result.latitude_best_site}. Erasure: answers changed "
+              f"with the probe direction erased / mean over {result.latitude[0].erasure.n_random} random directions.", "",
+              "| site | probe R^2 | " + " | ".join(f.family for f in result.latitude[0].erasure.families) + " |",
+              "|---|---|" + "---|" * len(result.latitude[0].erasure.families)]
+    for lat in result.latitude:
+        cells = [f"{f.changed}/{f.n} vs {f.control_changed:.1f}" for f in lat.erasure.families]
+        lines.append(f"| {lat.site} | {lat.r2_held_out:.3f} | " + " | ".join(cells) + " |")
+    lines += ["", "Correct answers, clean -> latitude erased (random erased), at the best site: " + "; ".join(
+        f"{f.family} {f.correct_before} -> {f.correct_after} ({f.control_correct_after:.1f}) of {f.n}"
+        for f in result.latitude_site(result.latitude_best_site).erasure.families), ""]
+    first = result.latitude[0].shift
+    lines += [f"Second city moved along the probe direction ({first.n_prompts} held-out city_direction prompts; "
+              f"answers {' / '.join(first.answers)}; probe direction vs random directions of the same norm, mean):", "",
+              "| site | clean | " + " | ".join(f"{o.shift:+.0f} deg: probe | {o.shift:+.0f} deg: random" for o in first.outcomes) + " |",
+              "|---|---|" + "---|---|" * len(first.outcomes)]
+    for lat in result.latitude:
+        sh = lat.shift
+        cells = [f"{'/'.join(map(str, o.counts))} | {'/'.join(f'{c:.0f}' for c in o.control_counts)}" for o in sh.outcomes]
+        lines.append(f"| {lat.site} | {'/'.join(map(str, sh.clean_counts))} | " + " | ".join(cells) + " |")
     lines += ["", f"({result.seconds:.0f} s, seed {result.seed})"]
     return "\n".join(lines)
