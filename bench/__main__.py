@@ -1,4 +1,4 @@
-"""`python -m bench [harvest|probe|feature_map|saedashboard] [options]`: run the benchmarks.
+"""`python -m bench [harvest|probe|feature_map|saedashboard|steer] [options]`: run the benchmarks.
 
 With no name, every benchmark runs with its defaults; with a name, that one runs and the remaining
 arguments are its own (`python -m bench harvest --help`). Each prints ratios measured side by side
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import sys
 
-from bench import bench_feature_map, bench_harvest, bench_probe, saedashboard
+from bench import bench_feature_map, bench_harvest, bench_probe, bench_steer, saedashboard
 
 BENCHMARKS = {
     "harvest": bench_harvest.main,
     "probe": bench_probe.main,
     "feature_map": bench_feature_map.main,
     "saedashboard": saedashboard.main,
+    "steer": bench_steer.main,
 }
 
 

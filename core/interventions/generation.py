@@ -70,9 +70,10 @@ def clamp_edit(sae: Any, features: Sequence[int], values: torch.Tensor, start: i
 
 
 def generate_rows(model: Any, prompt: torch.Tensor, n_rows: int, site: str, edit: RowEdit | None, *,
-                  max_new_tokens: int, temperature: float, seed: int,
+                  max_new_tokens: int, temperature: float, seed: int, stop_at_eos: bool = True,
                   progress: ProgressFn | None = None) -> list[list[int]]:
-    """New token ids per row ([n_rows] lists, each cut after the end-of-text token when one comes)."""
+    """New token ids per row ([n_rows] lists, each cut after the end-of-text token when one comes, unless
+    stop_at_eos is False)."""
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise InterventionError(f"max_new_tokens must be a positive whole number, not {max_new_tokens!r}.")
     if not (isinstance(temperature, (int, float)) and temperature >= 0):
@@ -82,7 +83,7 @@ def generate_rows(model: Any, prompt: torch.Tensor, n_rows: int, site: str, edit
         raise InterventionError(
             f"The prompt ({prompt_len} tokens) plus {max_new_tokens} new tokens exceeds the model's context of "
             f"{model.n_ctx}; ask for at most {max(0, model.n_ctx - prompt_len)} new tokens.")
-    eos = getattr(model.tokenizer, "eos_token_id", None)
+    eos = getattr(model.tokenizer, "eos_token_id", None) if stop_at_eos else None
     generator = torch.Generator().manual_seed(int(seed))
     tokens = prompt.to(model.device).repeat(n_rows, 1)
     finished = torch.zeros(n_rows, dtype=torch.bool)
