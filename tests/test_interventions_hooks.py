@@ -86,9 +86,9 @@ def test_failed_intervention_leaves_the_model_bit_identical(any_model, failure):
 
 
 def test_unknown_hook_name_is_an_error_and_attaches_nothing(any_model):
-    with pytest.raises(UnknownHookError, match="no hook site 'blocks.9.hook_resid_post'"):
-        with intervene(any_model, [(SITE, _push), ("blocks.9.hook_resid_post", _push)]):
-            pass  # pragma: no cover
+    hooks = [(SITE, _push), ("blocks.9.hook_resid_post", _push)]
+    with pytest.raises(UnknownHookError, match="no hook site 'blocks.9.hook_resid_post'"), intervene(any_model, hooks):
+        pass  # pragma: no cover
     assert active_hook_count(any_model) == 0
 
 

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from core.interventions import ErasureExperiment, InterventionError, active_hook_count, erasure_experiment, fit_probe_direction
+from core.interventions import (
+    ErasureExperiment,
+    InterventionError,
+    active_hook_count,
+    erasure_experiment,
+    fit_probe_direction,
+)
 from core.interventions.linear import ShiftExperiment, erasure_edit, shift_experiment
 from tests.fixtures_models import TINY_WORDS
 from tests.interventions_helpers import planted_model
@@ -37,7 +43,7 @@ def signed_world(tiny_hooked):
 
 
 def test_the_probe_direction_is_the_planted_one(signed_world):
-    model, X, values = signed_world
+    _, X, values = signed_world
     probe = fit_probe_direction(X, values, site=SITE, attribute="value", groups=np.arange(len(values)))
     assert abs(probe.direction[0]) > 0.99 and probe.r2_held_out > 0.9
     assert np.linalg.norm(probe.direction) == pytest.approx(1.0)

@@ -33,8 +33,9 @@ the current item: the model's clean answer), and "all Fourier planes" rotates ev
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

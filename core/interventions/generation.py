@@ -14,7 +14,8 @@ from it only through the edit. temperature 0 is greedy (argmax).
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 

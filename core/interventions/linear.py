@@ -20,8 +20,9 @@ directions erased the same way (mean over `n_random` directions).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,7 +64,7 @@ def fit_probe_direction(X: np.ndarray, y: np.ndarray, *, site: str, attribute: s
         raise InterventionError(f"The {attribute} probe at {site} has a zero direction; nothing to erase.")
     return ProbeDirection(site=site, attribute=attribute, direction=(w / norm).tolist(), center=X.mean(0).tolist(),
                           weight_norm=norm, r2_held_out=float(held_out.r2), alpha=float(probe.alpha_),
-                          n_samples=int(X.shape[0]), n_groups=int(len(np.unique(groups))) if groups is not None else int(X.shape[0]))
+                          n_samples=int(X.shape[0]), n_groups=len(np.unique(groups)) if groups is not None else int(X.shape[0]))
 
 
 def erasure_edit(directions: torch.Tensor, centers: torch.Tensor, start: int = 1):

@@ -17,8 +17,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -167,9 +168,9 @@ def render_markdown(result: OrganismInterventions) -> str:
     lines = []
     for cyc in result.cycles:
         lines += [f"#### {cyc.concept}: move the answer position by s = 1..k-1 steps (held-out prompts)", "",
-                  "| site | circle f (share) | prompts (excluded) | circle rotation | circle to target mean | "
-                  "random plane (control) | all Fourier planes | changed at all: rotation / control | "
-                  "change norm: rotation / target / all; resid norm |",
+                  ("| site | circle f (share) | prompts (excluded) | circle rotation | circle to target mean | "
+                   "random plane (control) | all Fourier planes | changed at all: rotation / control | "
+                   "change norm: rotation / target / all; resid norm |"),
                   "|---|---|---|---|---|---|---|---|---|"]
         for e in cyc.experiments:
             o = [e.outcome(m) for m in ROTATION_METHODS]
@@ -187,8 +188,8 @@ def render_markdown(result: OrganismInterventions) -> str:
                 f"s={i + 1}: {m}/{t}" for i, (m, t) in enumerate(zip(c.per_step_moved, c.per_step_trials))))
         lines.append("")
     lines += ["#### latitude: erase the ridge-probe direction, and move the second city along it (held-out prompts)", "",
-              f"Best held-out R^2 (whole cities held out): {result.latitude_best_site}. Erasure: answers changed "
-              f"with the probe direction erased / mean over {result.latitude[0].erasure.n_random} random directions.", "",
+              (f"Best held-out R^2 (whole cities held out): {result.latitude_best_site}. Erasure: answers changed "
+               f"with the probe direction erased / mean over {result.latitude[0].erasure.n_random} random directions."), "",
               "| site | probe R^2 | " + " | ".join(f.family for f in result.latitude[0].erasure.families) + " |",
               "|---|---|" + "---|" * len(result.latitude[0].erasure.families)]
     for lat in result.latitude:
@@ -198,8 +199,8 @@ def render_markdown(result: OrganismInterventions) -> str:
         f"{f.family} {f.correct_before} -> {f.correct_after} ({f.control_correct_after:.1f}) of {f.n}"
         for f in result.latitude_site(result.latitude_best_site).erasure.families), ""]
     first = result.latitude[0].shift
-    lines += [f"Second city moved along the probe direction ({first.n_prompts} held-out city_direction prompts; "
-              f"answers {' / '.join(first.answers)}; probe direction vs random directions of the same norm, mean):", "",
+    lines += [(f"Second city moved along the probe direction ({first.n_prompts} held-out city_direction prompts; "
+               f"answers {' / '.join(first.answers)}; probe direction vs random directions of the same norm, mean):"), "",
               "| site | clean | " + " | ".join(f"{o.shift:+.0f} deg: probe | {o.shift:+.0f} deg: random" for o in first.outcomes) + " |",
               "|---|---|" + "---|---|" * len(first.outcomes)]
     for lat in result.latitude:

@@ -19,8 +19,9 @@ checks it). Atlas runs the positions of one layer as a batch (`batch_size` rows 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -15,8 +15,9 @@ seeded sampling with noise shared by every row (core.interventions.generation).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
