@@ -25,8 +25,11 @@ from core.interventions.linear import (
     ErasureExperiment,
     FamilyOutcome,
     ProbeDirection,
+    ShiftExperiment,
+    ShiftOutcome,
     erasure_experiment,
     fit_probe_direction,
+    shift_experiment,
 )
 from core.interventions.patching import PATCH_COMPONENTS, PatchingResult, patch_activations
 from core.interventions.steering import Completion, SteeringFeature, SteeringResult, clamp, steer, steer_vector
@@ -48,6 +51,8 @@ __all__ = [
     "Result",
     "RotationExperiment",
     "RotationOutcome",
+    "ShiftExperiment",
+    "ShiftOutcome",
     "SteeringFeature",
     "SteeringResult",
     "TokenShift",
@@ -64,6 +69,7 @@ __all__ = [
     "patch_activations",
     "rotation_delta",
     "rotation_experiment",
+    "shift_experiment",
     "steer",
     "steer_vector",
     "turn_on_circle",
