@@ -1,22 +1,22 @@
-"""Cached resources shared by every browser session, and the one way a page gets its data.
+"""Cached loaders shared by every browser session. They return values and never write session state;
+a page's start-up (app/page.py) records what the view relies on.
 
-How a page gets its data:
-    sources = current_sources()          # the last valid sidebar choice (Sources: model, saes, corpus specs)
+    sources = current_sources()          # the last valid sidebar choice (app.sources.Sources)
     model = get_model(sources.model)     # st.cache_resource: one LoadedModel per spec, shared by all sessions
-    saes = get_saes(sources)             # list[LoadedSAE], in layer order
+    saes = get_saes(sources)             # list[LoadedSAE] in layer order; each SAE cached on its own, so adding
+                                         # one to the set loads only that one
     harvest, key = get_harvest(sources)  # HarvestResult from the artifact store; computed once under a
-                                         # progress bar when missing; `key` is recorded for sessions
+                                         # progress bar when missing
     store = get_store()                  # core.store.ArtifactStore for the page's own cached results
-or, in one call that shows any error and stops the page:
-    model, saes, harvest, key = load_view_inputs()
-Decoder rows as numpy: decoder_weights(sae) (copied once per loaded SAE). An analysis that caches itself
-in the store: cached_view(label, lambda: core.analysis.<view>(...)) runs it under a collapsed st.status.
+    resolve_sources(request)             # the sidebar's request, loaded, with the corpus chunked for the SAEs
+Decoder rows as numpy: decoder_weights(sae) (copied once per loaded SAE). Progress shows in a status box
+that goes away when the work is done (app.widgets.working).
 Hook-using calls (model.run, core.probe.probe_prompt, anything that runs the model) hold
 `model.lock`; LoadedModel.run takes it itself, and it is re-entrant.
 
 Environment: ATLAS_ORGANISM_DIR points every organism source at another organism directory (tests
-use a tiny one); ATLAS_CACHE_DIR is the artifact store; ATLAS_HOME holds sessions.sqlite and uploads;
-ATLAS_RAY_ADDRESS ("local" or a cluster address) runs harvests on Ray (core.harvest.distributed).
+use a tiny one); ATLAS_CACHE_DIR is the artifact store; ATLAS_HOME holds sessions.sqlite, uploads/ and
+known_dirs.sqlite; ATLAS_RAY_ADDRESS ("local" or a cluster address) runs harvests on Ray (core.harvest.distributed).
 """
 
 from __future__ import annotations
@@ -24,36 +24,19 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import streamlit as st  # noqa: E402
 
+from app.sources import Sources, default_sources  # noqa: E402
+from app.widgets import working  # noqa: E402
+from core.errors import SAEMismatchError  # noqa: E402
 from core.sources.corpus import CorpusSpec  # noqa: E402
 from core.sources.models import ModelSpec  # noqa: E402
 from core.sources.saes import SAESpec  # noqa: E402
-
-
-@dataclass(frozen=True)
-class Sources:
-    model: ModelSpec
-    saes: tuple[SAESpec, ...]
-    corpus: CorpusSpec
-
-
-def default_sources() -> Sources:
-    from core.sources.saes import organism_sae_specs
-
-    try:
-        saes = tuple(organism_sae_specs())
-    except Exception:  # no organism yet: an empty SAE set; the sidebar reports the problem
-        saes = ()
-    return Sources(ModelSpec(source="organism", checkpoint="final"), saes,
-                   CorpusSpec(source="world", max_chunks=None))
 
 
 def current_sources() -> Sources:
@@ -68,19 +51,38 @@ def get_model(spec: ModelSpec):
     return load_model(spec)
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
-def _load_saes(model_spec: ModelSpec, sae_specs: tuple[SAESpec, ...]):
-    from core.hooks import site_order
+@st.cache_resource(show_spinner=False, max_entries=40)   # a full set (app.sources.MAX_SAES) and some
+def _load_sae(model_spec: ModelSpec, sae_spec: SAESpec):
+    """One SAE, cached on its own: changing the set loads only the SAEs that are new to it."""
     from core.sources.saes import load_sae
 
-    model = get_model(model_spec)
-    saes = [load_sae(spec, model) for spec in sae_specs]
-    return sorted(saes, key=lambda s: site_order(s.hook_name))
+    return load_sae(sae_spec, get_model(model_spec))
 
 
 def get_saes(sources: Sources | None = None) -> list[Any]:
+    """The sources' SAEs in layer order (the set's order does not matter)."""
+    from core.hooks import site_order
+
     sources = sources or current_sources()
-    return _load_saes(sources.model, sources.saes)
+    saes = [_load_sae(sources.model, spec) for spec in sources.saes]
+    return sorted(saes, key=lambda s: (site_order(s.hook_name), s.spec.source, str(s.spec)))
+
+
+def resolve_sources(wanted: Sources) -> tuple[Sources, str | None]:
+    """The sidebar's request loaded (model and every SAE; errors are AtlasErrors), with the corpus cut into
+    chunks the SAEs were trained on (core.sources.chunking), and the note saying why when they disagree.
+    Refuses two SAEs on one site: every view shows one SAE per site."""
+    from core.sources.chunking import chunking_for_saes
+
+    get_model(wanted.model)
+    saes = get_saes(wanted)
+    hooks = [s.hook_name for s in saes]
+    shared = sorted({h for h in hooks if hooks.count(h) > 1})
+    if shared:
+        raise SAEMismatchError(f"Several of the chosen SAEs read {', '.join(shared)}. Atlas compares SAEs across "
+                               "sites and shows one SAE per site: keep one of them in the SAE set.")
+    corpus, note = chunking_for_saes(saes, wanted.corpus)
+    return Sources(wanted.model, wanted.saes, corpus), note
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -102,11 +104,6 @@ def get_session_store():
     from core.sessions import SessionStore
 
     return SessionStore()
-
-
-def atlas_home() -> Path:
-    home = os.environ.get("ATLAS_HOME")
-    return Path(home) if home else Path.home() / ".atlas"
 
 
 def harvest_settings():
@@ -169,8 +166,7 @@ def get_harvest(sources: Sources | None = None):
             model = get_model(sources.model)
             saes = get_saes(sources)
             corpus = get_corpus(sources.corpus, sources.model)
-            with st.status(f"Harvesting {corpus.description} through {len(saes)} SAE(s)...",
-                           expanded=True) as status:
+            with working(f"Harvesting {corpus.description} through {len(saes)} SAE(s)...", expanded=True):
                 bar = st.progress(0.0, text="starting")
 
                 def progress(done: int, total: int, seconds_left: float) -> None:
@@ -180,11 +176,8 @@ def get_harvest(sources: Sources | None = None):
                 # on the Ray cluster $ATLAS_RAY_ADDRESS names, when set (docs/SCALING.md); else here
                 result, key = harvest_cached_on(cluster_from_env(), model, saes, corpus, settings, store, progress,
                                                 key=key)
-                status.update(label="Harvest done and cached.", state="complete", expanded=False)
+            st.toast("Harvest done and cached.")
         memory.put(key, result)
-    from app.state import remember_artifact
-
-    remember_artifact("harvest", key)
     return result, key
 
 
@@ -199,76 +192,17 @@ def decoder_weights(sae) -> np.ndarray:
     return _decoder_array((id(sae), sae.spec), sae)
 
 
-def cached_view(label: str, compute: Callable[..., Any], *, progress: bool = False,
-                done: str | None = None) -> Any | None:
-    """`compute()` (an analysis that caches itself in the store) under a collapsed st.status.
-
-    A cache hit finishes at once; a miss shows `label` while it runs. With `progress`, `compute` is
-    called with a (fraction, text) callback that drives a progress bar inside the status. AtlasErrors
-    are shown (through `guarded`) and give None.
-    """
-    from app.widgets import guarded
-
-    with st.status(label, expanded=False) as status:
-        if progress:
-            bar = st.progress(0.0)
-            result = guarded(lambda: compute(lambda f, text: bar.progress(min(1.0, max(0.0, f)), text=text)))
-        else:
-            result = guarded(compute)
-        status.update(label=done or label.rstrip(". ") + ": ready.", state="complete" if result is not None else "error")
-    return result
-
-
-def get_feature_map(W_dec, method: str, purpose: str):
-    """Feature map coordinates from the store; a first UMAP fit runs under st.status."""
+def get_feature_map(W_dec, method: str):
+    """Feature map coordinates from the store; a first UMAP fit runs under a status box."""
     from core import feature_map as fm
 
     store = get_store()
     method = fm.resolve_method(W_dec, method)
     key = fm.feature_map_key(W_dec, method, 15, 0.1, 0)
     if method == "umap" and not store.has(key):
-        with st.status("Computing the UMAP feature map (the first fit in a process compiles numba: ~40 s)...",
-                       expanded=True) as status:
+        with working("Computing the UMAP feature map (the first fit in a process compiles numba: ~40 s)...",
+                     expanded=True):
             result = fm.feature_map(W_dec, store, method, progress=st.write, key=key)
-            status.update(label=f"UMAP done in {result.seconds:.1f} s and cached.", state="complete", expanded=False)
-    else:
-        result = fm.feature_map(W_dec, store, method, key=key)
-    from app.state import remember_artifact
-
-    remember_artifact(purpose, result.key)
-    return result
-
-
-class ViewInputs(NamedTuple):
-    model: Any                  # LoadedModel
-    saes: list[Any]             # LoadedSAE, in layer order ([] when none was needed and none loaded)
-    harvest: Any | None         # HarvestResult (None when not asked for)
-    key: str | None             # the harvest's artifact key
-
-
-def load_view_inputs(harvest: bool = True, require_saes: bool = True, no_saes: str | None = None) -> ViewInputs:
-    """A page's start-up: the current sources' model, SAEs and (when `harvest`) the harvest under its status.
-
-    Every failure is shown where the page stands (an AtlasError as `st.error`, through `guarded`) and the
-    page stops cleanly with st.stop(), so the code after this call always has what it asked for. Without
-    SAEs, `no_saes` (when given) is shown as an info line before stopping; with `require_saes=False` the
-    page goes on with `saes == []`.
-    """
-    from app.widgets import guarded
-
-    sources = current_sources()
-    model = guarded(lambda: get_model(sources.model))
-    if model is None:
-        st.stop()
-    saes = guarded(lambda: get_saes(sources)) or []
-    if require_saes and not saes:
-        if no_saes:
-            st.info(no_saes)
-        st.stop()
-    if not harvest:
-        return ViewInputs(model, saes, None, None)
-    loaded = guarded(lambda: get_harvest(sources))
-    if loaded is None:
-        st.stop()
-    result, key = loaded
-    return ViewInputs(model, saes, result, key)
+        st.toast(f"UMAP done in {result.seconds:.1f} s and cached.")
+        return result
+    return fm.feature_map(W_dec, store, method, key=key)

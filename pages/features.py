@@ -3,7 +3,9 @@
 import numpy as np
 import streamlit as st
 
-from app.resources import cached_view, decoder_weights, get_feature_map, get_store, load_view_inputs
+from app.page import cached_view, feature_map, load_view_inputs
+from app.registry import options
+from app.resources import decoder_weights, get_store
 from app.state import layout_method, set_page
 from app.widgets import feature_picker, guarded, layer_picker
 from core import analysis
@@ -76,9 +78,9 @@ with left:
 with right:
     st.subheader("Feature map")
     c1, c2 = st.columns(2)
-    c1.selectbox("Layout", ["PCA (quick)", "UMAP"], key="map_method",
+    c1.selectbox("Layout", options("map_method"), key="map_method",
                  help="UMAP of the decoder directions (cosine); the first fit in a process takes ~40 s, then it is cached.")
-    c2.selectbox("Colour by", ["density", "lobe", "layer"], key="map_color")
+    c2.selectbox("Colour by", options("map_color"), key="map_color")
     method = layout_method()
     color_kind = st.session_state["map_color"]
     if color_kind == "layer":
@@ -87,7 +89,7 @@ with right:
             st.info("The SAEs read sites of different widths; showing this layer only.")
         stack = np.concatenate([decoder_weights(s) for s in saes]) if same_width else W_dec
         labels = np.concatenate([[s.hook_name] * s.d_sae for s in saes]) if same_width else np.array([hook] * d_sae)
-        fmap = guarded(lambda: get_feature_map(stack, method, "feature_map:all"))
+        fmap = guarded(lambda: feature_map(stack, method, "feature_map:all"))
         ids_offset = {s.hook_name: o for s, o in zip(saes, np.cumsum([0] + [s.d_sae for s in saes]))}
         selected = None
         if fmap is not None:
@@ -98,13 +100,13 @@ with right:
             st.plotly_chart(fig, key="feature_map_all")
             st.caption("All layers in one map; colour: layer. Clicking opens features on the Layer above only.")
     else:
-        fmap = guarded(lambda: get_feature_map(W_dec, method, f"feature_map:{hook}"))
+        fmap = guarded(lambda: feature_map(W_dec, method, f"feature_map:{hook}"))
         if fmap is not None:
             if color_kind == "lobe":
                 # The Geometry page's lobes (same rule for their number), cached in the store.
-                lobes = cached_view("Clustering co-occurrence into lobes...",
-                                    lambda: analysis.lobes_view(harvest, sae, get_store(), harvest_key=harvest_key),
-                                    done="Lobes ready.") or {"skipped": "failed"}
+                lobes = guarded(lambda: cached_view(
+                    "Clustering co-occurrence into lobes...",
+                    lambda: analysis.lobes_view(harvest, sae, get_store(), harvest_key=harvest_key))) or {"skipped": "failed"}
                 if "skipped" in lobes:
                     st.info(lobes["skipped"])
                 lobe_of = np.full(d_sae, -1)

@@ -5,7 +5,8 @@ categorical simplices and hierarchies, to linear probes of space and time (METHO
 import numpy as np
 import streamlit as st
 
-from app.resources import cached_view, decoder_weights, get_store, load_view_inputs
+from app.page import cached_view, load_view_inputs
+from app.resources import decoder_weights, get_store
 from app.state import remember_artifact, set_page
 from app.widgets import guarded
 from core import analysis
@@ -46,15 +47,12 @@ cyclic_ids = analysis.cyclic_token_ids(model, truth)
 geo = cached_view("Decoder spectra, lobes and decoder clusters per SAE...",
                   lambda progress: analysis.geometry_by_layer(harvest, saes, store, cyclic_token_ids=cyclic_ids,
                                                               harvest_key=harvest_key, progress=progress),
-                  progress=True, done="Geometry ready (cached in the store).")
-if geo is None:
-    st.stop()
+                  progress=True)
 remember_artifact("geometry", geo["key"])
 gt = None
 if truth:
-    gt = cached_view("Running the model on the ground truth's prompts (circles, crystals, concepts, probes)...",
-                     lambda: analysis.ground_truth_geometry(model, truth, store),
-                     done="Ground-truth geometry ready (cached in the store).")
+    gt = guarded(lambda: cached_view("Running the model on the ground truth's prompts (circles, crystals, concepts, "
+                                     "probes)...", lambda: analysis.ground_truth_geometry(model, truth, store)))
     if gt:
         remember_artifact("ground_truth_geometry", gt["key"])
 NO_TRUTH = ("This model has no planted ground truth, so the word-list analyses are skipped. They run on the "

@@ -3,10 +3,11 @@
 import numpy as np
 import streamlit as st
 
-from app.resources import decoder_weights, get_feature_map, load_view_inputs
+from app.page import feature_map, load_view_inputs
+from app.registry import options
+from app.resources import decoder_weights
 from app.state import layout_method, set_page
 from app.widgets import feature_picker, guarded, layer_picker
-from core.errors import AtlasError
 from core.figures.features import (
     ERROR_RGB,
     HIGHLIGHT_RGB,
@@ -27,11 +28,10 @@ model, saes, _, _ = load_view_inputs(harvest=False)
 st.text_area("Prompt", key="prompt", height=80,
              help="Press Ctrl+Enter (or click outside) to probe. Words the organism does not know become UNK.")
 text = st.session_state["prompt"]
-try:
-    result = probe_prompt(model, saes, text)
-except AtlasError as error:
-    st.info(str(error))
+if not text.strip():
+    st.info("The prompt is empty: type a sentence to probe.")
     st.stop()
+result = probe_prompt(model, saes, text)
 
 if result.n_truncated:
     st.warning(f"The prompt is longer than the model's context of {model.n_ctx} tokens: the last "
@@ -45,7 +45,7 @@ hooks = result.hook_names
 left, right = st.columns([1, 2])
 with left:
     hook = layer_picker(hooks)
-    st.radio("Colour tokens by", ["Reconstruction error", "A feature"], key="color_by", horizontal=True)
+    st.radio("Colour tokens by", options("color_by"), key="color_by", horizontal=True)
     layer = result.layer(hook)
     if st.session_state["color_by"] == "A feature":
         # With no feature chosen yet, colour by the one that fires hardest in this prompt on this layer.
@@ -53,6 +53,11 @@ with left:
         strongest = max(active, key=active.get) if active else 0
         feature = feature_picker(layer.acts.shape[1], default=strongest)
         values, rgb, label = layer.acts[:, feature], HIGHLIGHT_RGB, f"feature {feature}"
+        if not (values > 0).any():
+            # Say why the strip has no colour rather than show a blank one.
+            st.info(f"Feature {feature} does not fire anywhere in this prompt on {hook}. "
+                    + (f"The strongest here is feature {strongest}." if active
+                       else "No feature of this SAE fires on it."))
     else:
         values, rgb, label = layer.recon_error, ERROR_RGB, "relative reconstruction error"
 with right:
@@ -63,7 +68,7 @@ with right:
 st.subheader("Tokens x layers")
 quantities = {"recon_error": "reconstruction error ||x - x_hat|| / ||x||", "l0": "active features (L0)",
               "resid_norm": "residual norm ||x||"}
-st.selectbox("Quantity", list(quantities), format_func=quantities.get, key="heatmap_quantity")
+st.selectbox("Quantity", options("heatmap_quantity"), format_func=quantities.get, key="heatmap_quantity")
 quantity = st.session_state["heatmap_quantity"]
 st.plotly_chart(probe_heatmap(result.layer_matrix(quantity), result.str_tokens, hooks, quantities[quantity].split(" ")[0],
                               result.unknown_positions), key="probe_heatmap")
@@ -93,7 +98,7 @@ with col_lens:
 st.subheader("The prompt's active features on the feature map")
 sae = next(s for s in saes if s.hook_name == hook)
 W_dec = decoder_weights(sae)
-fmap = guarded(lambda: get_feature_map(W_dec, layout_method(), f"feature_map:{hook}"))
+fmap = guarded(lambda: feature_map(W_dec, layout_method(), f"feature_map:{hook}"))
 if fmap is not None:
     active = result.active_features(hook)
     peak = np.zeros(len(W_dec))

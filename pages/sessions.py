@@ -3,78 +3,98 @@
 import streamlit as st
 
 from app.resources import current_sources, get_session_store, get_store
-from app.state import apply_session, current_session
+from app.state import apply_session, current_session, session_url
+from app.widgets import escape_markdown, guarded
 from core.errors import AtlasError
+from core.inputs import printable
 from core.sessions import export_bundle, import_bundle
 
 st.title("Sessions")
 st.caption("A session remembers the sources, the page, the prompt, the selected feature and layer, and the "
-           "cached results they use. Open one with its link `?session=<id>`, or share it as a bundle file.")
+           "cached results they use. Reopen one with its link, or share it as a bundle file.")
 sessions = get_session_store()
 previous_page = st.session_state.get("page", "home")
 
-if opened := st.session_state.get("opened_session"):
-    st.success(f"Opened session {opened[1]!r} ({opened[0]}).")
+
+def _save(title: str, notes: str) -> str:
+    session = current_session(title, notes, current_sources())
+    session.page = previous_page if previous_page != "sessions" else "home"
+    return sessions.save(session)
+
 
 st.subheader("Save the current view")
 with st.form("save_session", clear_on_submit=False):
-    title = st.text_input("Title", key="session_title", placeholder="What is this about?")
-    notes = st.text_area("Notes", key="session_notes", height=80)
+    title = st.text_input("Title", key="session_title", placeholder="What is this about?", max_chars=200)
+    notes = st.text_area("Notes", key="session_notes", height=80, max_chars=20_000)
     submitted = st.form_submit_button("Save session", type="primary")
 if submitted:
-    try:
-        session = current_session(title, notes, current_sources())
-        session.page = previous_page if previous_page != "sessions" else "home"
-        session_id = sessions.save(session)
-        st.success(f"Saved as session {session_id}.")
-        st.markdown(f"Link: [`?session={session_id}`](/?session={session_id})")
-        st.code(f"?session={session_id}", language=None)
-    except AtlasError as error:
-        st.error(str(error))
+    saved_id = guarded(lambda: _save(title, notes))
+    if saved_id:
+        st.session_state["chosen_session"] = saved_id     # the picker below (and "Prepare bundle") use it
+        st.success(f"Saved as session {saved_id}. Its link (copy it with the button on the right):")
+        st.code(session_url(saved_id), language=None)
 
 st.subheader("Saved sessions")
 saved = sessions.list()
 if not saved:
     st.write("No saved session yet.")
 else:
-    st.dataframe([{"id": s.id, "title": s.title, "created": s.created, "page": s.page} for s in saved],
+    st.dataframe([{"id": s.id, "title": printable(s.title), "created": s.created, "page": s.page} for s in saved],
                  hide_index=True, width="stretch")
-    labels = {s.id: f"{s.title} ({s.id}, {s.created})" for s in saved}
+    labels = {s.id: f"{printable(s.title)} ({s.id}, {s.created})" for s in saved}
+    if st.session_state.get("chosen_session") not in labels:
+        st.session_state["chosen_session"] = saved[0].id
     chosen = st.selectbox("Session", list(labels), format_func=labels.get, key="chosen_session")
 
     def _open(session_id: str) -> None:
         try:
-            apply_session(sessions.load(session_id))
-            st.session_state["opened_session"] = (session_id, labels[session_id])
-        except AtlasError as error:
-            st.session_state["_startup_error"] = str(error)
+            apply_session(sessions.load(session_id), session_id)
+        except AtlasError as error:  # a callback cannot draw: shown on the next run, where the page draws
+            st.session_state["_notices"] = [f"The session could not be opened: {error}"]
 
     c1, c2, c3 = st.columns(3)
-    if c1.button("Open", on_click=_open, args=(chosen,)):
-        st.rerun()
+    c1.button("Open", on_click=_open, args=(chosen,), type="primary")
     if c2.button("Prepare bundle"):
-        try:
-            session = sessions.load(chosen)
+        def _bundle() -> bytes:
             from app.report import report_figures
 
-            figures = report_figures(session)
-            st.session_state["bundle"] = (chosen, export_bundle(session, get_store(), figures))
-        except AtlasError as error:
-            st.error(str(error))
+            session = sessions.load(chosen)
+            return export_bundle(session, get_store(), report_figures(session))
+
+        data = guarded(_bundle)
+        if data is not None:
+            st.session_state["bundle"] = (chosen, data)
     bundle = st.session_state.get("bundle")
     if bundle and bundle[0] == chosen:
         c3.download_button("Download bundle (.zip)", bundle[1], file_name=f"atlas-session-{chosen}.zip",
                            mime="application/zip")
-    if st.button("Delete this session"):
-        sessions.delete(chosen)
-        st.rerun()
+    st.caption("Link to the chosen session:")
+    st.code(session_url(chosen), language=None)
+
+    # Deleting asks first: the button only arms a confirmation that names the session.
+    if st.session_state.get("confirm_delete") != chosen:
+        st.button("Delete this session...", on_click=lambda: st.session_state.update(confirm_delete=chosen))
+    else:
+        st.warning(f"Delete the session {escape_markdown(labels[chosen])}? This cannot be undone.")
+        yes, no = st.columns(2)
+
+        def _delete(session_id: str) -> None:
+            sessions.delete(session_id)
+            st.session_state["confirm_delete"] = None
+            st.session_state["deleted_session"] = labels[session_id]
+            if (st.session_state.get("opened_session") or {}).get("id") == session_id:
+                st.session_state["opened_session"] = None
+
+        yes.button("Yes, delete it", on_click=_delete, args=(chosen,), type="primary")
+        no.button("Cancel", on_click=lambda: st.session_state.update(confirm_delete=None))
+if deleted := st.session_state.pop("deleted_session", None):
+    st.success(f"Deleted the session {escape_markdown(deleted)}.")
 
 st.subheader("Import a bundle")
 upload = st.file_uploader("Atlas bundle (.zip)", type=["zip"], key="bundle_upload")
 if upload is not None and st.session_state.get("_imported") != upload.file_id:
-    try:
-        new_id = import_bundle(upload.getvalue(), sessions, get_store())
-        st.session_state["_imported"] = upload.file_id
-        st.success(f"Imported as session {new_id}: open it above, or with `?session={new_id}`.")
-    except AtlasError as error:
-        st.error(str(error))
+    new_id = guarded(lambda: import_bundle(upload.getvalue(), sessions, get_store()))
+    st.session_state["_imported"] = upload.file_id
+    if new_id:
+        st.success(f"Imported as session {new_id}: open it above, or with its link:")
+        st.code(session_url(new_id), language=None)

@@ -4,9 +4,10 @@ spectral phases over training checkpoints (Li et al. 2025; METHODS.md sections 4
 
 import streamlit as st
 
-from app.resources import cached_view, current_sources, get_store, load_view_inputs
+from app.page import cached_view, load_view_inputs
+from app.resources import current_sources, get_store
 from app.state import remember_artifact, set_page
-from app.widgets import guarded
+from app.widgets import working
 from core import analysis
 from core.figures.analysis_views import as_result
 from core.figures.spectral import checkpoint_heatmap_figure, eigenspectrum_figure, layer_profile_figure, phase_figure
@@ -22,10 +23,7 @@ model, saes, harvest, harvest_key = load_view_inputs(require_saes=False)
 store = get_store()
 
 spectra = cached_view("Computing spectra and intrinsic dimensions per site...",
-                      lambda: analysis.spectra_by_layer(harvest, store, harvest_key=harvest_key),
-                      done="Spectra ready (cached in the store).")
-if spectra is None:
-    st.stop()
+                      lambda: analysis.spectra_by_layer(harvest, store, harvest_key=harvest_key))
 remember_artifact("spectra", spectra["key"])
 
 sites = spectra["sites"]
@@ -58,9 +56,7 @@ st.caption(f"Dashed line: the alpha-ReQ power law over its shaded fit range; {sp
 st.subheader("Over training checkpoints")
 is_organism = sources.model.source == "organism"
 checkpoint_spec = sources.model
-options = guarded(lambda: analysis.checkpoint_options(checkpoint_spec))
-if options is None:
-    st.stop()
+options = analysis.checkpoint_options(checkpoint_spec)
 if not options:
     st.info(f"{sources.model.name} has no training checkpoints that Atlas can list. Layer x checkpoint tables run "
             "on the organism's saved checkpoints and on the TransformerLens models that publish theirs "
@@ -76,9 +72,9 @@ if is_organism:
     if not run_now:
         st.stop()
     bar = st.progress(0.0, text="checkpoints")
-    over = guarded(lambda: analysis.spectra_over_checkpoints(
+    over = analysis.spectra_over_checkpoints(
         checkpoint_spec, max_tokens=int(tokens), store=store, smoothing=float(smoothing),
-        progress=lambda f, text: bar.progress(f, text=text)))
+        progress=lambda f, text: bar.progress(f, text=text))
     bar.empty()
 else:
     chosen = st.multiselect(
@@ -92,22 +88,16 @@ else:
                sources.corpus)
     results = st.session_state.setdefault("spectra_tl_results", {})
     if st.button("Compute over these checkpoints", key="spectra_tl_run", disabled=len(chosen) < 2):
-        with st.status(f"Computing spectra over {len(chosen)} checkpoints...", expanded=True) as status:
+        with working(f"Computing spectra over {len(chosen)} checkpoints...", expanded=True):
             bar = st.progress(0.0, text="checkpoints")
-            over = guarded(lambda: analysis.spectra_over_checkpoints(
+            results[request] = analysis.spectra_over_checkpoints(
                 checkpoint_spec, list(request[1]), max_tokens=int(tokens), store=store, smoothing=float(smoothing),
-                corpus=sources.corpus, progress=lambda f, text: bar.progress(f, text=text)))
-            status.update(label="Checkpoint spectra computed and cached." if over else "Checkpoint spectra failed.",
-                          state="complete" if over else "error")
-        if over is not None:
-            results[request] = over
+                corpus=sources.corpus, progress=lambda f, text: bar.progress(f, text=text))
     over = results.get(request)
     if over is None:
         if len(chosen) < 2:
             st.info("Choose at least 2 checkpoints.")
         st.stop()
-if over is None:
-    st.stop()
 remember_artifact("spectra_checkpoints", over["key"])
 table = {"RankMe": "rankme", "alpha-ReQ": "alpha", "participation ratio": "participation_ratio"}[metric]
 st.plotly_chart(checkpoint_heatmap_figure(as_result(over["tables"][table]), over["steps"], over["layers"], metric),

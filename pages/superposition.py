@@ -3,7 +3,8 @@ and the toy-model lab (Bereska et al. 2025; Liu, Liu & Gore 2025; Elhage et al. 
 
 import streamlit as st
 
-from app.resources import get_store, load_view_inputs
+from app.page import cached_view, load_view_inputs
+from app.resources import get_store
 from app.state import remember_artifact, set_page
 from app.widgets import guarded
 from core import analysis
@@ -35,11 +36,10 @@ with tab_toy:
                                    key="toy_density")
     decay = c4.select_slider("importance decay (I_i = decay^i)", [1.0, 0.9, 0.8, 0.7], value=1.0, key="toy_decay")
     if st.button("Train the toy model", key="toy_train"):
-        with st.status(f"Training a toy model with {n} features in {m} dimensions and an SAE on it...") as status:
-            st.session_state["toy_result"] = guarded(lambda: analysis.toy_lab(
-                n=n, m=m, sparsity=round(1.0 - one_minus_s, 6), importance_decay=decay, steps=1500,
-                store=get_store()))
-            status.update(label="Trained.", state="complete")
+        st.session_state["toy_result"] = guarded(lambda: cached_view(
+            f"Training a toy model with {n} features in {m} dimensions and an SAE on it...",
+            lambda: analysis.toy_lab(n=n, m=m, sparsity=round(1.0 - one_minus_s, 6), importance_decay=decay,
+                                     steps=1500, store=get_store())))
     toy = st.session_state.get("toy_result")
     if toy:
         t = toy["settings"]
@@ -64,9 +64,7 @@ with tab_model:
         no_saes="Superposition counts need SAEs: choose them in the sidebar.")
     store = get_store()
     with st.spinner("Effective features and interference..."):
-        result = guarded(lambda: analysis.superposition_by_layer(harvest, saes, model, store, harvest_key=harvest_key))
-    if result is None:
-        st.stop()
+        result = analysis.superposition_by_layer(harvest, saes, model, store, harvest_key=harvest_key)
     remember_artifact("superposition", result["key"])
     hooks = [h for h in result["hooks"] if result["per_sae"][h]["effective"]]
     per = result["per_sae"]

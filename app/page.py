@@ -1,0 +1,62 @@
+"""A page's start-up: its inputs loaded (errors follow the idiom of app/widgets.py), and what the view
+relies on recorded for sessions and bundles (the loaders in app/resources.py never write session state).
+
+    model, saes, harvest, key = load_view_inputs()          # records the harvest
+    result = cached_view("Geometry...", lambda: analysis.geometry_by_layer(...))
+    fmap = feature_map(W_dec, method, purpose=f"feature_map:{hook}")   # records the map
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import streamlit as st
+
+from app.resources import current_sources, get_feature_map, get_harvest, get_model, get_saes
+from app.state import remember_artifact
+from app.widgets import working
+
+
+class ViewInputs(NamedTuple):
+    model: Any                  # LoadedModel
+    saes: list[Any]             # LoadedSAE, in layer order ([] when none was needed and none loaded)
+    harvest: Any | None         # HarvestResult (None when not asked for)
+    key: str | None             # the harvest's artifact key
+
+
+def load_view_inputs(harvest: bool = True, require_saes: bool = True, no_saes: str | None = None) -> ViewInputs:
+    """The current sources' model, SAEs and (when `harvest`) the harvest, which is recorded for sessions.
+
+    An AtlasError propagates (main.py shows it and the page stops). Without SAEs, `no_saes` (when given) is
+    shown as an info line and the page stops; with `require_saes=False` the page goes on with `saes == []`.
+    """
+    sources = current_sources()
+    model = get_model(sources.model)
+    saes = get_saes(sources)
+    if require_saes and not saes:
+        st.info(no_saes or "This page needs SAEs: choose them in the sidebar under Sources.")
+        st.stop()
+    if not harvest:
+        return ViewInputs(model, saes, None, None)
+    result, key = get_harvest(sources)
+    remember_artifact("harvest", key)
+    return ViewInputs(model, saes, result, key)
+
+
+def cached_view(label: str, compute: Callable[..., Any], *, progress: bool = False) -> Any:
+    """`compute()` (an analysis that caches itself in the store) under a status box that goes away when it
+    is done. With `progress`, `compute` gets a (fraction, text) callback driving a bar in the box. An
+    AtlasError propagates (main.py shows it)."""
+    with working(label):
+        if progress:
+            bar = st.progress(0.0)
+            return compute(lambda f, text: bar.progress(min(1.0, max(0.0, f)), text=text))
+        return compute()
+
+
+def feature_map(W_dec: Any, method: str, purpose: str) -> Any:
+    """The feature map of W_dec (app.resources.get_feature_map), recorded under `purpose` for sessions."""
+    result = get_feature_map(W_dec, method)
+    remember_artifact(purpose, result.key)
+    return result

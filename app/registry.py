@@ -1,0 +1,208 @@
+"""The one registry of the session-state keys the pages share.
+
+Each StateKey says: its default; where a session document keeps it (`saved`); the domain its widget
+offers (`check`, which returns the clean value or raises core.inputs.InvalidValue); and, for the sources,
+the URL query parameter that keeps them across a page reload (`url`, present only while `when` holds).
+app/state.py derives everything else from this list: init, session save and restore, URL persistence.
+Widgets read their options from OPTIONS, so a widget and its check cannot drift apart.
+
+Keys a single page owns (geo_*, toy_*, spectra_*...) are not listed: they live and die with their page.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from app.sources import CORPUS_SOURCES, MAX_SAES, MODEL_NAME_RE, MODEL_SOURCES, SPLIT_RE, check_dataset_name, check_sae_ref
+from core.errors import AtlasError
+from core.inputs import InvalidValue, check_choice, check_int, check_list, check_text, optional
+
+# The options of the widgets whose value is a choice (pages read them from here).
+OPTIONS: dict[str, tuple[Any, ...]] = {
+    "model_source": tuple(MODEL_SOURCES),
+    "corpus_source": tuple(CORPUS_SOURCES),
+    "color_by": ("Reconstruction error", "A feature"),
+    "heatmap_quantity": ("recon_error", "l0", "resid_norm"),
+    "map_method": ("PCA (quick)", "UMAP"),
+    "map_color": ("density", "lobe", "layer"),
+}
+HARVEST_TOKENS = (1_000, 10_000_000)   # the sidebar's number input range
+MAX_PROMPT = 20_000                    # as core.sessions allows
+MAX_FEATURE_ID = 2**31 - 1
+HOOK_RE = r"[A-Za-z0-9_.]{1,200}"
+
+
+def _choice(name: str) -> Callable[[Any], Any]:
+    return lambda value: check_choice(value, OPTIONS[name])
+
+
+def _checkpoint(value: Any) -> str:
+    from core.sources.organism import list_checkpoints
+
+    try:
+        offered = list_checkpoints()
+    except AtlasError:
+        offered = ["final"]
+    return check_choice(value, offered)
+
+
+def _tl_checkpoint(value: Any) -> str:
+    from core.sources.models import parse_tl_checkpoint
+
+    text = check_text(value, max_length=40, pattern=r"[A-Za-z0-9:= ]*")
+    try:
+        parse_tl_checkpoint(text)
+    except AtlasError:
+        raise InvalidValue("is not a checkpoint index or training step") from None
+    return text
+
+
+def _device(value: Any) -> str:
+    from core.device import available_devices
+
+    return check_choice(value, ["auto", *available_devices()])
+
+
+def _known_dir(kind: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        from core.known_dirs import KnownDirectories
+
+        path = check_text(value, max_length=1000)
+        if path and not KnownDirectories().is_known(kind, path):  # type: ignore[arg-type]
+            raise InvalidValue("is a directory this server has not loaded from its sidebar; type it there to use it")
+        return path
+    return check
+
+
+def _dir_to_url(kind: str) -> Callable[[Any], str | None]:
+    def encode(path: Any) -> str | None:
+        from core.known_dirs import KnownDirectories
+
+        return KnownDirectories.id_for(kind, path) if path else None  # type: ignore[arg-type]
+    return encode
+
+
+def _dir_from_url(kind: str) -> Callable[[str], str]:
+    def decode(dir_id: str) -> str:
+        from core.known_dirs import KnownDirectories
+
+        path = KnownDirectories().path_of(kind, dir_id)  # type: ignore[arg-type]
+        if path is None:
+            raise InvalidValue("names a directory this server has not loaded from its sidebar")
+        return path
+    return decode
+
+
+def _corpus_file(value: Any) -> str:
+    from core.uploads import UploadError, upload_name_of
+
+    if value == "":
+        return ""
+    try:
+        return upload_name_of(check_text(value, max_length=1000))
+    except UploadError:
+        raise InvalidValue("is not a file uploaded to this Atlas (only its own uploads can be a corpus: upload "
+                           "the file in the sidebar under Sources > Corpus)") from None
+
+
+def _dataset(value: Any) -> str:
+    return "" if value == "" else check_dataset_name(value)
+
+
+def _sae_set(value: Any) -> list[str]:
+    return sorted(check_list(value, check_sae_ref, max_items=MAX_SAES))
+
+
+def _sae_set_to_url(refs: Any) -> list[str] | None:
+    from app.sources import canonical, organism_refs
+
+    if refs is None or canonical(refs) == canonical(organism_refs()):
+        return None   # the default: every organism layer
+    return canonical(refs) or ["none"]
+
+
+def _sae_set_from_url(values: list[str]) -> list[str]:
+    return [] if values == ["none"] else values
+
+
+@dataclass(frozen=True)
+class StateKey:
+    name: str
+    default: Any
+    label: str                                   # how a notice names it
+    saved: str | None = None                     # "ui": settings["ui_<name>"]; "settings": settings[name];
+    #                                              a Session field name; None: not in session documents
+    check: Callable[[Any], Any] | None = None    # the widget's domain
+    url: str | None = None                       # query parameter (sources only)
+    when: tuple[str, tuple[str, ...]] | None = None   # in the URL only while this key has one of these values
+    repeated: bool = False                       # a list: one query parameter per entry
+    to_url: Callable[[Any], Any] | None = None   # value -> parameter text (None: leave it out)
+    from_url: Callable[[Any], Any] | None = None  # parameter text -> value (then `check`)
+
+    def fresh_default(self) -> Any:
+        return copy.deepcopy(self.default)
+
+
+_TL = ("model_source", ("transformer_lens",))
+REGISTRY: tuple[StateKey, ...] = (
+    # sources (the sidebar)
+    StateKey("model_source", "organism", "model source", "ui", _choice("model_source"), url="model"),
+    StateKey("tl_name", "gpt2", "TransformerLens model name", "ui",
+             lambda v: check_text(v, max_length=200, pattern=MODEL_NAME_RE), url="tl", when=_TL),
+    StateKey("tl_checkpoint", "", "TransformerLens checkpoint", "ui", _tl_checkpoint, url="tlckpt", when=_TL),
+    StateKey("hf_dir", "", "model directory", "ui", _known_dir("model"), url="hf",
+             when=("model_source", ("hf_dir",)), to_url=_dir_to_url("model"), from_url=_dir_from_url("model")),
+    StateKey("checkpoint", "final", "organism checkpoint", "ui", _checkpoint, url="ckpt",
+             when=("model_source", ("organism",))),
+    StateKey("sae_set", None, "SAE set", "ui", optional(_sae_set), url="sae", repeated=True,
+             to_url=_sae_set_to_url, from_url=_sae_set_from_url),
+    StateKey("sae_release", None, "SAELens release being browsed"),
+    StateKey("corpus_source", "world", "corpus source", "ui", _choice("corpus_source"), url="corpus"),
+    StateKey("corpus_file", "", "corpus file", "ui", _corpus_file, url="file", when=("corpus_source", ("file",))),
+    StateKey("corpus_column", "text", "text column", "ui", lambda v: check_text(v, max_length=200), url="col",
+             when=("corpus_source", ("file", "hf_dataset"))),
+    StateKey("hf_dataset", "", "dataset name", "ui", _dataset, url="ds", when=("corpus_source", ("hf_dataset",))),
+    StateKey("hf_split", "train", "dataset split", "ui", lambda v: check_text(v, max_length=100, pattern=SPLIT_RE),
+             url="split", when=("corpus_source", ("hf_dataset",))),
+    StateKey("device", "auto", "device", "settings", _device, url="device"),
+    StateKey("harvest_tokens", 100_000, "harvest token count", "settings",
+             lambda v: check_int(v, minimum=HARVEST_TOKENS[0], maximum=HARVEST_TOKENS[1]), url="tokens"),
+    # what the pages show
+    StateKey("prompt", "on monday the king of france went to paris", "prompt", "prompt",
+             lambda v: check_text(v, max_length=MAX_PROMPT)),
+    StateKey("layer", None, "selected layer", "selected_layer",
+             optional(lambda v: check_text(v, max_length=200, pattern=HOOK_RE))),
+    StateKey("feature", None, "selected feature", "selected_feature",   # None: not chosen (a page picks the top one)
+             optional(lambda v: check_int(v, minimum=0, maximum=MAX_FEATURE_ID))),
+    StateKey("color_by", "Reconstruction error", "token colouring", "settings", _choice("color_by")),
+    StateKey("heatmap_quantity", "recon_error", "heatmap quantity", "settings", _choice("heatmap_quantity")),
+    StateKey("map_method", "PCA (quick)", "feature map layout", "settings", _choice("map_method")),
+    StateKey("map_color", "density", "feature map colouring", "settings", _choice("map_color")),
+    StateKey("position", 1, "selected token", "settings", lambda v: check_int(v, minimum=0, maximum=1_000_000)),
+    StateKey("search", "", "feature search", "settings", lambda v: check_text(v, max_length=200)),
+    StateKey("page", "home", "page", "page", lambda v: check_text(v, max_length=32, pattern=r"[a-z_]{1,32}")),
+    # the app's own bookkeeping (never saved as such)
+    StateKey("artifact_keys", {}, "artifacts in use"),      # purpose -> artifact key; a session saves the keys
+    StateKey("valid_sources", None, "sources in use"),      # app.sources.Sources that last loaded
+    StateKey("chunk_note", None, "chunking note"),          # why the corpus chunks have their length
+    StateKey("opened_session", None, "opened session"),     # {"id", "title", "notes", "created", "url"}
+)
+KEYS: dict[str, StateKey] = {key.name: key for key in REGISTRY}
+
+
+def options(name: str) -> list[Any]:
+    """The options a choice widget offers (its domain)."""
+    return list(OPTIONS[name])
+
+
+def in_url(key: StateKey, values: Mapping[str, Any]) -> bool:
+    """Whether `key` belongs in the URL for these values (its `when` condition holds)."""
+    if key.url is None:
+        return False
+    if key.when is None:
+        return True
+    other, allowed = key.when
+    return values.get(other, KEYS[other].default) in allowed
