@@ -81,7 +81,7 @@ def _session_banner() -> None:
     if opened["notes"].strip():
         text += "  \n" + escape_markdown(opened["notes"])
     left, right = st.columns([12, 1], vertical_alignment="center")
-    left.info(text, icon="\U0001F4CC")
+    left.info(text, icon=":material/bookmark:")
     right.button("Close", key="close_session_banner", on_click=_close_banner,
                  help="Hide this banner (the view stays as it is).")
 

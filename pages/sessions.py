@@ -31,8 +31,7 @@ if submitted:
     saved_id = guarded(lambda: _save(title, notes))
     if saved_id:
         st.session_state["chosen_session"] = saved_id     # the picker below (and "Prepare bundle") use it
-        st.success(f"Saved as session {saved_id}. Its link (copy it with the button on the right):")
-        st.code(session_url(saved_id), language=None)
+        st.success(f"Saved as session {saved_id}; it is selected below, with its link.")
 
 st.subheader("Saved sessions")
 saved = sessions.list()
@@ -68,7 +67,7 @@ else:
     if bundle and bundle[0] == chosen:
         c3.download_button("Download bundle (.zip)", bundle[1], file_name=f"atlas-session-{chosen}.zip",
                            mime="application/zip")
-    st.caption("Link to the chosen session:")
+    st.caption("Link to this session (hover it for a copy button):")
     st.code(session_url(chosen), language=None)
 
     # Deleting asks first: the button only arms a confirmation that names the session.

@@ -250,7 +250,7 @@ def _save(at, title: str, notes: str = "") -> str:
     at.text_area(key="session_notes").set_value(notes)
     next(b for b in at.button if b.label == "Save session").click().run()
     success = next(s.value for s in at.success if "Saved as session" in s.value)
-    return success.split("Saved as session ")[1].split(".")[0]
+    return success.split("Saved as session ")[1].split(";")[0]
 
 
 def test_sessions_page_link_picker_banner_and_delete_confirmation(app_env):

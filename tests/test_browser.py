@@ -1,4 +1,6 @@
-"""End to end in headless Chromium: probe a prompt, open a feature, save a session, reopen it by URL.
+"""End to end in headless Chromium: probe a prompt, open a feature, save a session, reopen it by its full link
+(banner with its title), change the SAE set and reload (the sources stay); no Deploy button, and no request
+leaves the machine (the app promises local-only).
 
 Starts the real server (`streamlit run app/main.py`) on a free port and drives Debian's chromium with
 Playwright. Screenshots go to test-artifacts/. Skipped when /usr/bin/chromium is missing, unless
@@ -99,15 +101,21 @@ def _wait_idle(page) -> None:
 def test_probe_feature_session_round_trip(server):
     from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=TIMEOUT_MS)   # the first render harvests: seconds on a loaded machine
     prompt = "monday tuesday wednesday"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        requested: list[str] = []
         try:
-            page = browser.new_context(viewport={"width": 1500, "height": 2400}).new_page()
+            context = browser.new_context(viewport={"width": 1500, "height": 2400})
+            context.on("request", lambda request: requested.append(request.url))
+            page = context.new_page()
             page.set_default_timeout(TIMEOUT_MS)
             page.goto(server)
             expect(page.get_by_role("heading", name="Atlas", exact=True)).to_be_visible()
             _wait_idle(page)
+            expect(page.get_by_role("button", name="Deploy")).to_have_count(0)
+            expect(page.get_by_text("Deploy", exact=True)).to_have_count(0)
             _shot(page, "01-home")
 
             page.get_by_role("link", name="Probe").click()
@@ -149,13 +157,18 @@ def test_probe_feature_session_round_trip(server):
             saved = page.get_by_text(re.compile(r"Saved as session [0-9a-f]+"))
             expect(saved).to_be_visible()
             session_id = re.search(r"Saved as session ([0-9a-f]+)", saved.inner_text()).group(1)
+            link = f"{server}/?session={session_id}"
+            expect(page.get_by_text(link, exact=True).first).to_be_visible()   # a full URL to copy
             _shot(page, "04-sessions")
 
-            # A fresh browser context (no shared state): the URL alone must restore the view.
-            other = browser.new_context(viewport={"width": 1500, "height": 2400}).new_page()
+            # A fresh browser context (no shared state): the link alone must restore the view.
+            other_context = browser.new_context(viewport={"width": 1500, "height": 2400})
+            other_context.on("request", lambda request: requested.append(request.url))
+            other = other_context.new_page()
             other.set_default_timeout(TIMEOUT_MS)
-            other.goto(f"{server}/?session={session_id}")
+            other.goto(link)
             expect(other.get_by_role("heading", name=re.compile(rf"^Feature {chosen} on"))).to_be_visible()
+            expect(other.get_by_text("Session: browser test")).to_be_visible()     # the banner
             _wait_idle(other)
             _shot(other, "05-reopened-features")
             other.get_by_role("link", name="Probe").click()
@@ -163,5 +176,19 @@ def test_probe_feature_session_round_trip(server):
             expect(other.locator("span[title*=\"'wednesday'\"]").first).to_be_visible()
             _wait_idle(other)
             _shot(other, "06-reopened-probe")
+
+            # Change the SAE set in the sidebar: the URL names the new set, and a reload keeps it.
+            other.get_by_text("Sources", exact=True).click()
+            other.locator("button[aria-label='Remove organism blocks.0.hook_resid_post']").first.click()
+            _wait_idle(other)
+            expect(other).to_have_url(re.compile(r"sae=org(:|%3A)blocks\.1\.hook_resid_post"))
+            other.reload()
+            expect(other.locator("textarea[aria-label='Prompt']")).to_be_visible()
+            _wait_idle(other)
+            expect(other.get_by_role("combobox", name="Layer (SAE site)")).to_have_value("blocks.1.hook_resid_post")
+            expect(other).to_have_url(re.compile(r"sae=org(:|%3A)blocks\.1\.hook_resid_post"))
+            _shot(other, "07-reloaded-sources")
         finally:
             browser.close()
+        outside = sorted({url for url in requested if not url.startswith((server, "data:", "blob:", "about:"))})
+        assert not outside, f"requests left the machine: {outside}"
