@@ -187,3 +187,37 @@ def test_python_m_core_import_bundle(tmp_path, stores):
     bundle.write_bytes(export_bundle(_session([key]), artifacts))
     assert main(["import-bundle", str(bundle), "--sessions", str(tmp_path / "m.sqlite"), "--store", str(tmp_path / "st")]) == 0
     assert SessionStore(tmp_path / "m.sqlite").list()[0].title == "Weekdays on layer 2"
+
+
+def test_an_imported_session_cannot_read_server_files(app_env, tmp_path):
+    """A bundle whose session names a server file as its corpus: importing it stores the document, but
+    opening it in the app refuses the file with a notice, and the report built for a re-export never reads it."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from app.report import report_figures
+    from core.store import ArtifactStore
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the launch code is 0000\n" * 50)
+    hostile = Session(title="look at this", page="features", prompt="monday",
+                      sources={"model": {"source": "organism"}, "checkpoint": None, "saes": [],
+                               "corpus": {"source": "file", "path": str(secret)}},
+                      settings={"ui_corpus_source": "file", "ui_corpus_path": str(secret)})
+    sessions = SessionStore()
+    session_id = import_bundle(export_bundle(hostile, None), sessions, ArtifactStore())
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "main.py"), default_timeout=300)
+    at.query_params["session"] = session_id
+    at.run()
+    assert not at.exception
+    assert any("corpus file" in w.value and "uploaded to this Atlas" in w.value for w in at.warning)
+    assert at.session_state["valid_sources"].corpus.source == "world"
+
+    from app.sources import request
+    from app.state import restore_values
+
+    assert request(restore_values(sessions.load(session_id))[0]).corpus.source == "world"   # what the report loads
+    figures = report_figures(sessions.load(session_id))
+    assert figures and "launch code" not in "".join(figure.to_json() for _, figure in figures)
