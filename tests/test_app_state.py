@@ -154,3 +154,38 @@ def test_the_sae_set_is_a_set(app_env):
     b = request({"model_source": "organism", "sae_set": ["org:blocks.0.hook_resid_post", "org:blocks.1.hook_resid_post",
                                                          "org:blocks.0.hook_resid_post"], "corpus_source": "world"})
     assert a == b and len(a.saes) == 2
+
+
+def test_release_references_are_checked_against_saelens_registry(app_env):
+    from app.sources import check_sae_ref, sae_spec
+    from core.inputs import InvalidValue
+    from core.sources.saes import list_sae_ids
+
+    release = "gpt2-small-res-jb"
+    sae_id = list_sae_ids(release)[0]
+    ref = check_sae_ref(f"rel:{release}/{sae_id}")
+    assert sae_spec(ref).release == release and sae_spec(ref).sae_id == sae_id
+    for bad in (f"rel:{release}/not-an-id", "rel:no-such-release/x", f"rel:{release}", "rel:../../x/y"):
+        with pytest.raises(InvalidValue):
+            check_sae_ref(bad)
+
+
+def test_the_sidebar_offers_a_releases_sae_ids(app_env):
+    """With a TransformerLens model, a browsed release's ids join the SAE list (loading them needs the hub;
+    here only the offer is checked)."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from core.sources.saes import list_sae_ids
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "main.py"), default_timeout=300)
+    at.session_state["model_source"] = "transformer_lens"
+    at.session_state["tl_name"] = "gpt2"
+    at.session_state["sae_set"] = []
+    at.session_state["sae_release"] = "gpt2-small-res-jb"
+    at.run()
+    assert not at.exception
+    offered = at.multiselect(key="sae_set").options
+    assert {f"gpt2-small-res-jb \u00b7 {i}" for i in list_sae_ids("gpt2-small-res-jb")} <= set(offered)
+    assert "gpt2-small-res-jb" in at.selectbox(key="sae_release").options
