@@ -16,9 +16,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from app.sources import CORPUS_SOURCES, MAX_SAES, MODEL_NAME_RE, MODEL_SOURCES, SPLIT_RE, check_dataset_name, check_sae_ref
+from app.sources import (
+    CORPUS_SOURCES,
+    MAX_SAES,
+    MODEL_NAME_RE,
+    MODEL_SOURCES,
+    SPLIT_RE,
+    check_dataset_name,
+    check_sae_ref,
+)
 from core.errors import AtlasError
 from core.inputs import InvalidValue, check_choice, check_int, check_list, check_text, optional
+from core.known_dirs import DirKind
 
 # The options of the widgets whose value is a choice (pages read them from here).
 OPTIONS: dict[str, tuple[Any, ...]] = {
@@ -66,30 +75,30 @@ def _device(value: Any) -> str:
     return check_choice(value, ["auto", *available_devices()])
 
 
-def _known_dir(kind: str) -> Callable[[Any], str]:
+def _known_dir(kind: DirKind) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         from core.known_dirs import KnownDirectories
 
         path = check_text(value, max_length=1000)
-        if path and not KnownDirectories().is_known(kind, path):  # type: ignore[arg-type]
+        if path and not KnownDirectories().is_known(kind, path):
             raise InvalidValue("is a directory this server has not loaded from its sidebar; type it there to use it")
         return path
     return check
 
 
-def _dir_to_url(kind: str) -> Callable[[Any], str | None]:
+def _dir_to_url(kind: DirKind) -> Callable[[Any], str | None]:
     def encode(path: Any) -> str | None:
         from core.known_dirs import KnownDirectories
 
-        return KnownDirectories.id_for(kind, path) if path else None  # type: ignore[arg-type]
+        return KnownDirectories.id_for(kind, path) if path else None
     return encode
 
 
-def _dir_from_url(kind: str) -> Callable[[str], str]:
+def _dir_from_url(kind: DirKind) -> Callable[[str], str]:
     def decode(dir_id: str) -> str:
         from core.known_dirs import KnownDirectories
 
-        path = KnownDirectories().path_of(kind, dir_id)  # type: ignore[arg-type]
+        path = KnownDirectories().path_of(kind, dir_id)
         if path is None:
             raise InvalidValue("names a directory this server has not loaded from its sidebar")
         return path

@@ -55,9 +55,8 @@ def working(label: str, *, expanded: bool = False, where: Any = None) -> Iterato
     a container (st.sidebar); default the page."""
     placeholder = (where or st).empty()
     try:
-        with placeholder.container():
-            with st.status(label, expanded=expanded) as status:
-                yield status
+        with placeholder.container(), st.status(label, expanded=expanded) as status:
+            yield status
     finally:
         placeholder.empty()
 

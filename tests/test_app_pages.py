@@ -299,3 +299,23 @@ def test_a_hostile_session_document_is_restored_without_its_file(app_env, tmp_pa
     assert at.session_state["valid_sources"].corpus.source == "world"
     assert at.session_state["map_method"] == "PCA (quick)"
     assert "launch code" not in str([e.proto for e in at.get("html")])
+
+
+def test_an_uploaded_corpus_is_named_by_its_upload_and_survives_a_reload(app_env):
+    from streamlit.testing.v1 import AppTest
+
+    from core.uploads import save_upload, uploads_dir
+
+    text = "\n\n".join(["monday tuesday wednesday thursday friday saturday sunday"] * 40).encode()
+    name = save_upload(text, "week.txt")
+    at = AppTest.from_file(MAIN, default_timeout=TIMEOUT)
+    at.session_state["corpus_source"] = "file"
+    at.session_state["corpus_file"] = name
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    corpus = at.session_state["valid_sources"].corpus
+    assert corpus.source == "file" and corpus.path == str(uploads_dir() / name)
+    params = _query(at)
+    assert params == {"corpus": "file", "file": name}
+    fresh = _app(**params)
+    assert fresh.session_state["valid_sources"].corpus == corpus

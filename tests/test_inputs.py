@@ -56,7 +56,7 @@ def test_check_choice_and_int_keep_types_apart():
 
 
 def test_check_list_keeps_the_good_entries():
-    item = lambda v: check_choice(v, ["a", "b", "c"])  # noqa: E731
+    item = lambda v: check_choice(v, ["a", "b", "c"])
     assert check_list(["b", "a", "b"], item, max_items=5) == ["b", "a"]
     with pytest.raises(PartlyInvalid, match="1 of 3 entries") as caught:
         check_list(["a", "zzz", "c"], item, max_items=5)
