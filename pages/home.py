@@ -43,7 +43,8 @@ st.markdown("""
 - **Geometry**: the galaxy spectrum of the decoder cloud, lobes (co-occurrence against geometry), crystals (analogy parallelograms), circles (weekdays and months at any Fourier frequency), categorical simplices and hierarchical orthogonality, and linear probes for space and time.
 - **Superposition**: effective features F and psi per layer, their convergence with sample count, interference against 1/m, and a toy-model lab trained live against its ground truth.
 - **Spectra**: RankMe, alpha-ReQ, participation ratio and intrinsic dimension across layers, and over training checkpoints with the phase segmentation.
-- **Sessions**: save what you are looking at with a title and notes, share it as a `?session=<id>` link,
+- **Sessions**: save what you are looking at with a title and notes, share it as a link,
   export it as a bundle (JSON + artifacts + a static HTML report) and import bundles.
 """)
-st.caption("Choose another model, checkpoint, SAEs, corpus or device in the sidebar under Sources.")
+st.caption("Choose another model, checkpoint, SAEs (several at once, to compare layers), corpus or device in the "
+           "sidebar under Sources; the address bar keeps your choice, so a reload or a bookmark reopens it.")
