@@ -166,7 +166,7 @@ def get_harvest(sources: Sources | None = None):
             model = get_model(sources.model)
             saes = get_saes(sources)
             corpus = get_corpus(sources.corpus, sources.model)
-            with working(f"Harvesting {corpus.description} through {len(saes)} SAE(s)...", expanded=True):
+            with working(_harvest_label(model, saes, corpus, settings, store), expanded=True):
                 bar = st.progress(0.0, text="starting")
 
                 def progress(done: int, total: int, seconds_left: float) -> None:
@@ -179,6 +179,23 @@ def get_harvest(sources: Sources | None = None):
             st.toast("Harvest done and cached.")
         memory.put(key, result)
     return result, key
+
+
+def _harvest_label(model, saes, corpus, settings, store) -> str:
+    """What a missing harvest will compute: statistics are stored per SAE (core.harvest.components), so a
+    changed SAE set harvests only the SAEs new to the store, and the label says so."""
+    from core.harvest import describe_sources
+    from core.harvest.components import missing_components
+    from core.harvest.state import default_sites
+
+    sites = list(settings.sites) if settings.sites is not None else default_sites(model, saes)
+    _, todo = missing_components(store, describe_sources(model, saes, corpus), settings.to_dict(), sites, len(saes))
+    if len(todo) == len(saes):
+        return f"Harvesting {corpus.description} through {len(saes)} SAE(s)..."
+    if not todo:
+        return "Assembling the stored statistics of these SAEs..."
+    return (f"Harvesting {corpus.description} through the {len(todo)} SAE(s) new to the store "
+            f"({len(saes) - len(todo)} reused)...")
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)

@@ -189,3 +189,22 @@ def test_the_sidebar_offers_a_releases_sae_ids(app_env):
     offered = at.multiselect(key="sae_set").options
     assert {f"gpt2-small-res-jb \u00b7 {i}" for i in list_sae_ids("gpt2-small-res-jb")} <= set(offered)
     assert "gpt2-small-res-jb" in at.selectbox(key="sae_release").options
+
+
+def test_a_changed_sae_set_says_it_harvests_only_the_new_sae(app_env, tmp_path):
+    from app.resources import _harvest_label
+    from core.harvest import HarvestSettings, harvest_cached
+    from core.sources.corpus import CorpusSpec, load_corpus
+    from core.sources.models import ModelSpec, load_model
+    from core.sources.saes import load_sae, organism_sae_specs
+    from core.store import ArtifactStore
+
+    model = load_model(ModelSpec(source="organism", device="cpu"))
+    saes = [load_sae(spec, model) for spec in organism_sae_specs()]
+    corpus = load_corpus(CorpusSpec(source="world", context_size=32, max_chunks=40), model)
+    settings, store = HarvestSettings(max_tokens=1000), ArtifactStore(tmp_path / "store")
+    assert _harvest_label(model, saes, corpus, settings, store).startswith("Harvesting world corpus")
+    harvest_cached(model, saes[:1], corpus, settings, store)
+    assert "the 1 SAE(s) new to the store (1 reused)" in _harvest_label(model, saes, corpus, settings, store)
+    harvest_cached(model, saes, corpus, settings, store)
+    assert _harvest_label(model, saes[1:], corpus, settings, store).startswith("Assembling")

@@ -169,11 +169,12 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 def sae_context_size(saes: list, say: Callable[..., None] = lambda *a: None, default: int = 64) -> int:
     """The context size the SAEs were trained on (their metadata's context_size), for the corpus's
     sequences; `default` when none says. When they differ, the smallest (every SAE saw contexts at least
-    that long), with a warning naming each."""
+    that long), with a warning naming each: the rule of core.sources.chunking, which the sidebar uses too."""
+    from core.sources.chunking import chunking_for_saes
+    from core.sources.corpus import CorpusSpec
+
+    chosen = chunking_for_saes(saes, CorpusSpec(context_size=default))[0].context_size
     sizes = {s.hook_name: int(s.context_size) for s in saes if getattr(s, "context_size", None)}
-    if not sizes:
-        return default
-    chosen = min(sizes.values())
     if len(set(sizes.values())) > 1:
         say("warning: the SAEs were trained on different context sizes ("
             + ", ".join(f"{hook}: {size}" for hook, size in sizes.items())
