@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import bench_feature_map, bench_harvest, bench_probe, bench_ray, bench_steer, saedashboard
+from bench import bench_feature_map, bench_harvest, bench_probe, bench_ray, bench_steer, bench_store, saedashboard
 
 BENCHMARKS = {
     "harvest": bench_harvest.main,
@@ -18,6 +18,7 @@ BENCHMARKS = {
     "saedashboard": saedashboard.main,
     "ray": bench_ray.main,  # needs requirements-ray.txt
     "steer": bench_steer.main,
+    "store": bench_store.main,
 }
 
 
