@@ -170,10 +170,10 @@ def get_harvest(sources: Sources | None = None):
     if result is None:
         store = get_store()
         result = HarvestResult.load(store, key)
+        imported = False
         if result is None and namespace:
             result = HarvestResult.load(store.namespace(namespace), key)
-            if result is not None:
-                memory.put(memory_key, result)
+            imported = result is not None
         if result is None:
             model = get_model(sources.model)
             saes = get_saes(sources)
@@ -190,7 +190,7 @@ def get_harvest(sources: Sources | None = None):
                 result, key = harvest_cached_on(cluster_from_env(), model, saes, corpus, settings, store, progress,
                                                 key=key)
                 status.update(label="Harvest done and cached.", state="complete", expanded=False)
-            memory.put(key, result)
+        memory.put(memory_key if imported else key, result)
     from app.state import remember_artifact
 
     remember_artifact("harvest", key)

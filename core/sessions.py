@@ -323,10 +323,12 @@ class SessionStore:
                 "SELECT id, title, created, page FROM sessions ORDER BY created DESC, rowid DESC").fetchall()
         return [SessionSummary(*(str(v) for v in row)) for row in rows]
 
-    def delete(self, session_id: str) -> None:
-        check_session_id(session_id)
+    def delete(self, session_id: str) -> str | None:
+        """Delete the session; returns its artifact namespace (for the caller to delete from the store) or None."""
+        namespace = self.artifact_namespace(session_id)
         with self._db() as db:
             db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+        return namespace
 
 
 def check_session_id(session_id: str) -> str:

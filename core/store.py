@@ -402,17 +402,24 @@ class ArtifactStore:
             folders.append(self.root / IMPORTS_DIR)
         for folder in folders:
             for entry in folder.iterdir():
-                leftover = entry.name.startswith(_LEFTOVER) or (
-                    _KEY.match(entry.name) and not (entry / COMPLETE_MARKER).exists())
-                if not leftover or not entry.is_dir():
-                    continue
                 try:
-                    if now - entry.stat().st_mtime < older_than:
+                    if not entry.is_dir() or now - entry.stat().st_mtime < older_than:
                         continue
                 except FileNotFoundError:
                     continue
-                shutil.rmtree(entry, ignore_errors=True)
-                removed += 1
+                if entry.name.startswith(_LEFTOVER):
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed += 1
+                elif _KEY.match(entry.name) and folder.name != IMPORTS_DIR:
+                    # a key folder without its marker: move it aside under the key's lock, so that a writer
+                    # replacing it at this moment never loses its fresh entry
+                    with self._locked(entry.name, exclusive=True):
+                        if (entry / COMPLETE_MARKER).exists() or not entry.is_dir():
+                            continue
+                        trash = entry.with_name(f".old-{entry.name[:12]}-{os.getpid()}-{time.time_ns()}")
+                        os.replace(entry, trash)
+                    shutil.rmtree(trash, ignore_errors=True)
+                    removed += 1
         return removed
 
     def _clean_once(self) -> None:

@@ -70,7 +70,8 @@ else:
         c3.download_button("Download bundle (.zip)", bundle[1], file_name=f"atlas-session-{chosen}.zip",
                            mime="application/zip")
     if st.button("Delete this session"):
-        sessions.delete(chosen)
+        if namespace := sessions.delete(chosen):   # an imported session: its artifacts go with it
+            get_store().delete_namespace(namespace)
         st.rerun()
 
 st.subheader("Import a bundle")

@@ -222,6 +222,8 @@ def test_an_import_never_touches_the_local_entries(local):
     namespace = sessions.artifact_namespace(session_id)
     assert store.namespace(namespace).load(KEY).meta["origin"] == "forged"
     assert list(store.iter_keys()) == [KEY]
+    assert sessions.delete(session_id) == namespace and store.delete_namespace(namespace)
+    assert store.namespaces() == [] and store.load(KEY).meta["origin"] == "local"
 
 
 def test_a_refused_import_leaves_nothing_behind(local, tmp_path, monkeypatch):
