@@ -360,6 +360,8 @@ def _check_kind(key: str, arrays: dict[str, np.ndarray], meta: dict) -> None:
 
 
 def _check_harvest_shapes(result: Any) -> None:
+    """What the pages index must agree: per-site shapes, per-feature arrays of d_sae rows, the sparse
+    quantile cells inside [d_sae, n_bands, m], the co-occurrence CSR inside [n_chunks, d_sae]."""
     for name, site in result.sites.items():
         d = np.shape(site.mean)[0]
         if np.shape(site.cov) != (d, d) or np.ndim(site.reservoir) != 2 or np.shape(site.reservoir)[1] != d:
@@ -367,10 +369,23 @@ def _check_harvest_shapes(result: Any) -> None:
     for label, sae in result.saes.items():
         d_sae = np.shape(sae.l1_mass)[0]
         for attribute in ("fire_count", "max_act", "hist", "top_values", "top_chunk", "top_pos", "top_tokens",
-                          "quantile_values", "quantile_chunk", "quantile_pos", "quantile_tokens"):
-            value = getattr(sae, attribute, None)
+                          "top_acts"):
+            value = sae.__dict__.get(attribute)   # stored arrays only (properties may build dense views)
             if value is not None and (np.ndim(value) == 0 or np.shape(value)[0] != d_sae):
                 raise ValueError(f"SAE {label}: {attribute} has {np.shape(value)} for {d_sae} features")
+        cells = sae.__dict__.get("q_cells")
+        if cells is not None and len(cells):
+            n_cells = d_sae * max(len(sae.quantile_edges) - 1, 0) * int(sae.n_quantile_samples)
+            lengths = {len(sae.__dict__.get(a, cells)) for a in ("q_values", "q_chunk", "q_pos", "q_tokens", "q_acts")}
+            if lengths != {len(cells)} or np.min(cells) < 0 or np.max(cells) >= n_cells or np.any(np.diff(cells) < 0):
+                raise ValueError(f"SAE {label}: the quantile cells do not fit [d_sae, n_bands, samples]")
+        offsets, ids = sae.__dict__.get("cooc_offsets"), sae.__dict__.get("cooc_ids")
+        if offsets is not None and ids is not None:
+            offsets = np.asarray(offsets, dtype=np.int64)
+            bad_offsets = len(offsets) != len(sae.cooc_chunks) + 1 or offsets[0] != 0 or offsets[-1] != len(ids) \
+                or np.any(np.diff(offsets) < 0)
+            if bad_offsets or (len(ids) and (np.min(ids) < 0 or np.max(ids) >= d_sae)):
+                raise ValueError(f"SAE {label}: the co-occurrence incidence does not fit [chunks, d_sae]")
 
 
 # --------------------------------------------------------------------------- import
