@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import bench_feature_map, bench_harvest, bench_probe, bench_ray, bench_steer, bench_store, saedashboard
+from bench import bench_corpus, bench_feature_map, bench_harvest, bench_probe, bench_ray, bench_steer, bench_store, saedashboard
 
 BENCHMARKS = {
     "harvest": bench_harvest.main,
@@ -19,6 +19,7 @@ BENCHMARKS = {
     "ray": bench_ray.main,  # needs requirements-ray.txt
     "steer": bench_steer.main,
     "store": bench_store.main,
+    "corpus": bench_corpus.main,
 }
 
 

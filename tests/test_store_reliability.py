@@ -234,7 +234,7 @@ def test_kill_9_during_writes_never_leaves_a_partial_entry(tmp_path, monkeypatch
 def test_bench_store_is_registered():
     from bench.__main__ import BENCHMARKS
 
-    assert "store" in BENCHMARKS
+    assert "store" in BENCHMARKS and "corpus" in BENCHMARKS
     done = subprocess.run([sys.executable, "-m", "bench", "store", "--writers", "1", "--readers", "1", "--saves", "2",
                            "--loads", "2", "--mb", "0.2"], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
