@@ -307,9 +307,9 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
                    help="harvest on Ray (pip install -r requirements-ray.txt): the running cluster at ADDRESS "
                         "('auto', host:6379 or ray://host:10001), or a new local cluster without one; the corpus "
                         "is sharded over the workers, the result equals a local run (docs/SCALING.md)")
-    p.add_argument("--ray-workers", type=int, default=None,
+    p.add_argument("--ray-workers", type=_int_in(1, 4096), default=None,
                    help="with --ray: workers holding the model (default: one per GPU of the cluster, else per CPU)")
-    p.add_argument("--ray-shards", type=int, default=None,
+    p.add_argument("--ray-shards", type=_int_in(1, 4096), default=None,
                    help="with --ray: corpus shards (default: one per worker)")
     p.add_argument("--title", default=None, help="session title")
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages (the summary still prints)")
