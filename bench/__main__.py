@@ -9,8 +9,16 @@ from __future__ import annotations
 
 import sys
 
-from bench import (bench_corpus, bench_feature_map, bench_harvest, bench_probe, bench_ray, bench_steer, bench_store,
-                   saedashboard)
+from bench import (
+    bench_corpus,
+    bench_feature_map,
+    bench_harvest,
+    bench_probe,
+    bench_ray,
+    bench_steer,
+    bench_store,
+    saedashboard,
+)
 
 BENCHMARKS = {
     "harvest": bench_harvest.main,
