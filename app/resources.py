@@ -188,6 +188,28 @@ def get_harvest(sources: Sources | None = None):
     return result, key
 
 
+def peek_harvest(sources: Sources | None = None):
+    """(HarvestResult, key) when the sources' harvest is already in memory or in the store, else None.
+
+    Never harvests: for pages that can do without (Probe shows top tokens beside feature ids when it can).
+    """
+    from core.errors import AtlasError
+    from core.harvest import HarvestResult
+
+    sources = sources or current_sources()
+    try:
+        key = _harvest_key(sources, harvest_settings())
+        result = _harvest_memory().get(key)
+        if result is None:
+            result = HarvestResult.load(get_store(), key)
+            if result is None:
+                return None
+            _harvest_memory().put(key, result)
+    except AtlasError:
+        return None
+    return result, key
+
+
 @st.cache_resource(show_spinner=False, max_entries=32)
 def _decoder_array(identity: tuple[int, SAESpec], _sae) -> np.ndarray:
     return _sae.W_dec.detach().cpu().numpy()
