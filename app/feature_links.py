@@ -73,14 +73,13 @@ def sync_feature_url(hook: str, feature: int) -> None:
     """Write the open feature into the URL, and remember it as applied (no loop back into the pickers)."""
     params = link_params(hook, feature)
     st.session_state["_applied_link"] = (params["layer"], params["feature"])
-    if st.query_params.get("layer") != params["layer"] or st.query_params.get("feature") != params["feature"]:
-        st.query_params.update(params)
+    # Written on every run: after a link to this same page the server already holds the new parameters
+    # while the browser's address bar still shows the old ones.
+    st.query_params.update(params)
 
 
 def open_feature(hook: str, feature: int) -> None:
-    """Go to the Features page on `feature` of `hook` (ends this script run)."""
-    st.session_state["layer"] = hook
-    st.session_state["feature"] = int(feature)
+    """Go to the Features page on `feature` of `hook` (ends this script run); the page applies the link."""
     st.switch_page(FEATURES_PAGE, query_params=link_params(hook, feature))
 
 

@@ -106,7 +106,7 @@ class ProbeResult:
         if not self.n_truncated:
             return ""
         cut = self.truncated_text
-        excerpt = " ".join(cut.split())[:excerpt_chars]
+        excerpt = " ".join(cut.split())[:excerpt_chars].rstrip()
         more = "\u2026" if len(" ".join(cut.split())) > excerpt_chars else ""
         return (f"The prompt is longer than the model's context of {n_ctx:,} tokens: the last "
                 f"{self.n_truncated:,} tokens ({len(cut):,} characters) were cut, from \u201c{excerpt}{more}\u201d.")

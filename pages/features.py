@@ -259,9 +259,12 @@ if test_text.strip():
                                         unknown_positions=tested.unknown_positions,
                                         value_label=f"feature {feature}"))
         peak = int(np.argmax(tested.acts))
-        st.caption(f"Largest: {tested.acts[peak]:.3f} on {tested.str_tokens[peak]!r} (position {peak}); the colour "
-                   f"scale runs to {scale:.3g}, the feature's top activation in the corpus or above."
-                   + (f" The last {tested.n_truncated} tokens were cut to fit the context." if tested.n_truncated else ""))
+        cut = f" The last {tested.n_truncated} tokens were cut to fit the context." if tested.n_truncated else ""
+        if tested.acts[peak] > 0:
+            st.caption(f"Largest: {tested.acts[peak]:.3f} on {tested.str_tokens[peak]!r} (position {peak}); the colour "
+                       f"scale runs to {scale:.3g}, the feature's top activation in the corpus or above.{cut}")
+        else:
+            st.caption(f"Feature {feature} does not fire on any token of this text.{cut}")
 
 col_c, col_d = st.columns(2)
 with col_c:

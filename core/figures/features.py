@@ -226,6 +226,7 @@ def feature_map_figure(coords: np.ndarray, color: np.ndarray, color_label: str, 
                                            "line": {"width": 1, "color": "black"}},
                                    hovertemplate="feature %{customdata} (open)<br>%{text}<extra></extra>"))
     fig.update_layout(title=title, height=520, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                      xaxis={"visible": False}, yaxis={"visible": False}, legend={"itemsizing": "constant"},
+                      xaxis={"visible": False}, yaxis={"visible": False},
+                      legend={"itemsizing": "constant", "orientation": "h", "yanchor": "top", "y": -0.02, "x": 0},
                       clickmode="event+select", dragmode="pan", template="plotly_white")
     return fig
