@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from app.resources import current_sources, decoder_weights, get_corpus
-from core.contexts import ContextActs, feature_context_acts, token_cofiring, window_activations
+from core.contexts import token_cofiring, window_activations
 from core.feature_views import feature_frame, unit_rows
 
 
@@ -41,18 +41,6 @@ def _windows(model, sae, settings: dict, feature: int, chunk, pos, centre_codes:
     corpus = get_corpus(current_sources().corpus, current_sources().model)
     return window_activations(model, sae, corpus.tokens, chunk, pos, feature, left=int(settings["window_left"]),
                               right=int(settings["window_right"]), centre_codes=centre_codes)
-
-
-@st.cache_resource(show_spinner=False, max_entries=256)
-def _context_acts(harvest_key: str, hook: str, feature: int, _stats, _model, _sae, _settings) -> ContextActs:
-    return feature_context_acts(_stats, feature,
-                                lambda c, p: _windows(_model, _sae, _settings, feature, c, p, False).acts)
-
-
-def context_acts(harvest_key: str, harvest, sae, model, feature: int) -> ContextActs:
-    """`feature`'s activation on every token of its top and quantile contexts (stored or recomputed)."""
-    return _context_acts(harvest_key, sae.hook_name, int(feature), harvest.saes[sae.hook_name], model, sae,
-                         harvest.settings)
 
 
 @st.cache_resource(show_spinner=False, max_entries=128)

@@ -1,13 +1,13 @@
 """The Features page's own work at GPT-2-small and Gemma scale, piece by piece, against the naive way
 measured side by side.
 
-    python -m bench feature_pages [--features 24576] [--d 768] [--vocab 50257] [--repeat 3]
+    python -m bench feature_pages [--features 24576] [--d 768] [--vocab 50257] [--repeat 5]
 
-Synthetic harvest arrays of the real shapes (top-k windows [d_sae, 16, 21], a sparse co-occurrence
-over 16,384 tracked features); only the shapes matter for timing. Printed: the once-per-layer table
+Only the shapes matter for timing. Printed: the once-per-layer table
 build (cached by the page), what every rerun does (labels, search, the WebGL map and its JSON, one
 feature's neighbours, co-occurrence and logit effects), and the ratios against the naive baselines
 (a Python loop for the top tokens, a full sort of the vocabulary, an SVG map of the same points).
+Synthetic harvest arrays: top-k windows [d_sae, 16, 21], chunk incidence of 4,000 chunks x 400 features.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ def _time(call, repeat: int) -> tuple[float, object]:
     return best, result
 
 
-def synthetic_stats(d_sae: int, vocab: int, k: int = 16, window: int = 21, tracked: int = 16384, seed: int = 0):
-    import scipy.sparse as sp
+def synthetic_stats(d_sae: int, vocab: int, k: int = 16, window: int = 21, n_chunks: int = 4000, seed: int = 0):
+    from core.harvest.result import ChunkCooccurrence
 
     rng = np.random.default_rng(seed)
     tokens = rng.integers(0, vocab, (d_sae, k, window)).astype(np.int32)
@@ -39,15 +39,11 @@ def synthetic_stats(d_sae: int, vocab: int, k: int = 16, window: int = 21, track
     values = np.sort(rng.random((d_sae, k)).astype(np.float32), axis=1)[:, ::-1]
     values[rng.random(d_sae) < 0.05] = 0                                          # dead features
     fire = (values > 0).sum(1) * rng.integers(1, 500, d_sae)
-    n_chunks = 4000
-    nnz = tracked * 60
-    rows, cols = rng.integers(0, tracked, nnz), rng.integers(0, tracked, nnz)
-    cooc = sp.coo_matrix((np.ones(nnz, np.int32), (rows, cols)), shape=(tracked, tracked)).tocsr()
-    cooc = cooc + cooc.T
-    cooc.setdiag(np.minimum(np.asarray(cooc.sum(1)).ravel() // 4 + 1, n_chunks))
+    per_chunk = 400                                                               # features firing in a chunk
+    ids = np.sort(rng.integers(0, d_sae, (n_chunks, per_chunk)), axis=1).ravel()
+    cooc = ChunkCooccurrence(np.arange(n_chunks), np.arange(n_chunks + 1) * per_chunk, ids, d_sae)
     return SimpleNamespace(l1_mass=rng.random(d_sae), fire_count=fire, n_tokens=10**6, max_act=values[:, 0],
-                           top_tokens=tokens, top_values=values, cooc=cooc.tocsr(),
-                           cooc_features=np.sort(rng.choice(d_sae, tracked, replace=False)), cooc_n_chunks=n_chunks)
+                           top_tokens=tokens, top_values=values, cooc=cooc, cooc_n_chunks=n_chunks)
 
 
 def naive_top_tokens(top_tokens, top_values, center, n=3):
@@ -110,8 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     t_svg_json, svg_payload = _time(lambda: pio.to_json(svg, validate=False), r)
     unit = fv.unit_rows(W_dec)
     t_nb, _ = _time(lambda: fm.decoder_neighbours(W_dec, 7, W_unit=unit), r)
-    t_cooc, view = _time(lambda: fv.cooccurrence_view(stats.cooc, stats.cooc_features, stats.cooc_n_chunks,
-                                                      int(stats.cooc_features[3])), r)
+    t_cooc, view = _time(lambda: fv.cooccurrence_view(stats.cooc, stats.cooc_n_chunks, 3), r)
     t_topk, _ = _time(lambda: fm.logit_effects(W_dec[7], W_U, k=10), r)
     big_vocab = torch.randn(262_144)                                   # one feature's effect on Gemma's vocabulary
     t_select, _ = _time(lambda: (torch.topk(big_vocab, 10), torch.topk(-big_vocab, 10)), r)

@@ -1,41 +1,22 @@
-"""A feature's activation on every token of its top and quantile context windows.
+"""A feature's activation on every token around its top activations, recomputed from the corpus.
 
-The harvest keeps, for each feature, the corpus place (chunk, position) and the token ids of a
-window around each of its top-k and quantile-sampled activations (`SAEResult.top_tokens`
-[d_sae, k, W], `quantile_tokens` [d_sae, bands, m, W], W = window_left + 1 + window_right). To
-shade every token of a window (as Neuronpedia and SAEDashboard do), the feature's activation on
-each token is needed too. `feature_context_acts` is the one place that provides it:
-
-- from the harvest when it stored them (`top_token_acts` [d_sae, k, W], `quantile_token_acts`
-  [d_sae, bands, m, W]);
-- otherwise recomputed (`window_activations`): the corpus sequences that hold the windows run
-  through the model once, up to the window's last token (the model is causal, so the prefix gives
-  the same activations as the harvest's full sequence), and the SAE encodes the window positions.
-
-`centre_codes` gives every feature's code at the centre tokens (a feature's strongest activations),
-for token-level co-firing where chunk co-occurrence says nothing.
+The harvest stores, for each top-k and quantile context, the feature's activation on every token of
+its window (`SAEResult.top_acts` [d_sae, k, W], `quantile_contexts(feature).acts`): the pages shade
+contexts from those. What it cannot store is every *other* feature's code at those tokens. For a
+feature that fires in every chunk, chunk co-occurrence says nothing (phi is 0/0), and the features
+that fire on the same tokens as its strongest activations are what a researcher wants instead:
+`window_activations` reruns the corpus sequences that hold the windows through the model, up to the
+window's last token (the model is causal, so the prefix gives the harvest's activations), and the SAE
+encodes the window positions; `token_cofiring` ranks the other features on the centre tokens.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
-
-
-@dataclass(frozen=True)
-class ContextActs:
-    """Per-token activations of one feature on its context windows (0 on empty slots and outside the text).
-
-    top [k, W] (rows like SAEResult.top_tokens[feature]); quantile [bands, m, W]; source: "harvest"
-    when they were stored by the harvest, "recomputed" when the model ran on the windows.
-    """
-
-    top: np.ndarray
-    quantile: np.ndarray
-    source: str
 
 
 @dataclass(frozen=True)
@@ -88,28 +69,6 @@ def window_activations(model: Any, sae: Any, corpus_tokens: torch.Tensor | np.nd
             flat = np.cumsum(inside.ravel()).reshape(inside.shape) - 1        # index of each window token in z
             centres[slots] = z[torch.as_tensor(flat[:, left])].float().cpu().numpy()
     return WindowCodes(acts, centres)
-
-
-def feature_context_acts(stats: Any, feature: int, recompute: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> ContextActs:
-    """The per-token activations of `feature` on its top and quantile windows.
-
-    stats: core.harvest.SAEResult; when it holds `top_token_acts` / `quantile_token_acts` they are read
-    from it; otherwise `recompute(chunk [n], pos [n]) -> acts [n, W]` provides them (for instance
-    `lambda c, p: window_activations(model, sae, corpus.tokens, c, p, feature, left=..., right=...).acts`).
-    """
-    stored_top = getattr(stats, "top_token_acts", None)
-    stored_quantile = getattr(stats, "quantile_token_acts", None)
-    if stored_top is not None and stored_quantile is not None:
-        return ContextActs(np.asarray(stored_top[feature], dtype=np.float32),
-                           np.asarray(stored_quantile[feature], dtype=np.float32), "harvest")
-    top_chunk = np.asarray(stats.top_chunk[feature]).reshape(-1)
-    q_chunk = np.asarray(stats.quantile_chunk[feature])
-    chunk = np.concatenate([top_chunk, q_chunk.reshape(-1)])
-    pos = np.concatenate([np.asarray(stats.top_pos[feature]).reshape(-1),
-                          np.asarray(stats.quantile_pos[feature]).reshape(-1)])
-    acts = np.asarray(recompute(chunk, pos), dtype=np.float32)
-    k = len(top_chunk)
-    return ContextActs(acts[:k], acts[k:].reshape(*q_chunk.shape, acts.shape[-1]), "recomputed")
 
 
 def token_cofiring(centre_codes: np.ndarray, values: np.ndarray, feature: int, k: int = 10) -> list[tuple[int, int, float]]:

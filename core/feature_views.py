@@ -175,12 +175,12 @@ def search_mask(frame: pd.DataFrame, query: str, labelled: set[int] = frozenset(
 
 @dataclass(frozen=True)
 class CoFiring:
-    """Another feature against this one, over chunks: `together` chunks where both fire; phi (None where
-    undefined: the other fires in every chunk); P(other | this) and P(this | other)."""
+    """Another feature against this one, over chunks: `together` chunks where both fire; phi; P(other | this)
+    and P(this | other)."""
 
     feature: int
     together: int
-    phi: float | None
+    phi: float
     p_other_given_this: float
     p_this_given_other: float
 
@@ -188,8 +188,8 @@ class CoFiring:
 @dataclass(frozen=True)
 class CooccurrenceView:
     """status: "ok" (rows ranked by phi), "always" (fires in every chunk: phi undefined for every pair),
-    "never" (never fires), "untracked" (not in the harvest's co-occurrence sample), "alone" (fires, but
-    no tracked feature fires in the same chunks). `message` says it in words."""
+    "never" (never fires), "alone" (fires, but no other feature fires in the same chunks). `message`
+    says it in words."""
 
     status: str
     n_chunks: int
@@ -203,50 +203,47 @@ def _row(cooc: Any, i: int) -> np.ndarray:
     return np.asarray(row.toarray() if hasattr(row, "toarray") else row, dtype=np.float64).reshape(-1)
 
 
-def cooccurrence_view(cooc: Any, tracked: np.ndarray, n_chunks: int, feature: int, *, k: int = 10,
-                      chunk_tokens: int | None = None) -> CooccurrenceView:
+def cooccurrence_view(cooc: Any, n_chunks: int, feature: int, *, k: int = 10, chunk_tokens: int | None = None,
+                      total_chunks: int | None = None) -> CooccurrenceView:
     """How `feature` co-fires with others over the harvest's chunks, or why that cannot be said.
 
-    cooc [F, F] chunk co-occurrence counts (dense or scipy sparse) over the features `tracked` [F];
-    phi = (n11 n00 - n10 n01) / sqrt(n1. n0. n.1 n.0) (Li et al. 2024), ranked over partners that fire
-    together with it at least once and whose phi is defined.
+    cooc: chunk co-occurrence counts over `n_chunks` chunks with `diagonal()` and row access `cooc[i]`
+    (core.harvest.ChunkCooccurrence, a dense array or a scipy sparse matrix); `total_chunks` when the
+    counts cover a uniform sample of the corpus's chunks. phi = (n11 n00 - n10 n01) / sqrt(n1. n0. n.1 n.0)
+    (Li et al. 2024), ranked over partners that fire together with it at least once and whose phi is defined.
     """
     from core.metrics.geometry import phi_from_contingency
 
-    tracked = np.asarray(tracked)
     size = f" of {chunk_tokens} tokens" if chunk_tokens else ""
-    slot = int(np.searchsorted(tracked, feature))
-    if slot >= len(tracked) or tracked[slot] != feature:
-        return CooccurrenceView("untracked", n_chunks, 0, (), (
-            f"Co-occurrence was counted for a sample of {len(tracked):,} features (the harvest samples them on "
-            f"wide SAEs); feature {feature} is not among them."))
+    sample = (f" (a uniform sample of the corpus's {total_chunks:,} chunks: phi's standard error is about "
+              f"{1 / np.sqrt(max(n_chunks, 1)):.3f})" if total_chunks and total_chunks > n_chunks else "")
     diag = np.asarray(cooc.diagonal() if hasattr(cooc, "diagonal") else np.diag(cooc), dtype=np.float64)
-    n_i = float(diag[slot])
+    n_i = float(diag[feature])
     if n_i <= 0:
         return CooccurrenceView("never", n_chunks, 0, (), (
-            f"Feature {feature} never fired in the {n_chunks:,} chunks{size} harvested: nothing co-occurs with it."))
+            f"Feature {feature} never fired in the {n_chunks:,} chunks{size} counted{sample}: nothing co-occurs with it."))
     if n_i >= n_chunks:
         return CooccurrenceView("always", n_chunks, int(n_i), (), (
-            f"Feature {feature} fires in every one of the {n_chunks:,} chunks{size}, so whether another feature "
-            "fires in a chunk says nothing about this one: phi is 0/0, undefined, for every pair."))
-    n11 = _row(cooc, slot)
+            f"Feature {feature} fires in every one of the {n_chunks:,} chunks{size} counted{sample}, so whether another "
+            "feature fires in a chunk says nothing about this one: phi is 0/0, undefined, for every pair."))
+    n11 = _row(cooc, feature)
     n10, n01 = n_i - n11, diag - n11
     n00 = n_chunks - n_i - diag + n11
     phi = phi_from_contingency(n11, n10, n01, n00)
     partner = (n11 > 0) & (diag < n_chunks)
-    partner[slot] = False
-    dense = int(((diag >= n_chunks) & (np.arange(len(diag)) != slot)).sum())
+    partner[feature] = False
+    dense = int(((diag >= n_chunks) & (np.arange(len(diag)) != feature)).sum())
     note = (f" {dense} feature(s) that fire in every chunk are left out (their phi is undefined)." if dense else "")
     candidates = np.flatnonzero(partner)
     if len(candidates) == 0:
         return CooccurrenceView("alone", n_chunks, int(n_i), (), (
-            f"Feature {feature} fires in {int(n_i):,} of {n_chunks:,} chunks, and no other tracked feature fires "
+            f"Feature {feature} fires in {int(n_i):,} of {n_chunks:,} chunks{sample}, and no other feature fires "
             f"in any of them.{note}"))
     order = candidates[np.lexsort((-n11[candidates], -phi[candidates]))][:k]
-    rows = tuple(CoFiring(int(tracked[j]), int(n11[j]), float(phi[j]), float(n11[j] / n_i), float(n11[j] / diag[j]))
+    rows = tuple(CoFiring(int(j), int(n11[j]), float(phi[j]), float(n11[j] / n_i), float(n11[j] / diag[j]))
                  for j in order)
     return CooccurrenceView("ok", n_chunks, int(n_i), rows, (
-        f"Feature {feature} fires in {int(n_i):,} of {n_chunks:,} chunks{size}; ranked by phi.{note}"))
+        f"Feature {feature} fires in {int(n_i):,} of {n_chunks:,} chunks{size}{sample}; ranked by phi.{note}"))
 
 
 # ------------------------------------------------------------------ decoder directions

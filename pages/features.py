@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from app.feature_data import centre_cofiring, context_acts, layer_frame, unit_decoder
+from app.feature_data import centre_cofiring, layer_frame, unit_decoder
 from app.feature_labels import label_book, label_editor, label_texts, sync_session_labels
 from app.feature_links import (
     apply_feature_link,
@@ -222,24 +222,22 @@ with col_a:
 with col_b:
     values = np.asarray(stats.top_values[feature])
     vmax = float(values.max()) if values.size and values.max() > 0 else None
-    acts = guarded(lambda: context_acts(harvest_key, harvest, sae, model, feature)) if alive else None
     st.markdown("**Top activating contexts**: every token shaded by this feature's activation on it; "
                 "underlined: the token of the top activation")
-    if acts is not None and (values > 0).any():
-        top = [_shaded(stats.top_tokens[feature, slot], acts.top[slot], f"{values[slot]:.3f}")
+    if (values > 0).any():
+        top = [_shaded(stats.top_tokens[feature, slot], stats.top_acts[feature, slot], f"{values[slot]:.3f}")
                for slot in np.flatnonzero(values > 0)[:10]]
         st.html(contexts_html(top, vmax=vmax))
-        st.markdown("**Contexts sampled by activation band** (weaker activations, same colour scale)")
-        q_values = np.asarray(stats.quantile_values[feature])          # [bands, m]
+        sampled = stats.quantile_contexts(feature)                      # filled cells only, band by band
         q_edges = np.asarray(stats.quantile_edges)
-        bands = [b for b in range(q_values.shape[0]) if (q_values[b] > 0).any()]
-        sampled = [_shaded(stats.quantile_tokens[feature, band, slot], acts.quantile[band, slot],
-                           f"{q_values[band, slot]:.3f} in [{q_edges[band]:.3g}, {q_edges[band + 1]:.3g})")
-                   for band in sorted(bands, reverse=True)[:4] for slot in np.flatnonzero(q_values[band] > 0)[:2]]
-        if sampled:
-            st.html(contexts_html(sampled, vmax=vmax, legend=False))
-        st.caption("Per-token activations " + ("stored by the harvest." if acts.source == "harvest" else
-                                               "recomputed: the model re-ran on these windows' texts."))
+        shown = [i for band in sorted(set(sampled.band.tolist()), reverse=True)[:4]
+                 for i in np.flatnonzero(sampled.band == band)[:2]]
+        if shown:
+            st.markdown("**Contexts sampled by activation band** (weaker activations, same colour scale)")
+            st.html(contexts_html([_shaded(sampled.tokens[i], sampled.acts[i],
+                                           f"{sampled.value[i]:.3f} in [{q_edges[sampled.band[i]]:.3g}, "
+                                           f"{q_edges[sampled.band[i] + 1]:.3g})") for i in shown],
+                                  vmax=vmax, legend=False))
     else:
         st.write("No contexts.")
 
@@ -273,13 +271,13 @@ with col_c:
     feature_link_list([(hook, j, f"{c:.3f} \u00b7 {describe(j)}") for j, c in neighbours])
 with col_d:
     st.markdown("**Co-occurring features** (fire in the same chunks)")
-    view = cooccurrence_view(stats.cooc, stats.cooc_features, stats.cooc_n_chunks, feature,
+    view = cooccurrence_view(stats.cooc_counts(), stats.cooc_n_chunks, feature, total_chunks=stats.cooc_total_chunks,
                              chunk_tokens=int(harvest.settings.get("cooc_chunk_tokens", 0)) or None)
     st.caption(view.message)
     if view.status == "ok":
         feature_link_list([(hook, r.feature, f"phi {r.phi:.3f} \u00b7 P(it | this) {r.p_other_given_this:.2f} "
                                              f"\u00b7 {describe(r.feature)}") for r in view.rows])
-    elif view.status in ("always", "untracked") and alive:
+    elif view.status == "always":
         shared = guarded(lambda: centre_cofiring(harvest_key, harvest, sae, model, feature))
         n_top = int((values > 0).sum())
         st.caption(f"Instead, token by token: the features that fire on the same tokens as its {n_top} strongest "

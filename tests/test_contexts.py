@@ -1,15 +1,14 @@
-"""Per-token activations on context windows: recomputed from a tiny harvest, they must equal the model run
-directly; the centre token gives back the harvested top value; stored arrays are read when present."""
+"""Per-token activations on context windows, recomputed: they equal the model run directly, the centre token
+gives back the harvested top value, and the harvest's stored per-token activations agree; token co-firing."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from core.contexts import feature_context_acts, token_cofiring, window_activations
+from core.contexts import token_cofiring, window_activations
 from core.harvest import HarvestSettings, harvest
 from core.sources.corpus import Corpus, CorpusSpec
 from core.sources.saes import wrap_sae
@@ -41,39 +40,24 @@ def _direct(model, sae, tokens, chunk, pos, feature, left, right):
     return out
 
 
-def test_recomputed_windows_equal_a_direct_run_and_the_harvested_values(setup):
+def test_recomputed_windows_equal_a_direct_run_and_the_harvest_s_stored_activations(setup):
     model, sae, corpus, stats = setup
     feature = int(np.argmax(stats.fire_count))
-    acts = feature_context_acts(stats, feature, lambda c, p: window_activations(
-        model, sae, corpus.tokens, c, p, feature, left=4, right=2).acts)
-    assert acts.source == "recomputed" and acts.top.shape == (5, 7)
-    assert acts.quantile.shape == (*stats.quantile_chunk[feature].shape, 7)
-    for slot in range(5):
+    filled = stats.top_chunk[feature] >= 0
+    acts = window_activations(model, sae, corpus.tokens, stats.top_chunk[feature], stats.top_pos[feature], feature,
+                              left=4, right=2).acts
+    assert acts.shape == (5, 7) and not acts[~filled].any()
+    for slot in np.flatnonzero(filled):
         chunk, pos = stats.top_chunk[feature, slot], stats.top_pos[feature, slot]
-        if chunk < 0:
-            assert not acts.top[slot].any()
-            continue
-        np.testing.assert_allclose(acts.top[slot], _direct(model, sae, corpus.tokens, chunk, pos, feature, 4, 2),
+        np.testing.assert_allclose(acts[slot], _direct(model, sae, corpus.tokens, chunk, pos, feature, 4, 2),
                                    rtol=1e-4, atol=1e-5)
-        assert acts.top[slot, 4] == pytest.approx(stats.top_values[feature, slot], rel=1e-4)   # the centre
-    filled = stats.quantile_chunk[feature] >= 0
-    np.testing.assert_allclose(acts.quantile[filled][:, 4], stats.quantile_values[feature][filled], rtol=1e-4)
+        assert acts[slot, 4] == pytest.approx(stats.top_values[feature, slot], rel=1e-4)   # the centre
+    # the harvest's stored per-token activations (float16; BOS, not encoded, reads 0) say the same
+    tokens = stats.top_tokens[feature][filled]
+    expected = np.where(tokens == model.bos_token_id, 0.0, acts[filled])
+    np.testing.assert_allclose(stats.top_acts[feature][filled].astype(np.float32), expected, rtol=2e-3, atol=2e-3)
     # more than one token of a window carries activation: the whole window is shaded, not its peak only
-    assert (acts.top[stats.top_values[feature] > 0] > 0).sum() > (stats.top_values[feature] > 0).sum()
-
-
-def test_stored_arrays_are_read_as_they_are(setup):
-    _, _, _, stats = setup
-    top = np.random.default_rng(0).random((*stats.top_values.shape, 7)).astype(np.float16)
-    quantile = np.zeros((*stats.quantile_values.shape, 7), dtype=np.float16)
-    # the harvest's arrays as the harvest-scale work will store them (float16, [d_sae, k, W])
-    holder = SimpleNamespace(**vars(stats), top_token_acts=top, quantile_token_acts=quantile)
-
-    def never(*_):
-        raise AssertionError("the stored arrays must be used")
-    acts = feature_context_acts(holder, 3, never)
-    assert acts.source == "harvest" and acts.top.dtype == np.float32
-    np.testing.assert_array_equal(acts.top, top[3].astype(np.float32))
+    assert (acts[filled] > 0).sum() > filled.sum()
 
 
 def test_centre_codes_and_token_cofiring(setup):

@@ -98,7 +98,7 @@ def test_phi_of_independent_and_identical_features():
 
     # feature 0 and 1 always together; feature 2 fires in every other chunk independently of them
     fires = np.array([[1, 1, 1], [1, 1, 0], [0, 0, 1], [0, 0, 0]], dtype=np.int64)
-    view = cooccurrence_view(fires.T @ fires, np.arange(3), 4, 0)
+    view = cooccurrence_view(fires.T @ fires, 4, 0)
     phi = {row.feature: row.phi for row in view.rows}
     assert phi[1] == pytest.approx(1.0)
     assert phi[2] == pytest.approx(0.0)
@@ -115,10 +115,10 @@ def test_cooccurring_features_prefer_the_same_group():
     from core.feature_views import cooccurrence_view
 
     C, n_chunks = _planted_cooc()
-    top = cooccurrence_view(C, np.arange(len(C)), n_chunks, 0, k=5).rows
+    top = cooccurrence_view(C, n_chunks, 0, k=5).rows
     assert {row.feature for row in top} <= set(range(1, 6))
     assert all(row.phi > 0.3 for row in top)
-    assert cooccurrence_view(C, np.arange(len(C)), n_chunks, 12).status == "never"
+    assert cooccurrence_view(C, n_chunks, 12).status == "never"
 
 
 def test_decoder_neighbours_and_logit_effects():

@@ -71,17 +71,28 @@ def _cooc(fires: np.ndarray) -> np.ndarray:
     return f.T @ f
 
 
+def _incidence_counts(fires: np.ndarray):
+    """The harvest's own counts: per chunk, the ids of the features that fired (CSR incidence)."""
+    from core.harvest.result import ChunkCooccurrence
+
+    rows, ids = np.nonzero(fires)
+    offsets = np.concatenate([[0], np.cumsum(fires.sum(1))])
+    return ChunkCooccurrence(np.arange(len(fires)), offsets, ids, fires.shape[1])
+
+
 def test_cooccurrence_of_a_feature_that_fires_in_every_chunk_says_so():
     rng = np.random.default_rng(0)
     fires = rng.random((50, 6)) < 0.4
     fires[:, 0] = True          # always
     fires[:, 5] = False         # never
     C = _cooc(fires)
-    view = fv.cooccurrence_view(C, np.arange(6), 50, 0, chunk_tokens=256)
+    view = fv.cooccurrence_view(C, 50, 0, chunk_tokens=256)
     assert view.status == "always" and view.rows == () and "undefined" in view.message
     assert "50 chunks of 256 tokens" in view.message
-    never = fv.cooccurrence_view(C, np.arange(6), 50, 5)
+    never = fv.cooccurrence_view(C, 50, 5)
     assert never.status == "never" and never.rows == () and "never fired" in never.message
+    sampled = fv.cooccurrence_view(C, 50, 1, total_chunks=5000)
+    assert "uniform sample of the corpus's 5,000 chunks" in sampled.message and "0.141" in sampled.message
 
 
 def test_cooccurrence_ranks_by_phi_and_leaves_out_undefined_partners():
@@ -90,8 +101,8 @@ def test_cooccurrence_ranks_by_phi_and_leaves_out_undefined_partners():
     fires = np.stack([base, base ^ (rng.random(200) < 0.1), rng.random(200) < 0.5, np.ones(200, bool),
                       ~base], axis=1)
     C = _cooc(fires)
-    for cooc in (C, sp.csr_matrix(C)):       # dense or sparse counts
-        view = fv.cooccurrence_view(cooc, np.arange(5), 200, 0)
+    for cooc in (C, sp.csr_matrix(C), _incidence_counts(fires)):       # dense, sparse, or the harvest's own
+        view = fv.cooccurrence_view(cooc, 200, 0)
         assert view.status == "ok" and "1 feature(s) that fire in every chunk are left out" in view.message
         ids = [r.feature for r in view.rows]
         assert ids[0] == 1 and 3 not in ids and 4 not in ids       # never together with 0: not a partner
@@ -104,10 +115,12 @@ def test_cooccurrence_ranks_by_phi_and_leaves_out_undefined_partners():
         assert top.phi == pytest.approx(expected_phi, abs=1e-9)
 
 
-def test_cooccurrence_of_an_untracked_feature():
-    C = _cooc(np.ones((4, 2), bool))
-    view = fv.cooccurrence_view(C, np.array([3, 8]), 4, 5)
-    assert view.status == "untracked" and "sample of 2 features" in view.message
+def test_cooccurrence_of_a_feature_firing_alone():
+    fires = np.zeros((10, 3), bool)
+    fires[:3, 0] = True
+    fires[5:, 1] = True
+    view = fv.cooccurrence_view(_cooc(fires), 10, 0)
+    assert view.status == "alone" and view.rows == () and "no other feature" in view.message
 
 
 def test_nearest_directions_match_brute_force_and_exclude_self():

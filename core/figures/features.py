@@ -99,12 +99,6 @@ def contexts_html(contexts: Sequence[ShadedContext], *, vmax: float | None, labe
     return "".join(parts)
 
 
-def context_html(str_tokens: Sequence[str], values: Sequence[float], *, vmax: float | None = None,
-                 center: int | None = None) -> str:
-    """One activating context (a token window), every token shaded by the feature's activation."""
-    return highlight_tokens_html(str_tokens, values, vmax=vmax, focus=center)
-
-
 def probe_heatmap(matrix: np.ndarray, str_tokens: Sequence[str], layer_labels: Sequence[str],
                   quantity_label: str, unknown_positions: Sequence[int] = ()) -> go.Figure:
     """Tokens (x) by layers (y) heatmap of one per-token quantity."""
