@@ -68,13 +68,18 @@ if st.session_state.get("feature") is None:
     st.session_state["feature"] = top_feature
 
 
+_other_layers: dict = {}
+
+
 def describe(feature: int, hook_name: str = hook) -> str:
     """A feature's label (the user's, else the automatic description) for links."""
     if hook_name == hook:
         return str(labels.iloc[feature])
-    other = layer_frame(harvest_key, hook_name, harvest.saes[hook_name], model, center)
-    other_labels = label_texts(label_book(next(s for s in saes if s.hook_name == hook_name)))
-    return other_labels.get(feature) or AUTO_PREFIX + str(other["auto"].iloc[feature])
+    if hook_name not in _other_layers:
+        other = layer_frame(harvest_key, hook_name, harvest.saes[hook_name], model, center)
+        _other_layers[hook_name] = label_column(other, label_texts(label_book(next(s for s in saes
+                                                                                 if s.hook_name == hook_name))))
+    return str(_other_layers[hook_name].iloc[feature])
 
 
 def _open_from_map():

@@ -141,7 +141,7 @@ def activation_histogram(hist: np.ndarray, edges: np.ndarray, feature: int) -> g
     fig = go.Figure(go.Bar(x=centers, y=hist, width=np.diff(edges), marker_color="rgb(230,97,1)",
                            hovertemplate="activation %{x:.3f}<br>tokens %{y}<extra></extra>"))
     fig.update_layout(title=f"Feature {feature}: activation histogram (active tokens)", height=280,
-                      xaxis_title="activation", yaxis_title="tokens", yaxis_type="log",
+                      xaxis_title="activation", yaxis_title="tokens", yaxis={"type": "log", "dtick": 1},
                       margin={"l": 10, "r": 10, "t": 40, "b": 10}, bargap=0)
     return fig
 
