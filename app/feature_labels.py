@@ -18,6 +18,7 @@ from app.resources import decoder_weights, get_store
 from app.state import remember_artifact
 from app.widgets import guarded
 from core import labels as core_labels
+from core.errors import AtlasError
 
 SNAPSHOT_PURPOSE = "feature_labels"
 
@@ -69,7 +70,10 @@ def sync_session_labels(saes: Sequence[Any]) -> None:
     seen = st.session_state.setdefault("_label_snapshots_seen", set())
     for key in set(st.session_state.get("artifact_keys", {}).values()) - seen:
         seen.add(key)
-        artifact = guarded(lambda key=key: store.load(key))
+        try:
+            artifact = store.load(key)
+        except AtlasError:   # not an artifact of this store (another kind of key, or unreadable): not labels
+            continue
         if artifact is None or artifact.meta.get("kind") != core_labels.LABELS_KIND:
             continue
         books = guarded(lambda: core_labels.books_from_snapshot(artifact.meta))

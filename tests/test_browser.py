@@ -41,6 +41,9 @@ def _require_browser() -> None:
         if os.environ.get("ATLAS_REQUIRE_BROWSER") == "1":
             pytest.fail(f"ATLAS_REQUIRE_BROWSER=1 but {missing}")
         pytest.skip(missing)
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT_MS)   # a first page may harvest on a busy machine: wait as long as a page
 
 
 def _free_port() -> int:
@@ -191,7 +194,6 @@ def test_feature_links_labels_contexts_and_probe(server):
     from playwright.sync_api import expect, sync_playwright
 
     heading = re.compile(r"^Feature (\d+) on (\S+)")
-    expect.set_options(timeout=TIMEOUT_MS)      # the first open harvests the corpus
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
         try:
