@@ -1,5 +1,7 @@
 """Probe: one prompt through the model and every SAE."""
 
+import functools
+
 import numpy as np
 import streamlit as st
 
@@ -33,6 +35,7 @@ sync_session_labels(saes)
 harvested = peek_harvest()
 
 
+@functools.cache   # once per run of the page (the module runs afresh each time)
 def layer_labels(hook_name: str) -> list[str]:
     """Every feature's label on `hook_name`: the user's, else the automatic description (with a harvest at
     hand), else ""."""
