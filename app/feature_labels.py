@@ -10,7 +10,8 @@ through sessions and bundles (see core/labels.py for the design).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import streamlit as st
 
@@ -76,11 +77,9 @@ def sync_session_labels(saes: Sequence[Any]) -> None:
             continue
         if artifact is None or artifact.meta.get("kind") != core_labels.LABELS_KIND:
             continue
-        books = guarded(lambda: core_labels.books_from_snapshot(artifact.meta))
-        if books:
-            changed = guarded(lambda: label_store().merge(books))
-            if changed:
-                st.toast(f"{changed} feature label(s) from the opened session were added.")
+        changed = guarded(lambda meta=artifact.meta: label_store().merge(core_labels.books_from_snapshot(meta)))
+        if changed:
+            st.toast(f"{changed} feature label(s) from the opened session were added.")
     snapshot = core_labels.snapshot(label_book(sae) for sae in saes)
     if snapshot is None:
         st.session_state.get("artifact_keys", {}).pop(SNAPSHOT_PURPOSE, None)

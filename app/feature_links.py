@@ -12,7 +12,8 @@ so the address bar always names the open feature (a copied URL reopens it).
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import streamlit as st
 

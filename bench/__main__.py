@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import sys
 
-from bench import bench_feature_map, bench_feature_pages, bench_harvest, bench_probe, bench_ray, bench_steer, saedashboard
+from bench import (
+    bench_feature_map,
+    bench_feature_pages,
+    bench_harvest,
+    bench_probe,
+    bench_ray,
+    bench_steer,
+    saedashboard,
+)
 
 BENCHMARKS = {
     "harvest": bench_harvest.main,

@@ -16,8 +16,9 @@ from __future__ import annotations
 import hashlib
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -158,7 +159,7 @@ def feature_map(W_dec: np.ndarray, store: Any | None = None, method: str = "umap
     seconds = time.perf_counter() - start
     if store is not None:
         store.save(key, {"coords": coords}, {"kind": "feature_map", "method": method,
-                                             "n_features": int(len(W_dec)), "seconds": seconds})
+                                             "n_features": len(W_dec), "seconds": seconds})
     return FeatureMap(coords, method, seconds, False, key)
 
 

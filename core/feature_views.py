@@ -8,8 +8,9 @@ row against a matrix, vectorised modes over the top contexts); nothing builds a 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -107,7 +108,7 @@ def auto_descriptions(tokens: TopTokens, decode: Callable[[list[int]], list[str]
             text = "varied tokens, e.g. " + ", ".join(_quoted(words[int(i)]) for i in ids if i >= 0)
         else:
             text = ", ".join(f"{_quoted(words[int(i)])} {int(c)}/{total}" for i, c in zip(ids, counts) if i >= 0 and c > 1)
-        if tokens.before_ids[f] >= 0 and tokens.before_counts[f] * 2 >= total and total > 1:
+        if tokens.before_ids[f] >= 0 and tokens.before_counts[f] * 2 >= total > 1:
             text += f" \u00b7 after {_quoted(words[int(tokens.before_ids[f])])}"
         if density[f] > 0.1:
             text += f" \u00b7 dense ({density[f]:.0%} of tokens)"

@@ -26,10 +26,11 @@ import os
 import re
 import tempfile
 import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import jsonschema
 
@@ -78,7 +79,7 @@ BOOK_SCHEMA: dict[str, Any] = {
 
 def now() -> str:
     """UTC time with microseconds: edits made in one second still order correctly."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def sae_key(decoder_fingerprint: str) -> str:
@@ -123,7 +124,7 @@ class LabelBook:
         """The features that have a label or a note (tombstones left out), by id."""
         return {f: e for f, e in sorted(self.entries.items()) if not e.empty}
 
-    def with_label(self, feature: int, label: str, note: str = "", *, updated: str | None = None) -> "LabelBook":
+    def with_label(self, feature: int, label: str, note: str = "", *, updated: str | None = None) -> LabelBook:
         """A book where `feature` has this label and note (both empty: cleared)."""
         feature = int(feature)
         label, note = str(label).strip(), str(note).strip()
@@ -140,7 +141,7 @@ class LabelBook:
         entries[feature] = FeatureLabel(label, note, updated or now())
         return replace(self, entries=entries)
 
-    def merged(self, other: "LabelBook") -> "LabelBook":
+    def merged(self, other: LabelBook) -> LabelBook:
         """Both books' labels; where both have a feature, the later edit (by `updated`) wins."""
         if other.sae_key != self.sae_key:
             raise LabelError("Labels of two different SAEs cannot be merged.")

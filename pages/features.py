@@ -280,8 +280,8 @@ with col_d:
                              chunk_tokens=int(harvest.settings.get("cooc_chunk_tokens", 0)) or None)
     st.caption(view.message)
     if view.status == "ok":
-        feature_link_list([(hook, r.feature, f"phi {r.phi:.3f} \u00b7 P(it | this) {r.p_other_given_this:.2f} "
-                                             f"\u00b7 {describe(r.feature)}") for r in view.rows])
+        feature_link_list([(hook, r.feature, (f"phi {r.phi:.3f} \u00b7 P(it | this) {r.p_other_given_this:.2f} "
+                                              f"\u00b7 {describe(r.feature)}")) for r in view.rows])
     elif view.status == "always":
         shared = guarded(lambda: centre_cofiring(harvest_key, harvest, sae, model, feature))
         n_top = int((values > 0).sum())

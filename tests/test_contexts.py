@@ -3,7 +3,6 @@ gives back the harvested top value, and the harvest's stored per-token activatio
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch

@@ -75,7 +75,7 @@ def _incidence_counts(fires: np.ndarray):
     """The harvest's own counts: per chunk, the ids of the features that fired (CSR incidence)."""
     from core.harvest.result import ChunkCooccurrence
 
-    rows, ids = np.nonzero(fires)
+    _, ids = np.nonzero(fires)
     offsets = np.concatenate([[0], np.cumsum(fires.sum(1))])
     return ChunkCooccurrence(np.arange(len(fires)), offsets, ids, fires.shape[1])
 

@@ -7,8 +7,8 @@ Every token that reaches HTML goes through `html.escape`: a prompt or corpus tex
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import plotly.express as px
@@ -46,7 +46,7 @@ def highlight_tokens_html(str_tokens: Sequence[str], values: Sequence[float] | n
     n = len(str_tokens)
     vals = np.zeros(n) if values is None else np.nan_to_num(np.asarray(values, dtype=np.float64)[:n])
     top = float(vmax) if vmax else float(np.max(np.abs(vals))) if n and np.max(np.abs(vals)) > 0 else 1.0
-    unknown = set(int(p) for p in unknown_positions)
+    unknown = {int(p) for p in unknown_positions}
     spans = []
     for i, token in enumerate(str_tokens):
         style = TOKEN_STYLE + f"background:rgba({rgb[0]},{rgb[1]},{rgb[2]},{_alpha(vals[i], top):.3f});"
@@ -200,7 +200,7 @@ def feature_map_figure(coords: np.ndarray, color: np.ndarray, color_label: str, 
                                    marker={"size": size, "opacity": 0.8, "color": np.asarray(color, dtype=np.float32),
                                            "colorscale": "Viridis", "colorbar": {"title": color_label}}))
     if matches is not None and len(matches):
-        hits = np.asarray(sorted(set(int(m) for m in matches if 0 <= int(m) < n)), dtype=int)
+        hits = np.asarray(sorted({int(m) for m in matches if 0 <= int(m) < n}), dtype=int)
         fig.add_trace(go.Scattergl(x=coords[hits, 0], y=coords[hits, 1], mode="markers",
                                    name=f"{match_label} ({len(hits)})", customdata=hits, text=text[hits],
                                    hovertemplate=template,
