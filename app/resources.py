@@ -220,6 +220,32 @@ def session_artifacts(session_id: str):
     return StoreView(store, store.namespace(namespace)) if namespace else store
 
 
+def peek_harvest(sources: Sources | None = None):
+    """(HarvestResult, key) when the sources' harvest is already in memory or in the store, else None.
+
+    Never harvests: for pages that can do without (Probe shows top tokens beside feature ids when it can).
+    """
+    from core.errors import AtlasError
+    from core.harvest import HarvestResult
+
+    sources = sources or current_sources()
+    try:
+        key = _harvest_key(sources, harvest_settings())
+        namespace = restored_namespace()
+        memory = _harvest_memory()
+        result = memory.get(key) or (memory.get(f"{namespace}/{key}") if namespace else None)
+        if result is None:
+            store = get_store()
+            result = HarvestResult.load(store, key)
+            if result is None and namespace:  # the restored bundle's harvest, as get_harvest reads it
+                result = HarvestResult.load(store.namespace(namespace), key)
+            if result is None:
+                return None
+    except AtlasError:
+        return None
+    return result, key
+
+
 @st.cache_resource(show_spinner=False, max_entries=32)
 def _decoder_array(identity: tuple[int, SAESpec], _sae) -> np.ndarray:
     return _sae.W_dec.detach().cpu().numpy()

@@ -12,6 +12,7 @@ import sys
 from bench import (
     bench_corpus,
     bench_feature_map,
+    bench_feature_pages,
     bench_harvest,
     bench_probe,
     bench_ray,
@@ -24,6 +25,7 @@ BENCHMARKS = {
     "harvest": bench_harvest.main,
     "probe": bench_probe.main,
     "feature_map": bench_feature_map.main,
+    "feature_pages": bench_feature_pages.main,
     "saedashboard": saedashboard.main,
     "ray": bench_ray.main,  # needs requirements-ray.txt
     "steer": bench_steer.main,
