@@ -34,7 +34,7 @@ OPTIONS: dict[str, tuple[Any, ...]] = {
     "model_source": tuple(MODEL_SOURCES),
     "corpus_source": tuple(CORPUS_SOURCES),
     "color_by": ("Reconstruction error", "A feature"),
-    "heatmap_quantity": ("recon_error", "l0", "resid_norm"),
+    "heatmap_quantity": ("recon_error", "l0", "l1", "resid_norm"),
     "map_method": ("PCA (quick)", "UMAP"),
     "map_color": ("density", "lobe", "layer"),
 }

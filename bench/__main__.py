@@ -9,15 +9,28 @@ from __future__ import annotations
 
 import sys
 
-from bench import bench_feature_map, bench_harvest, bench_probe, bench_ray, bench_steer, saedashboard
+from bench import (
+    bench_corpus,
+    bench_feature_map,
+    bench_feature_pages,
+    bench_harvest,
+    bench_probe,
+    bench_ray,
+    bench_steer,
+    bench_store,
+    saedashboard,
+)
 
 BENCHMARKS = {
     "harvest": bench_harvest.main,
     "probe": bench_probe.main,
     "feature_map": bench_feature_map.main,
+    "feature_pages": bench_feature_pages.main,
     "saedashboard": saedashboard.main,
     "ray": bench_ray.main,  # needs requirements-ray.txt
     "steer": bench_steer.main,
+    "store": bench_store.main,
+    "corpus": bench_corpus.main,
 }
 
 

@@ -2,12 +2,12 @@
 
 import streamlit as st
 
-from app.resources import current_sources, get_session_store, get_store
+from app.resources import current_sources, get_session_store, get_store, session_artifacts
 from app.state import apply_session, current_session, session_url
 from app.widgets import escape_markdown, guarded
 from core.errors import AtlasError
 from core.inputs import printable
-from core.sessions import export_bundle, import_bundle
+from core.bundles import export_bundle, import_bundle
 
 st.title("Sessions")
 st.caption("A session remembers the sources, the page, the prompt, the selected feature and layer, and the "
@@ -34,7 +34,11 @@ if submitted:
         st.success(f"Saved as session {saved_id}; it is selected below, with its link.")
 
 st.subheader("Saved sessions")
-saved = sessions.list()
+try:
+    saved = sessions.list()
+except AtlasError as error:  # e.g. a corrupt sessions database: say what to do, keep the page
+    st.error(str(error))
+    saved = []
 if not saved:
     st.write("No saved session yet.")
 else:
@@ -58,7 +62,7 @@ else:
             from app.report import report_figures
 
             session = sessions.load(chosen)
-            return export_bundle(session, get_store(), report_figures(session))
+            return export_bundle(session, session_artifacts(chosen), report_figures(session))
 
         data = guarded(_bundle)
         if data is not None:
@@ -78,7 +82,8 @@ else:
         yes, no = st.columns(2)
 
         def _delete(session_id: str) -> None:
-            sessions.delete(session_id)
+            if namespace := sessions.delete(session_id):   # an imported session: its artifacts go with it
+                get_store().delete_namespace(namespace)
             st.session_state["confirm_delete"] = None
             st.session_state["deleted_session"] = labels[session_id]
             if (st.session_state.get("opened_session") or {}).get("id") == session_id:
