@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from core.errors import CorpusError, OfflineError
+from core.sources.faces import CorpusSource
 
 SOURCES = ("world", "file", "hf_dataset")
 FILE_KINDS = (".txt", ".jsonl", ".csv")
@@ -45,7 +46,7 @@ TOKENIZE_BATCH = 256  # documents per tokenizer call
 
 @dataclass(frozen=True)
 class CorpusSpec:
-    source: str = "world"  # "world" | "file" | "hf_dataset"
+    source: CorpusSource = "world"
     path: str | None = None
     column: str | None = None
     name: str | None = None
