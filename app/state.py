@@ -6,12 +6,12 @@ Streamlit does not drop the value of a widget that the current page does not dra
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 import streamlit as st
 
 from core.errors import AtlasError
+from core.jsonable import jsonable
 from core.sessions import Session
 
 # key -> default. Sources (sidebar) first, then what the pages show.
@@ -82,8 +82,8 @@ def set_page(name: str) -> None:
 
 def current_session(title: str, notes: str, sources: Any) -> Session:
     """The session document of what this browser session shows now (`sources`: app.resources.Sources)."""
-    ui = {k: _plain(st.session_state.get(k)) for k in SOURCE_KEYS}
-    settings = {k: _plain(st.session_state.get(k)) for k in SETTING_KEYS}
+    ui = {k: jsonable(st.session_state.get(k)) for k in SOURCE_KEYS}
+    settings = {k: jsonable(st.session_state.get(k)) for k in SETTING_KEYS}
     settings.update({f"ui_{k}": v for k, v in ui.items() if v is not None})
     feature = st.session_state.get("feature")
     return Session(
@@ -133,12 +133,4 @@ def apply_query_session(session_store: Any) -> None:
 
 
 def _spec_dict(spec: Any) -> dict[str, Any]:
-    return {k: _plain(v) for k, v in asdict(spec).items()}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
+    return jsonable(spec)

@@ -27,6 +27,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from core.errors import ArtifactError
+from core.jsonable import jsonable
 
 # Bump when the numbers a harvest produces change for the same inputs.
 CODE_VERSION = "harvest-2"  # 2: per-SAE/per-site artifacts, sampled chunk incidence, context activations, splice quality
@@ -43,28 +44,9 @@ def default_cache_dir() -> Path:
     return Path(configured).expanduser() if configured else Path.home() / ".cache" / "atlas"
 
 
-def _plain(value: Any) -> Any:
-    """Convert numpy scalars/arrays, paths, tuples and sets to JSON-able plain values."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (set, frozenset)):
-        return sorted(_plain(v) for v in value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise TypeError(f"cannot put a {type(value).__name__} into an artifact key or meta")
-
-
 def canonical_json(parts: Mapping[str, Any]) -> str:
     """JSON with sorted keys and no whitespace: the same parts always give the same text."""
-    return json.dumps(_plain(parts), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return json.dumps(jsonable(parts, strict=True), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def artifact_key(**parts: Any) -> str:
@@ -126,7 +108,7 @@ class ArtifactStore:
                     raise ArtifactError(f"Array {name!r} holds Python objects; only numbers are stored.")
                 np.save(tmp / f"{name}.npy", array, allow_pickle=False)
                 names.append(name)
-            document = {"meta": _plain(dict(meta)), "arrays": sorted(names), "saved_at": time.time()}
+            document = {"meta": jsonable(dict(meta), strict=True), "arrays": sorted(names), "saved_at": time.time()}
             (tmp / META_FILE).write_text(json.dumps(document, sort_keys=True, allow_nan=True))
             # Written last: its presence is what makes the artifact complete.
             (tmp / COMPLETE_MARKER).write_text(key)

@@ -8,6 +8,7 @@ from app.state import layout_method, set_page
 from app.widgets import feature_picker, guarded, layer_picker
 from core import analysis
 from core import feature_map as fm
+from core.analysis.results import Skipped
 from core.figures.features import activation_histogram, context_html, feature_map_figure, logit_effects_figure
 
 set_page("features")
@@ -102,14 +103,15 @@ with right:
         if fmap is not None:
             if color_kind == "lobe":
                 # The Geometry page's lobes (same rule for their number), cached in the store.
-                lobes = cached_view("Clustering co-occurrence into lobes...",
-                                    lambda: analysis.lobes_view(harvest, sae, get_store(), harvest_key=harvest_key),
-                                    done="Lobes ready.") or {"skipped": "failed"}
-                if "skipped" in lobes:
-                    st.info(lobes["skipped"])
+                view = cached_view("Clustering co-occurrence into lobes...",
+                                   lambda: analysis.lobes_view(harvest, sae, store=get_store(), harvest_key=harvest_key),
+                                   done="Lobes ready.")
+                lobes = Skipped("failed") if view is None else view.lobes
                 lobe_of = np.full(d_sae, -1)
-                if "features" in lobes:
-                    lobe_of[np.asarray(lobes["features"], dtype=np.int64)] = np.asarray(lobes["lobes"])
+                if isinstance(lobes, Skipped):
+                    st.info(lobes.reason)
+                else:
+                    lobe_of[lobes.features] = lobes.labels
                 color = np.array([f"lobe {c}" if c >= 0 else "no lobe" for c in lobe_of])
                 categorical = True
             else:

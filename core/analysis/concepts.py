@@ -37,7 +37,6 @@ from core.analysis.results import (
     SiteCrystal,
     Skipped,
 )
-from core.errors import AtlasError
 from core.sources.faces import ModelFace
 
 if TYPE_CHECKING:

@@ -87,7 +87,7 @@ def _run_analysis(result: Any, model: Any, saes: list, store: Any) -> list[str]:
     """core.analysis.run_all on the harvest; returns the artifact keys it reports."""
     from core.analysis import run_all
 
-    return run_all(model, saes, result, store=store)["artifact_keys"]
+    return list(run_all(model, saes, result, store=store).artifact_keys)
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
