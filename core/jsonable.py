@@ -19,7 +19,6 @@ tuple, list, dict with string keys, nested Result dataclasses, and numpy arrays 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import types
 import typing
@@ -108,9 +107,14 @@ class Result:
     __hash__ = None  # type: ignore[assignment]  # arrays inside: not hashable
 
 
-@functools.cache
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    """The resolved annotations of a result class (cached: resolving them is slow)."""
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
 
 
 def _required_and_all(cls: type) -> tuple[set[str], set[str]]:

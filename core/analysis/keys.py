@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
@@ -76,7 +75,7 @@ def cached_result(store: ArtifactStore | None, name: str, parts: Mapping[str, An
                 return kind.from_dict(artifact.meta["result"])
             except ResultFormatError:
                 pass
-    document = replace(compute(), key=key).to_dict()
+    document = {**compute().to_dict(), "key": key}
     if store is not None:
         store.save(key, {}, {"kind": f"analysis:{name}", "result": document})
     return kind.from_dict(document)
@@ -87,7 +86,7 @@ def report(progress: ProgressFn | None, fraction: float, text: str) -> None:
         progress(float(min(1.0, max(0.0, fraction))), text)
 
 
-def as_float64(t: Any) -> np.ndarray:
+def as_float64(t: torch.Tensor | np.ndarray) -> np.ndarray:
     return t.detach().cpu().numpy().astype(np.float64) if isinstance(t, torch.Tensor) else np.asarray(t, np.float64)
 
 

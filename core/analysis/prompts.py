@@ -229,9 +229,9 @@ def analogy_representations(model: ModelFace, ground_truth: Mapping[str, Any],
     if not prompts:
         return None
     reps = representations_at(model, [(a, b) for _, a, b in prompts], sites)
-    words = np.array([w for w, _, _ in prompts])
-    vocabulary = sorted(set(words.tolist()))
-    return WordMeans(tuple(vocabulary), {s: {w: reps[s][words == w].mean(0) for w in vocabulary} for s in sites})
+    read = np.array([w for w, _, _ in prompts])  # the word of each prompt
+    vocabulary = sorted(set(read.tolist()))
+    return WordMeans(tuple(vocabulary), {s: {w: reps[s][read == w].mean(0) for w in vocabulary} for s in sites})
 
 
 def cycle_kind(name: str) -> tuple[str, str]:

@@ -62,7 +62,7 @@ def cluster_pca_figure(cluster: DecoderCluster, token_names: Sequence[str], pcs:
     other = np.array([t not in highlight for t in tokens], dtype=bool)
     if other.any():
         fig.add_trace(go.Scattergl(x=P[other, a], y=P[other, b], mode="markers", name="other tokens",
-                                   text=[token_names[i] for i in np.flatnonzero(other)],
+                                   text=[token_names[int(i)] for i in np.flatnonzero(other)],
                                    marker=dict(size=5, color="lightgray")))
     for token, index in sorted(highlight.items(), key=lambda kv: kv[1]):
         sel = tokens == token
@@ -75,7 +75,7 @@ def cluster_pca_figure(cluster: DecoderCluster, token_names: Sequence[str], pcs:
                    f"PC {a + 1}", f"PC {b + 1}")
 
 
-def layer_lines_figure(layers: Sequence[str], series: Mapping[str, Sequence[float | None]], title: str,
+def layer_lines_figure(layers: Sequence[int | str | None], series: Mapping[str, Sequence[float | None]], title: str,
                        y: str, reference: float | None = None, reference_label: str = "") -> go.Figure:
     """One line per named series across layers, with an optional horizontal reference."""
     fig = go.Figure()
