@@ -27,6 +27,7 @@ import jsonschema
 import numpy as np
 
 from core.errors import SessionFileError
+from core.jsonable import jsonable
 
 SESSION_VERSION = 1
 BUNDLE_VERSION = 1
@@ -296,7 +297,7 @@ def export_bundle(session: Session, store: StoreLike | None,
                 array_bytes = io.BytesIO()
                 np.save(array_bytes, np.asarray(array), allow_pickle=False)
                 archive.writestr(f"artifacts/{key}/{name}.npy", array_bytes.getvalue())
-            archive.writestr(f"artifacts/{key}/meta.json", json.dumps(artifact.meta, default=str))
+            archive.writestr(f"artifacts/{key}/meta.json", json.dumps(jsonable(artifact.meta)))
             included.append(key)
         archive.writestr("session.json", session.to_json())
         archive.writestr("report.html", report_html(session, figures))
