@@ -19,6 +19,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import core.analysis.results as results_module
+import core.concepts.experiments
+import core.concepts.readout
+import core.harvest.splice
 import core.metrics.circles
 import core.metrics.concepts
 import core.metrics.crystals
@@ -34,7 +37,8 @@ from core.metrics.geometry import LobeAgreement
 
 RESULT_MODULES = [results_module, core.metrics.circles, core.metrics.concepts, core.metrics.crystals,
                   core.metrics.geometry, core.metrics.intrinsic_dim, core.metrics.probes, core.metrics.spectral,
-                  core.metrics.superposition, core.metrics.toy]
+                  core.metrics.superposition, core.metrics.toy, core.concepts.experiments, core.concepts.readout,
+                  core.harvest.splice]
 RESULT_TYPES = sorted({cls for module in RESULT_MODULES for _, cls in inspect.getmembers(module, inspect.isclass)
                        if issubclass(cls, Result) and dataclasses.is_dataclass(cls) and cls.__module__ == module.__name__},
                       key=lambda cls: cls.__name__)
@@ -104,7 +108,8 @@ def test_every_view_and_part_is_a_result_type():
                "InterferenceStats", "GalaxySpectrum", "ClusteringEntropy", "LobeAgreement", "Circularity",
                "CrystalQuality", "HierarchicalOrthogonality", "LayerProbes", "ProbeResult", "IntrinsicDimension",
                "ToyGeometry", "SparsitySweep"}
-    assert views | metrics <= names
+    others = {"EngelsResult", "ParkResult", "GurneeResult", "DroppedItem", "SpliceQuality"}  # concepts, harvest
+    assert views | metrics | others <= names
     for cls in RESULT_TYPES:  # frozen, and equality is Result's (arrays by value), not the dataclass default
         assert cls.__dataclass_params__.frozen and cls.__eq__ is Result.__eq__, cls.__name__
 
@@ -189,16 +194,16 @@ def test_the_old_converters_are_gone():
     root = Path(__file__).resolve().parents[1]
     for path in [*root.glob("core/**/*.py"), *root.glob("app/**/*.py")]:
         text = path.read_text()
-        for name in ("def _plain(", "def _json_number(", "def as_result(", "def dataclass_fields("):
+        for name in ("def _plain(", "def _json_number(", "def json_number(", "def finite_or_none(", "def as_result(",
+                     "def dataclass_fields(", "class _ToDict", "class _Result"):
             assert name not in text, f"{path}: {name}"
 
 
 # ---------------------------------------------------------------------------------------------- cache
 def test_a_stale_stored_document_is_computed_afresh(tmp_path):
     from core.analysis.keys import analysis_key, cached_result
-    from core.store import ArtifactStore
-
     from core.analysis.results import LobesView
+    from core.store import ArtifactStore
 
     store = ArtifactStore(tmp_path)
     parts = {"x": 1}
