@@ -138,7 +138,7 @@ class ArtifactStore:
                     os.link(source, target)
                 except OSError:
                     shutil.copyfile(source, target)
-            document = {"meta": _plain(dict(meta)), "arrays": sorted(files), "saved_at": time.time()}
+            document = {"meta": jsonable(dict(meta), strict=True), "arrays": sorted(files), "saved_at": time.time()}
             (tmp / META_FILE).write_text(json.dumps(document, sort_keys=True, allow_nan=True))
             (tmp / COMPLETE_MARKER).write_text(key)
             if final.exists():
