@@ -15,7 +15,8 @@ Hook-using calls (model.run, core.probe.probe_prompt, anything that runs the mod
 `model.lock`; LoadedModel.run takes it itself, and it is re-entrant.
 
 Environment: ATLAS_ORGANISM_DIR points every organism source at another organism directory (tests
-use a tiny one); ATLAS_CACHE_DIR is the artifact store; ATLAS_HOME holds sessions.sqlite and uploads.
+use a tiny one); ATLAS_CACHE_DIR is the artifact store; ATLAS_HOME holds sessions.sqlite and uploads;
+ATLAS_RAY_ADDRESS ("local" or a cluster address) runs harvests on Ray (core.harvest.distributed).
 """
 
 from __future__ import annotations
@@ -153,7 +154,8 @@ def _harvest_key(sources: Sources, settings) -> str:
 
 def get_harvest(sources: Sources | None = None):
     """(HarvestResult, key) for the sources; computed under a progress bar only when the store lacks it."""
-    from core.harvest import HarvestResult, harvest_cached
+    from core.harvest import HarvestResult
+    from core.harvest.distributed import cluster_from_env, harvest_cached_on
 
     sources = sources or current_sources()
     settings = harvest_settings()
@@ -175,12 +177,36 @@ def get_harvest(sources: Sources | None = None):
                     bar.progress(min(1.0, done / max(total, 1)),
                                  text=f"{done:,} / {total:,} tokens, about {seconds_left:.0f} s left")
 
-                result, key = harvest_cached(model, saes, corpus, settings, store, progress, key=key)
+                # on the Ray cluster $ATLAS_RAY_ADDRESS names, when set (docs/SCALING.md); else here
+                result, key = harvest_cached_on(cluster_from_env(), model, saes, corpus, settings, store, progress,
+                                                key=key)
                 status.update(label="Harvest done and cached.", state="complete", expanded=False)
         memory.put(key, result)
     from app.state import remember_artifact
 
     remember_artifact("harvest", key)
+    return result, key
+
+
+def peek_harvest(sources: Sources | None = None):
+    """(HarvestResult, key) when the sources' harvest is already in memory or in the store, else None.
+
+    Never harvests: for pages that can do without (Probe shows top tokens beside feature ids when it can).
+    """
+    from core.errors import AtlasError
+    from core.harvest import HarvestResult
+
+    sources = sources or current_sources()
+    try:
+        key = _harvest_key(sources, harvest_settings())
+        result = _harvest_memory().get(key)
+        if result is None:
+            result = HarvestResult.load(get_store(), key)
+            if result is None:
+                return None
+            _harvest_memory().put(key, result)
+    except AtlasError:
+        return None
     return result, key
 
 

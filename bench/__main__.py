@@ -1,4 +1,4 @@
-"""`python -m bench [harvest|probe|feature_map|saedashboard] [options]`: run the benchmarks.
+"""`python -m bench [NAME] [options]`: run the benchmarks (names: the keys of BENCHMARKS below).
 
 With no name, every benchmark runs with its defaults; with a name, that one runs and the remaining
 arguments are its own (`python -m bench harvest --help`). Each prints ratios measured side by side
@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import sys
 
-from bench import bench_feature_map, bench_harvest, bench_probe, saedashboard
+from bench import (
+    bench_feature_map,
+    bench_feature_pages,
+    bench_harvest,
+    bench_probe,
+    bench_ray,
+    bench_steer,
+    saedashboard,
+)
 
 BENCHMARKS = {
     "harvest": bench_harvest.main,
     "probe": bench_probe.main,
     "feature_map": bench_feature_map.main,
+    "feature_pages": bench_feature_pages.main,
     "saedashboard": saedashboard.main,
+    "ray": bench_ray.main,  # needs requirements-ray.txt
+    "steer": bench_steer.main,
 }
 
 

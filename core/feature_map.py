@@ -16,8 +16,9 @@ from __future__ import annotations
 import hashlib
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -158,7 +159,7 @@ def feature_map(W_dec: np.ndarray, store: Any | None = None, method: str = "umap
     seconds = time.perf_counter() - start
     if store is not None:
         store.save(key, {"coords": coords}, {"kind": "feature_map", "method": method,
-                                             "n_features": int(len(W_dec)), "seconds": seconds})
+                                             "n_features": len(W_dec), "seconds": seconds})
     return FeatureMap(coords, method, seconds, False, key)
 
 
@@ -181,75 +182,38 @@ def lobe_labels(cooc: np.ndarray, n_chunks: int, n_lobes: int = 5, random_state:
     return labels
 
 
-def cooccurring_features(cooc: Any, feature: int, n_chunks: int, k: int = 10) -> list[tuple[int, float, int]]:
-    """The `k` features whose firing goes most with `feature`'s: (id, phi, chunks together), phi descending
-    (`core.metrics.geometry.phi_from_contingency` on the feature's row of counts).
+def decoder_neighbours(W_dec: np.ndarray, feature: int, k: int = 10,
+                       W_unit: np.ndarray | None = None) -> list[tuple[int, float]]:
+    """The `k` features whose decoder rows have the highest cosine with `feature`'s: (id, cosine), best first.
 
-    `cooc` is the [d_sae, d_sae] chunk co-occurrence count matrix (dense or scipy sparse).
+    `W_unit`: the unit-normalised rows when the caller keeps them (saves normalising [d_sae, d] each call).
     """
-    from core.metrics.geometry import phi_from_contingency  # scipy/sklearn: imported when first needed
+    from core.feature_views import nearest_directions
 
-    row = cooc[feature]
-    row = np.asarray(row.toarray() if hasattr(row, "toarray") else row, dtype=np.float64).reshape(-1)
-    diag = np.asarray(cooc.diagonal() if hasattr(cooc, "diagonal") else np.diag(cooc), dtype=np.float64)
-    n_i = diag[feature]
-    if n_i <= 0:
-        return []
-    # One row of the 2x2 table (the full [d_sae, d_sae] one would not fit for wide SAEs).
-    n11, nj = row, diag
-    n10 = n_i - n11
-    n01 = nj - n11
-    n00 = n_chunks - n_i - nj + n11
-    phi = phi_from_contingency(n11, n10, n01, n00)
-    phi[feature] = -np.inf
-    phi[n11 <= 0] = -np.inf
-    order = np.argsort(-phi)[:k]
-    return [(int(j), float(phi[j]), int(n11[j])) for j in order if np.isfinite(phi[j])]
+    W_unit = _unit_rows(W_dec) if W_unit is None else W_unit
+    return nearest_directions(W_unit[feature], W_unit, k, exclude=feature)
 
 
-def decoder_neighbours(W_dec: np.ndarray, feature: int, k: int = 10) -> list[tuple[int, float]]:
-    """The `k` features whose decoder rows have the highest cosine with `feature`'s: (id, cosine)."""
-    W = _unit_rows(W_dec)
-    cos = W @ W[feature]
-    cos[feature] = -np.inf
-    order = np.argsort(-cos)[:k]
-    return [(int(j), float(cos[j])) for j in order]
+@dataclass(frozen=True)
+class LogitEffects:
+    """Direct effect of a feature's decoder direction on the logits, W_dec[i] @ W_U: the `k` largest
+    (top_ids / top_values, largest first) and the `k` smallest (bottom_*, most negative first)."""
+
+    top_ids: list[int]
+    top_values: list[float]
+    bottom_ids: list[int]
+    bottom_values: list[float]
 
 
-def logit_effects(W_dec: np.ndarray, W_U: np.ndarray, feature: int, k: int = 10) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-    """Direct logit effect of a feature, W_dec[i] @ W_U: the top `k` and bottom `k` tokens (id, value)."""
-    effect = np.asarray(W_dec[feature], dtype=np.float32) @ np.asarray(W_U, dtype=np.float32)
-    order = np.argsort(effect)
-    top = [(int(t), float(effect[t])) for t in order[::-1][:k]]
-    bottom = [(int(t), float(effect[t])) for t in order[:k]]
-    return top, bottom
+def logit_effects(direction: Any, W_U: Any, k: int = 10) -> LogitEffects:
+    """Top-k and bottom-k of `direction` [d_model] @ `W_U` [d_model, d_vocab] by torch.topk: never a sort
+    of the whole vocabulary (256k tokens for Gemma), and W_U is used where it lives (no copy)."""
+    import torch
 
-
-def top_token_ids(top_tokens: np.ndarray, top_values: np.ndarray, center: int, n: int = 3) -> list[list[int]]:
-    """Per feature, the `n` most frequent tokens at the centre of its top-activating contexts.
-
-    top_tokens [d_sae, k, W] (-1 = empty), top_values [d_sae, k] (0 = empty slot).
-    """
-    centre = np.asarray(top_tokens)[:, :, center]
-    valid = (np.asarray(top_values) > 0) & (centre >= 0)
-    out = []
-    for row, ok in zip(centre, valid):
-        ids, counts = np.unique(row[ok], return_counts=True)
-        out.append([int(i) for i in ids[np.argsort(-counts, kind="stable")][:n]])
-    return out
-
-
-def feature_table(l1_mass: np.ndarray, fire_count: np.ndarray, max_act: np.ndarray, n_tokens: int,
-                  top_tokens: list[str] | None = None):
-    """One row per feature: id, density (fire_count / n_tokens), max, share of the L1 mass, top tokens."""
-    import pandas as pd
-
-    l1 = np.asarray(l1_mass, dtype=np.float64)
-    total = l1.sum()
-    return pd.DataFrame({
-        "feature": np.arange(len(l1)),
-        "density": np.asarray(fire_count, dtype=np.float64) / max(int(n_tokens), 1),
-        "max": np.asarray(max_act, dtype=np.float64),
-        "L1 share": l1 / total if total > 0 else np.zeros_like(l1),
-        "top tokens": top_tokens if top_tokens is not None else [""] * len(l1),
-    })
+    W_U = torch.as_tensor(W_U)
+    effect = torch.as_tensor(np.asarray(direction, dtype=np.float32)).to(W_U.device, W_U.dtype) @ W_U
+    k = min(k, effect.shape[-1])
+    top = torch.topk(effect, k)
+    bottom = torch.topk(-effect, k)
+    return LogitEffects(top.indices.tolist(), top.values.float().tolist(),
+                        bottom.indices.tolist(), (-bottom.values).float().tolist())

@@ -10,8 +10,9 @@ because hooks live on modules shared by every browser session.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,11 @@ class LayerProbe:
     def l0(self) -> np.ndarray:
         """[pos] number of active features per token."""
         return (self.acts > 0).sum(axis=1)
+
+    @property
+    def l1(self) -> np.ndarray:
+        """[pos] total activation of the features per token, sum_i z_i (z >= 0)."""
+        return np.clip(self.acts, 0, None).sum(axis=1)
 
 
 @dataclass
@@ -75,15 +81,36 @@ class ProbeResult:
     def layer_matrix(self, quantity: str) -> np.ndarray:
         """[n_saes, pos] matrix for the tokens x layers heatmap.
 
-        quantity: "recon_error" (relative reconstruction error), "l0" (active features), "resid_norm".
+        quantity: "recon_error" (relative reconstruction error), "l0" (active features), "l1" (total
+        feature activation), "resid_norm".
         """
         if quantity == "recon_error":
             return np.stack([layer.recon_error for layer in self.layers])
         if quantity == "l0":
             return np.stack([layer.l0 for layer in self.layers]).astype(np.float32)
+        if quantity == "l1":
+            return np.stack([layer.l1 for layer in self.layers]).astype(np.float32)
         if quantity == "resid_norm":
             return np.stack([layer.resid_norm for layer in self.layers])
         raise ValueError(f"unknown quantity {quantity!r}")
+
+    def constant_l0(self) -> int | None:
+        """The number of active features when it is the same on every token of every layer (a TopK SAE
+        fires exactly k features per token), else None: then an L0 heatmap would show one colour."""
+        start = 1 if self.extra.get("has_bos") and len(self.tokens) > 1 else 0
+        values = {int(v) for layer in self.layers for v in layer.l0[start:]}
+        return values.pop() if len(values) == 1 else None
+
+    def truncation_note(self, n_ctx: int, excerpt_chars: int = 80) -> str:
+        """What was cut from a long prompt, in one line: how many tokens and characters, and the first
+        `excerpt_chars` characters of the cut text (never all of it). "" when nothing was cut."""
+        if not self.n_truncated:
+            return ""
+        cut = self.truncated_text
+        excerpt = " ".join(cut.split())[:excerpt_chars].rstrip()
+        more = "\u2026" if len(" ".join(cut.split())) > excerpt_chars else ""
+        return (f"The prompt is longer than the model's context of {n_ctx:,} tokens: the last "
+                f"{self.n_truncated:,} tokens ({len(cut):,} characters) were cut, from \u201c{excerpt}{more}\u201d.")
 
 
 def probe_prompt(model: Any, saes: Sequence[Any], text: str, *, top_k: int = 8,
@@ -141,6 +168,35 @@ def probe_prompt(model: Any, saes: Sequence[Any], text: str, *, top_k: int = 8,
         extra={"has_bos": getattr(model, "bos_token_id", None) is not None
                and len(tokens) > 0 and int(tokens[0]) == model.bos_token_id},
     )
+
+
+@dataclass(frozen=True)
+class FeatureOnText:
+    """One feature's activation on each token of a text: str_tokens [pos] (BOS first), acts [pos]."""
+
+    hook_name: str
+    feature: int
+    str_tokens: list[str]
+    acts: np.ndarray
+    unknown_positions: list[int]
+    n_truncated: int
+
+
+def feature_on_text(model: Any, sae: Any, text: str, feature: int) -> FeatureOnText:
+    """Run `text` through the model to `sae`'s site and encode it: `feature`'s activation per token.
+
+    The "test this feature" box. PromptError for an empty or oversized text; cut to the context.
+    """
+    if text is not None and len(text) > MAX_PROMPT_CHARS:
+        raise PromptError(f"The text has {len(text):,} characters; the limit is {MAX_PROMPT_CHARS:,}.")
+    if not 0 <= int(feature) < int(sae.d_sae):
+        raise PromptError(f"Feature {feature} is not in this SAE (0-{int(sae.d_sae) - 1}).")
+    prompt = model.tokenize_prompt(text)
+    with torch.inference_mode():
+        x = model.run(prompt.tokens, [sae.hook_name])[sae.hook_name][0]
+        acts = sae.encode(x)[:, int(feature)].float().cpu().numpy()
+    return FeatureOnText(sae.hook_name, int(feature), list(prompt.str_tokens), acts,
+                         list(prompt.unknown_positions), int(prompt.n_truncated))
 
 
 def token_features_frame(result: ProbeResult, position: int) -> pd.DataFrame:

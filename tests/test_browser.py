@@ -41,6 +41,9 @@ def _require_browser() -> None:
         if os.environ.get("ATLAS_REQUIRE_BROWSER") == "1":
             pytest.fail(f"ATLAS_REQUIRE_BROWSER=1 but {missing}")
         pytest.skip(missing)
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT_MS)   # a first page may harvest on a busy machine: wait as long as a page
 
 
 def _free_port() -> int:
@@ -163,5 +166,106 @@ def test_probe_feature_session_round_trip(server):
             expect(other.locator("span[title*=\"'wednesday'\"]").first).to_be_visible()
             _wait_idle(other)
             _shot(other, "06-reopened-probe")
+        finally:
+            browser.close()
+
+
+def _shot_tall(page, name: str, height: int = 4600) -> None:
+    """A screenshot of a long page: Streamlit scrolls inside its own container, so the viewport is made tall."""
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": height})
+    _wait_idle(page)
+    _shot(page, name)
+    page.set_viewport_size(size)
+
+
+def _click_grid_row(page, grid, row: int) -> None:
+    """Click the selection cell of a data grid's row (0 = first data row): hover first, as a person does."""
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    x, y = box["x"] + 18, box["y"] + 35 + 35 * (row + 0.5)
+    page.mouse.move(x, y)
+    page.wait_for_timeout(300)
+    page.mouse.click(x, y)
+
+
+def test_feature_links_labels_contexts_and_probe(server):
+    """Click a feature link and a table row, write a label, test a text; screenshots of Features and Probe."""
+    from playwright.sync_api import expect, sync_playwright
+
+    heading = re.compile(r"^Feature (\d+) on (\S+)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1500, "height": 2400}).new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(f"{server}/features")
+            first = page.get_by_role("heading", name=heading)
+            expect(first).to_be_visible()
+            _wait_idle(page)
+            top = int(heading.match(first.inner_text()).group(1))
+            expect(page.get_by_text("undefined, for every pair", exact=False)).to_be_visible()   # phi said, not shown
+            expect(page.locator("span[title*='| activation ']").first).to_be_visible()         # every token shaded
+            _shot_tall(page, "10-features")
+
+            # a feature link (a neighbour) opens that feature, with its layer, and the URL names it
+            link = page.locator("a[href*='feature=']", has_text=re.compile(r"^#\d+")).first
+            target = int(re.search(r"feature=(\d+)", link.get_attribute("href")).group(1))
+            assert target != top
+            link.click()
+            expect(page.get_by_role("heading", name=re.compile(rf"^Feature {target} on blocks\."))).to_be_visible()
+            _wait_idle(page)
+            assert f"feature={target}" in page.url
+
+            # a row of the feature table opens its feature: click the row's selection cell (row 2 of the grid)
+            grid = page.get_by_test_id("stDataFrame").first
+            second = int(grid.locator("tr[aria-rowindex='3'] td[role='gridcell']").first.text_content())
+            _click_grid_row(page, grid, 1)
+            expect(page.get_by_role("heading", name=re.compile(rf"^Feature {second} on"))).to_be_visible()
+            _wait_idle(page)
+
+            # a label, searchable in the table
+            page.get_by_text("Label and notes", exact=True).click()
+            page.locator("input[aria-label='Label']").fill("browser label <b>x</b>")
+            page.get_by_role("button", name="Save label").click()
+            _wait_idle(page)
+            label = page.locator("[data-testid='stMarkdownContainer'] strong", has_text="browser label <b>x</b>")
+            expect(label).to_be_visible()                                     # shown as text, not as HTML
+            search = page.locator("input[aria-label^='Search labels']")
+            search.fill("browser label")
+            search.press("Enter")
+            _wait_idle(page)
+            expect(page.get_by_text(re.compile(r"^1 of \d+ features match"))).to_be_visible()
+
+            # the test box shades each token of typed text
+            box = page.locator("textarea[aria-label^='Text to test the feature on']")
+            box.fill("monday tuesday <script>alert(1)</script> paris")
+            box.press("Control+Enter")
+            _wait_idle(page)
+            expect(page.locator(f"span[title*='feature {second} ']").first).to_be_visible()
+            _shot_tall(page, "11-features-labelled-and-tested")
+
+            # Probe: a long prompt's warning is one short line; L0 of TopK SAEs is explained; a table row opens
+            page.get_by_role("link", name="Probe").click()
+            prompt = page.locator("textarea[aria-label='Prompt']")
+            prompt.fill(" ".join(["monday"] * 20 + ["tuesday"] * 1500))
+            prompt.press("Control+Enter")
+            _wait_idle(page)
+            warning = page.get_by_text(re.compile("were cut, from"))
+            expect(warning).to_be_visible()
+            assert len(warning.inner_text()) < 400
+            _shot(page, "12-probe-long-prompt")
+            prompt.fill("on monday the king of france went to paris")
+            prompt.press("Control+Enter")
+            _wait_idle(page)
+            page.locator("input[aria-label='Quantity']").click()
+            page.get_by_role("option", name="active features (L0)").click()
+            _wait_idle(page)
+            expect(page.get_by_text(re.compile(r"Every token has exactly \d+ active features"))).to_be_visible()
+            _shot_tall(page, "13-probe", 3200)
+            grid = page.get_by_test_id("stDataFrame").first
+            opened = int(grid.locator("tr[aria-rowindex='2'] td[role='gridcell']").nth(2).text_content())
+            _click_grid_row(page, grid, 0)
+            expect(page.get_by_role("heading", name=re.compile(rf"^Feature {opened} on"))).to_be_visible()
         finally:
             browser.close()

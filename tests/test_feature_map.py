@@ -94,9 +94,12 @@ def _planted_cooc(seed=0):
 
 
 def test_phi_of_independent_and_identical_features():
+    from core.feature_views import cooccurrence_view
+
     # feature 0 and 1 always together; feature 2 fires in every other chunk independently of them
     fires = np.array([[1, 1, 1], [1, 1, 0], [0, 0, 1], [0, 0, 0]], dtype=np.int64)
-    phi = {j: value for j, value, _ in fm.cooccurring_features(fires.T @ fires, 0, 4)}
+    view = cooccurrence_view(fires.T @ fires, 4, 0)
+    phi = {row.feature: row.phi for row in view.rows}
     assert phi[1] == pytest.approx(1.0)
     assert phi[2] == pytest.approx(0.0)
 
@@ -109,11 +112,13 @@ def test_lobes_recover_planted_groups():
 
 
 def test_cooccurring_features_prefer_the_same_group():
+    from core.feature_views import cooccurrence_view
+
     C, n_chunks = _planted_cooc()
-    top = fm.cooccurring_features(C, 0, n_chunks, k=5)
-    assert {j for j, _, _ in top} <= set(range(1, 6))
-    assert all(phi > 0.3 for _, phi, _ in top)
-    assert fm.cooccurring_features(C, 12, n_chunks) == []
+    top = cooccurrence_view(C, n_chunks, 0, k=5).rows
+    assert {row.feature for row in top} <= set(range(1, 6))
+    assert all(row.phi > 0.3 for row in top)
+    assert cooccurrence_view(C, n_chunks, 12).status == "never"
 
 
 def test_decoder_neighbours_and_logit_effects():
@@ -122,18 +127,9 @@ def test_decoder_neighbours_and_logit_effects():
     assert [j for j, _ in neighbours] == [1, 2, 3]
     assert neighbours[-1][1] == pytest.approx(-1.0)
     W_U = np.array([[3, -2, 0.5, 0], [0, 0, 0, 9], [0, 0, 0, 0]], dtype=np.float32)   # d_model 3, vocab 4
-    top, bottom = fm.logit_effects(W, W_U, 0, k=2)
-    assert top == [(0, 3.0), (2, 0.5)] and bottom[0] == (1, -2.0)
-
-
-def test_feature_table_and_top_tokens():
-    top_tokens = np.array([[[9, 5, 1], [9, 6, 1], [8, 7, 1]], [[-1, -1, -1], [-1, -1, -1], [-1, -1, -1]]])
-    top_values = np.array([[3.0, 2.0, 1.0], [0, 0, 0]])
-    assert fm.top_token_ids(top_tokens, top_values, center=1) == [[5, 6, 7], []]
-    assert fm.top_token_ids(top_tokens, top_values, center=0, n=1) == [[9], []]
-    table = fm.feature_table(np.array([3.0, 1.0]), np.array([10, 0]), np.array([2.5, 0.0]), 100, ["a", ""])
-    assert table["density"].tolist() == [0.1, 0.0]
-    assert table["L1 share"].tolist() == [0.75, 0.25]
+    effects = fm.logit_effects(W[0], W_U, k=2)
+    assert effects.top_ids == [0, 2] and effects.top_values == [3.0, 0.5]
+    assert effects.bottom_ids[0] == 1 and effects.bottom_values[0] == -2.0
 
 
 def test_exact_cosine_knn_matches_brute_force():

@@ -206,6 +206,8 @@ def test_two_halves_merged_equal_one_pass(tiny_model, saes, corpus, result):
         assert two.cooc_n_chunks == one.cooc_n_chunks and two.cooc_total_chunks == one.cooc_total_chunks
         assert two.splice == one.splice and one.splice is not None  # the first shard evaluates the whole block
         np.testing.assert_allclose(two.l1_mass, one.l1_mass, rtol=1e-12)
+        np.testing.assert_array_equal(two.l1_snapshot_tokens, one.l1_snapshot_tokens)  # corpus-wide counts
+        np.testing.assert_allclose(two.l1_snapshots, one.l1_snapshots, rtol=1e-12)
         assert two.explained_variance == pytest.approx(one.explained_variance, rel=1e-9)
         assert two.l0 == one.l0
     for hook, one in result.sites.items():

@@ -91,3 +91,42 @@ def test_probe_of_a_prompt_with_html_is_escaped(tiny_model, tiny_saes):
     result = probe_prompt(tiny_model, tiny_saes, "the <script>alert(1)</script> cat")
     html = highlight_tokens_html(result.str_tokens, None)
     assert "<script" not in html and "&lt;" in html
+
+
+def test_truncation_note_is_short_and_counts_what_was_cut(tiny_model, tiny_saes):
+    words = ["monday"] * 20 + ["tuesday"] * 1800          # ~14k characters, far past the 32-token context
+    result = probe_prompt(tiny_model, tiny_saes, " ".join(words))
+    note = result.truncation_note(tiny_model.n_ctx)
+    cut = len(words) - (tiny_model.n_ctx - 1)
+    assert f"the last {cut:,} tokens" in note and f"({len(result.truncated_text):,} characters)" in note
+    assert len(note) < 300 and note.count("tuesday") <= 12 and note.endswith("\u2026\u201d.")
+    assert probe_prompt(tiny_model, tiny_saes, "monday").truncation_note(tiny_model.n_ctx) == ""
+
+
+def test_l0_of_topk_saes_is_constant_and_l1_is_shown_instead(tiny_model, tiny_sae_factory):
+    from core.sources.saes import wrap_sae
+
+    topk = [wrap_sae(tiny_sae_factory("topk", hook_name=f"blocks.{layer}.hook_resid_post", seed=layer))
+            for layer in (0, 1)]
+    result = probe_prompt(tiny_model, topk, PROMPT)
+    assert result.constant_l0() == 4                       # k = 4 in the test SAEs: one flat colour
+    l1 = result.layer_matrix("l1")
+    np.testing.assert_allclose(l1, np.stack([layer.acts.sum(1) for layer in result.layers]), rtol=1e-5)
+    assert np.ptp(l1) > 0
+    standard = [wrap_sae(tiny_sae_factory("standard", hook_name="blocks.0.hook_resid_post", seed=0))]
+    assert probe_prompt(tiny_model, standard, PROMPT).constant_l0() is None
+
+
+def test_feature_on_text_equals_the_probe(tiny_model, tiny_saes):
+    from core.probe import feature_on_text
+
+    sae = tiny_saes[0]
+    result = probe_prompt(tiny_model, tiny_saes, PROMPT)
+    feature = int(result.layer(sae.hook_name).top_ids[1, 0])
+    tested = feature_on_text(tiny_model, sae, PROMPT, feature)
+    assert tested.str_tokens == result.str_tokens
+    np.testing.assert_allclose(tested.acts, result.layer(sae.hook_name).acts[:, feature], rtol=1e-5, atol=1e-6)
+    with pytest.raises(PromptError, match="not in this SAE"):
+        feature_on_text(tiny_model, sae, PROMPT, sae.d_sae)
+    with pytest.raises(PromptError, match="empty"):
+        feature_on_text(tiny_model, sae, "  ", 0)

@@ -19,6 +19,7 @@ from core.analysis.superposition import superposition_by_layer
 from core.sources.faces import ModelFace, SAEFace
 
 if TYPE_CHECKING:
+    from core.harvest.distributed import RayCluster
     from core.harvest.result import HarvestResult
     from core.store import ArtifactStore
 
@@ -27,12 +28,13 @@ def run_all(model: ModelFace, saes: Sequence[SAEFace], harvest: HarvestResult,
             ground_truth: Mapping[str, Any] | None = None, *, store: ArtifactStore | None = None,
             progress: ProgressFn | None = None, checkpoints: bool | Sequence[str] = False,
             n_permutations: int = 100, checkpoint_max_tokens: int = 4096,
-            harvest_key: str | None = None) -> AllAnalyses:
+            harvest_key: str | None = None, cluster: RayCluster | None = None) -> AllAnalyses:
     """Every analysis these inputs allow (`AllAnalyses`; its `artifact_keys` are the stored views).
     The organism's ground truth is used when none is given and the model is the organism. Checkpoint
     phases run only when asked (they load every checkpoint): `checkpoints` True for all of the
     organism's checkpoints, or a list of their identifiers, each harvested on `checkpoint_max_tokens`
-    tokens. `n_permutations`: the lobes' AMI null."""
+    tokens (as parallel Ray tasks on `cluster`, a core.harvest.distributed.RayCluster, when given).
+    `n_permutations`: the lobes' AMI null."""
     if ground_truth is None:
         ground_truth = organism_ground_truth(model)
     hkey = harvest_key or harvest_key_of(harvest)
@@ -52,7 +54,8 @@ def run_all(model: ModelFace, saes: Sequence[SAEFace], harvest: HarvestResult,
     if checkpoints and model.spec.source == "organism":
         names = None if checkpoints is True else list(checkpoints)
         report(progress, 0.8, f"spectra over {'all' if names is None else len(names)} checkpoints")
-        over = spectra_over_checkpoints(model.spec.path, names, max_tokens=checkpoint_max_tokens, store=store)
+        over = spectra_over_checkpoints(model.spec.path, names, max_tokens=checkpoint_max_tokens, store=store,
+                                        cluster=cluster)
     report(progress, 1.0, "done")
     return AllAnalyses(spectra=spectra, superposition=superposition, geometry=geometry, ground_truth=truth,
                        checkpoints=over)

@@ -83,21 +83,37 @@ def _tqdm_progress(enabled: bool) -> tuple[Callable[[int, int, float], None] | N
     return progress, bar.close
 
 
-def _run_analysis(result: Any, model: Any, saes: list, store: Any) -> list[str]:
+def _run_analysis(result: Any, model: Any, saes: list, store: Any, checkpoints: bool = False,
+                  cluster: Any = None) -> list[str]:
     """core.analysis.run_all on the harvest; returns the artifact keys it reports."""
     from core.analysis import run_all
 
-    return list(run_all(model, saes, result, store=store).artifact_keys)
+    return list(run_all(model, saes, result, store=store, checkpoints=checkpoints, cluster=cluster).artifact_keys)
+
+
+def cluster_from_args(args: argparse.Namespace) -> Any:
+    """The RayCluster of --ray [ADDRESS] / --ray-workers / --ray-shards, or None (harvest here)."""
+    from core.errors import AtlasError
+    from core.harvest.distributed import LOCAL, RayCluster
+
+    if args.ray is None:
+        if args.ray_workers is not None or args.ray_shards is not None:
+            raise AtlasError("--ray-workers and --ray-shards need --ray [ADDRESS].")
+        return None
+    return RayCluster(address=None if args.ray == LOCAL else args.ray, workers=args.ray_workers,
+                      shards=args.ray_shards)
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from core.harvest import HarvestSettings, harvest_cached
+    from core.harvest import HarvestSettings
+    from core.harvest.distributed import harvest_cached_on
     from core.sources.corpus import load_corpus
     from core.sources.models import load_model
     from core.sources.saes import load_sae
     from core.store import ArtifactStore
 
     out = Path(args.out).expanduser()
+    cluster = cluster_from_args(args)
     model_spec = model_spec_from_arg(args.model, args.checkpoint, args.device, args.dtype, args.organism_dir)
     sae_specs = sae_specs_from_args(args.sae or [], args.organism_dir)
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
@@ -121,14 +137,19 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     )
     out_store = ArtifactStore(out / "store")
     cache = ArtifactStore(args.cache_dir) if not args.no_cache else out_store
+    if cluster is not None:
+        say(f"harvesting on {cluster.describe()}")
     progress, close = _tqdm_progress(not args.quiet)
     try:
-        result, key = harvest_cached(model, saes, corpus, settings, cache, progress)
+        result, key = harvest_cached_on(cluster, model, saes, corpus, settings, cache, progress, say=say)
     finally:
         close()
     # written once: DIR/store gets the cached harvest by hard links (a copy only across file systems)
     out_store.link_from(cache, key)
-    artifact_keys = [key] + [k for k in _run_analysis(result, model, saes, out_store) if k != key]
+    if args.checkpoints and model_spec.source != "organism":
+        say("--checkpoints: only the organism's training checkpoints are analysed here; skipped")
+    analysed = _run_analysis(result, model, saes, out_store, checkpoints=args.checkpoints, cluster=cluster)
+    artifact_keys = [key] + [k for k in analysed if k != key]
     summary = {
         "harvest_key": key, "n_tokens": result.n_tokens, "seconds": round(result.seconds, 3),
         "sites": list(result.sites),
@@ -237,6 +258,17 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", default=None,
                    help="artifact cache (default: $ATLAS_CACHE_DIR or ~/.cache/atlas)")
     p.add_argument("--no-cache", action="store_true", help="do not use the shared cache; only DIR/store")
+    p.add_argument("--checkpoints", action="store_true",
+                   help="also the spectra over the organism's training checkpoints (one moments-only harvest "
+                        "each; with --ray, parallel Ray tasks)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="harvest on Ray (pip install -r requirements-ray.txt): the running cluster at ADDRESS "
+                        "('auto', host:6379 or ray://host:10001), or a new local cluster without one; the corpus "
+                        "is sharded over the workers, the result equals a local run (docs/SCALING.md)")
+    p.add_argument("--ray-workers", type=int, default=None,
+                   help="with --ray: workers holding the model (default: one per GPU of the cluster, else per CPU)")
+    p.add_argument("--ray-shards", type=int, default=None,
+                   help="with --ray: corpus shards (default: one per worker)")
     p.add_argument("--title", default=None, help="session title")
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages (the summary still prints)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")

@@ -7,10 +7,10 @@ Every token that reaches HTML goes through `html.escape`: a prompt or corpus tex
 from __future__ import annotations
 
 import html
-from typing import Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
@@ -25,23 +25,32 @@ def _show_token(token: str) -> str:
     return token.replace("\n", "\u21b5").replace("\t", "\u21e5") if token else "\u2205"
 
 
+def plotly_text(text: str) -> str:
+    """Text for Plotly labels and hovers, which read a subset of HTML: markup in a token stays text."""
+    return html.escape(str(text), quote=False)
+
+
+def _alpha(value: float, top: float) -> float:
+    return float(np.clip(abs(value) / top, 0.0, 1.0)) if top > 0 else 0.0
+
+
 def highlight_tokens_html(str_tokens: Sequence[str], values: Sequence[float] | np.ndarray | None = None, *,
                           vmax: float | None = None, rgb: tuple[int, int, int] = HIGHLIGHT_RGB,
                           unknown_positions: Sequence[int] = (), focus: int | None = None,
-                          value_label: str = "activation") -> str:
-    """Tokens as inline spans, background opacity proportional to value / vmax (escaped HTML).
+                          value_label: str = "activation", first_position: int = 0) -> str:
+    """Tokens as inline spans, each shaded by its own value: background opacity value / vmax (escaped HTML).
 
-    Unknown tokens (UNK) get a red dashed border and a tooltip; `focus` underlines one position.
+    Hovering a token shows its position, value and text. Unknown tokens (UNK) get a red dashed border;
+    `focus` underlines one position (a context's centre); `first_position` numbers the first token.
     """
     n = len(str_tokens)
     vals = np.zeros(n) if values is None else np.nan_to_num(np.asarray(values, dtype=np.float64)[:n])
     top = float(vmax) if vmax else float(np.max(np.abs(vals))) if n and np.max(np.abs(vals)) > 0 else 1.0
-    unknown = set(int(p) for p in unknown_positions)
+    unknown = {int(p) for p in unknown_positions}
     spans = []
     for i, token in enumerate(str_tokens):
-        alpha = float(np.clip(abs(vals[i]) / top, 0.0, 1.0)) if top > 0 else 0.0
-        style = TOKEN_STYLE + f"background:rgba({rgb[0]},{rgb[1]},{rgb[2]},{alpha:.3f});"
-        title = f"position {i} | {value_label} {vals[i]:.3f} | token {token!r}"
+        style = TOKEN_STYLE + f"background:rgba({rgb[0]},{rgb[1]},{rgb[2]},{_alpha(vals[i], top):.3f});"
+        title = f"position {first_position + i} | {value_label} {vals[i]:.3f} | token {token!r}"
         if i in unknown:
             style += "border:1px dashed #c00;"
             title += " | UNK: the model does not know this word"
@@ -52,17 +61,49 @@ def highlight_tokens_html(str_tokens: Sequence[str], values: Sequence[float] | n
     return '<div style="line-height:1.9">' + "".join(spans) + "</div>"
 
 
-def context_html(str_tokens: Sequence[str], values: Sequence[float], *, vmax: float | None = None,
-                 center: int | None = None) -> str:
-    """One activating context (a token window) with the feature's activation highlighted."""
-    return highlight_tokens_html(str_tokens, values, vmax=vmax, focus=center)
+def colour_legend_html(vmax: float, *, label: str = "activation", rgb: tuple[int, int, int] = HIGHLIGHT_RGB) -> str:
+    """A small colour bar: transparent at 0, full colour at `vmax` (values above are shown at full colour)."""
+    r, g, b = rgb
+    vmax = float(vmax) if vmax and vmax > 0 else 1.0
+    bar = (f"display:inline-block;width:160px;height:12px;vertical-align:middle;border:1px solid #ccc;"
+           f"background:linear-gradient(to right, rgba({r},{g},{b},0), rgba({r},{g},{b},1));")
+    return (f'<div style="font-size:0.8em;color:#444;margin:2px 0 6px 0">{html.escape(label)}: '
+            f'<span style="margin-right:4px">0</span><span style="{bar}"></span>'
+            f'<span style="margin-left:4px">{vmax:.3g}</span>'
+            '<span style="color:#888"> (hover a token for its value)</span></div>')
+
+
+@dataclass(frozen=True)
+class ShadedContext:
+    """One context window to draw: its tokens, the feature's activation on each, the centre token's
+    index (underlined) and a caption (its activation, its band)."""
+
+    str_tokens: list[str]
+    acts: np.ndarray
+    centre: int | None
+    caption: str = ""
+
+
+def contexts_html(contexts: Sequence[ShadedContext], *, vmax: float | None, label: str = "activation",
+                  rgb: tuple[int, int, int] = HIGHLIGHT_RGB, legend: bool = True) -> str:
+    """Several context windows, every token shaded by its activation on one scale, under one colour legend."""
+    if vmax is None or vmax <= 0:
+        vmax = max((float(np.max(c.acts)) for c in contexts if len(c.acts)), default=1.0) or 1.0
+    parts = [colour_legend_html(vmax, label=label, rgb=rgb)] if legend else []
+    for context in contexts:
+        caption = (f'<span style="font-size:0.75em;color:#666;margin-right:6px">{html.escape(context.caption)}</span>'
+                   if context.caption else "")
+        body = highlight_tokens_html(context.str_tokens, context.acts, vmax=vmax, rgb=rgb, focus=context.centre,
+                                     value_label=label)
+        parts.append(f'<div style="margin-bottom:4px">{caption}{body}</div>')
+    return "".join(parts)
 
 
 def probe_heatmap(matrix: np.ndarray, str_tokens: Sequence[str], layer_labels: Sequence[str],
                   quantity_label: str, unknown_positions: Sequence[int] = ()) -> go.Figure:
     """Tokens (x) by layers (y) heatmap of one per-token quantity."""
     unknown = set(unknown_positions)
-    x = [f"{i}:{t}{' (UNK)' if i in unknown else ''}" for i, t in enumerate(str_tokens)]
+    x = [f"{i}:{plotly_text(t)}{' (UNK)' if i in unknown else ''}" for i, t in enumerate(str_tokens)]
     fig = go.Figure(go.Heatmap(z=matrix, x=x, y=list(layer_labels), colorscale="Viridis",
                                colorbar={"title": quantity_label},
                                hovertemplate="token %{x}<br>%{y}<br>" + quantity_label + " %{z:.3f}<extra></extra>"))
@@ -72,14 +113,23 @@ def probe_heatmap(matrix: np.ndarray, str_tokens: Sequence[str], layer_labels: S
 
 
 def logit_lens_figure(probs: np.ndarray, words: list[list[str]], layer_labels: Sequence[str]) -> go.Figure:
-    """Logit lens at one position: layers (y) by rank (x), cell text = token, colour = probability."""
+    """Logit lens at one position: layers (y) by rank (x); each cell shows its token and probability.
+
+    The colour runs from 0 to the largest probability shown (not to 1), so small probabilities still
+    differ; Plotly picks a dark or light text colour per cell.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
     k = probs.shape[1]
+    text = [[f"{plotly_text(_show_token(w))}<br>{p:.2f}" for w, p in zip(row_words, row)]
+            for row_words, row in zip(words, probs)]
+    hover = [[plotly_text(repr(w)) for w in row_words] for row_words in words]
+    top = float(probs.max()) if probs.size and probs.max() > 0 else 1.0
     fig = go.Figure(go.Heatmap(z=probs, x=[f"#{r + 1}" for r in range(k)], y=list(layer_labels),
-                               text=words, texttemplate="%{text}", colorscale="Blues", zmin=0, zmax=1,
-                               colorbar={"title": "p"},
-                               hovertemplate="%{y}, %{x}: %{text} p=%{z:.3f}<extra></extra>"))
-    fig.update_layout(height=120 + 40 * len(layer_labels), margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                      yaxis={"type": "category", "autorange": "reversed"})
+                               text=text, customdata=hover, texttemplate="%{text}", textfont={"size": 12},
+                               colorscale="Blues", zmin=0, zmax=top, colorbar={"title": "p"}, xgap=2, ygap=2,
+                               hovertemplate="%{y}, rank %{x}: %{customdata} p=%{z:.3f}<extra></extra>"))
+    fig.update_layout(height=140 + 46 * len(layer_labels), margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                      yaxis={"type": "category", "autorange": "reversed"}, xaxis={"title": "rank of the guess"})
     return fig
 
 
@@ -91,56 +141,86 @@ def activation_histogram(hist: np.ndarray, edges: np.ndarray, feature: int) -> g
     fig = go.Figure(go.Bar(x=centers, y=hist, width=np.diff(edges), marker_color="rgb(230,97,1)",
                            hovertemplate="activation %{x:.3f}<br>tokens %{y}<extra></extra>"))
     fig.update_layout(title=f"Feature {feature}: activation histogram (active tokens)", height=280,
-                      xaxis_title="activation", yaxis_title="tokens", yaxis_type="log",
+                      xaxis_title="activation", yaxis_title="tokens", yaxis={"type": "log", "dtick": 1},
                       margin={"l": 10, "r": 10, "t": 40, "b": 10}, bargap=0)
     return fig
 
 
 def logit_effects_figure(top: list[tuple[str, float]], bottom: list[tuple[str, float]], feature: int) -> go.Figure:
-    """Horizontal bars: the tokens this feature's decoder direction promotes (top) and suppresses (bottom)."""
-    words = [w for w, _ in bottom[::-1]] + [w for w, _ in top[::-1]]
-    values = [v for _, v in bottom[::-1]] + [v for _, v in top[::-1]]
-    labels = [f"{i}. {w!r}" for i, w in enumerate(words)]  # unique labels even when tokens repeat
-    fig = go.Figure(go.Bar(x=values, y=labels, orientation="h",
+    """Horizontal bars: the tokens this feature's decoder direction promotes (top) and suppresses (bottom).
+
+    Bars sit at numeric positions labelled with their token, so a token that appears twice needs no
+    numbering to stay apart.
+    """
+    pairs = bottom[::-1] + top[::-1]
+    words = [plotly_text(repr(w)) for w, _ in pairs]
+    values = [v for _, v in pairs]
+    positions = list(range(len(pairs)))
+    fig = go.Figure(go.Bar(x=values, y=positions, orientation="h", customdata=words,
                            marker_color=["rgb(33,102,172)" if v < 0 else "rgb(178,24,43)" for v in values],
-                           hovertemplate="%{y}: %{x:.3f}<extra></extra>"))
-    fig.update_layout(title=f"Feature {feature}: logit effects (W_dec[i] @ W_U)", height=60 + 18 * len(words),
-                      margin={"l": 10, "r": 10, "t": 40, "b": 10}, xaxis_title="direct effect on the logit")
+                           hovertemplate="%{customdata}: %{x:.3f}<extra></extra>"))
+    fig.update_layout(title=f"Feature {feature}: logit effects (W_dec[i] @ W_U)", height=80 + 20 * len(words),
+                      margin={"l": 10, "r": 10, "t": 40, "b": 10}, xaxis_title="direct effect on the logit",
+                      yaxis={"tickmode": "array", "tickvals": positions, "ticktext": words, "automargin": True})
     return fig
+
+
+def _marker_size(n: int) -> int:
+    return 4 if n > 5000 else 5 if n > 2000 else 7
 
 
 def feature_map_figure(coords: np.ndarray, color: np.ndarray, color_label: str, *, categorical: bool,
                        hover: Sequence[str] | None = None, highlight: dict[int, float] | None = None,
-                       selected: int | None = None, title: str = "") -> go.Figure:
-    """The feature map: one point per feature; `highlight` (id -> value) rings the prompt's active features.
+                       selected: int | None = None, title: str = "", matches: np.ndarray | None = None,
+                       match_label: str = "search") -> go.Figure:
+    """The feature map: one WebGL point per feature (Scattergl: 24k+ points stay responsive).
 
-    Each point's `customdata` holds its feature id, so a click (selection) tells the page which one.
+    `highlight` (id -> value) rings the prompt's active features, `matches` (ids) rings search results,
+    `selected` stars the open feature. Each point's `customdata` is its feature id, so a click tells the
+    page which feature to open.
     """
+    coords = np.asarray(coords, dtype=np.float32)
     n = len(coords)
-    frame = pd.DataFrame({"x": coords[:, 0], "y": coords[:, 1], "feature": np.arange(n),
-                          color_label: [str(c) for c in color] if categorical else np.asarray(color),
-                          "info": list(hover) if hover is not None else [""] * n})
-    common = dict(x="x", y="y", color=color_label, custom_data=["feature"],
-                  hover_data={"x": False, "y": False, "feature": True, "info": True})
+    ids = np.arange(n)
+    text = np.asarray([plotly_text(h) for h in hover] if hover is not None else [""] * n, dtype=object)
+    size = _marker_size(n)
+    template = "feature %{customdata}<br>%{text}<extra></extra>"
+    fig = go.Figure()
     if categorical:
-        fig = px.scatter(frame, **common, color_discrete_sequence=px.colors.qualitative.Dark24)
+        labels = np.asarray([str(c) for c in color])
+        palette = px.colors.qualitative.Dark24 + px.colors.qualitative.Light24
+        for i, category in enumerate(dict.fromkeys(sorted(labels))):
+            mask = labels == category
+            fig.add_trace(go.Scattergl(x=coords[mask, 0], y=coords[mask, 1], mode="markers", name=category,
+                                       customdata=ids[mask], text=text[mask], hovertemplate=template,
+                                       marker={"size": size, "opacity": 0.8, "color": palette[i % len(palette)]}))
     else:
-        fig = px.scatter(frame, **common, color_continuous_scale="Viridis")
-    fig.update_traces(marker={"size": 5 if n > 2000 else 7, "opacity": 0.8})
+        fig.add_trace(go.Scattergl(x=coords[:, 0], y=coords[:, 1], mode="markers", name="features", customdata=ids,
+                                   text=text, hovertemplate=template, showlegend=False,
+                                   marker={"size": size, "opacity": 0.8, "color": np.asarray(color, dtype=np.float32),
+                                           "colorscale": "Viridis", "colorbar": {"title": color_label}}))
+    if matches is not None and len(matches):
+        hits = np.asarray(sorted({int(m) for m in matches if 0 <= int(m) < n}), dtype=int)
+        fig.add_trace(go.Scattergl(x=coords[hits, 0], y=coords[hits, 1], mode="markers",
+                                   name=f"{match_label} ({len(hits)})", customdata=hits, text=text[hits],
+                                   hovertemplate=template,
+                                   marker={"size": size + 7, "color": "rgba(0,0,0,0)",
+                                           "line": {"width": 2, "color": "#d62728"}}))
     if highlight:
-        ids = np.array(sorted(highlight), dtype=int)
-        ids = ids[ids < n]
-        fig.add_trace(go.Scatter(x=coords[ids, 0], y=coords[ids, 1], mode="markers", name="active in prompt",
-                                 customdata=ids[:, None], marker={"size": 12, "color": "rgba(0,0,0,0)",
-                                                                  "line": {"width": 2, "color": "red"}},
-                                 hovertemplate="feature %{customdata[0]} (active in the prompt)<extra></extra>"))
+        active = np.array(sorted(highlight), dtype=int)
+        active = active[active < n]
+        fig.add_trace(go.Scattergl(x=coords[active, 0], y=coords[active, 1], mode="markers", name="active in prompt",
+                                   customdata=active, text=text[active],
+                                   marker={"size": size + 7, "color": "rgba(0,0,0,0)", "line": {"width": 2, "color": "red"}},
+                                   hovertemplate="feature %{customdata} (active in the prompt)<br>%{text}<extra></extra>"))
     if selected is not None and 0 <= selected < n:
-        fig.add_trace(go.Scatter(x=[coords[selected, 0]], y=[coords[selected, 1]], mode="markers",
-                                 name=f"feature {selected}", customdata=[[selected]],
-                                 marker={"size": 16, "symbol": "star", "color": "gold",
-                                         "line": {"width": 1, "color": "black"}},
-                                 hovertemplate="feature %{customdata[0]} (selected)<extra></extra>"))
+        fig.add_trace(go.Scattergl(x=[coords[selected, 0]], y=[coords[selected, 1]], mode="markers",
+                                   name=f"feature {selected}", customdata=[selected], text=[text[selected]],
+                                   marker={"size": 16, "symbol": "star", "color": "gold",
+                                           "line": {"width": 1, "color": "black"}},
+                                   hovertemplate="feature %{customdata} (open)<br>%{text}<extra></extra>"))
     fig.update_layout(title=title, height=520, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                      xaxis={"visible": False}, yaxis={"visible": False}, legend={"itemsizing": "constant"},
-                      clickmode="event+select", dragmode="pan")
+                      xaxis={"visible": False}, yaxis={"visible": False},
+                      legend={"itemsizing": "constant", "orientation": "h", "yanchor": "top", "y": -0.02, "x": 0},
+                      clickmode="event+select", dragmode="pan", template="plotly_white")
     return fig

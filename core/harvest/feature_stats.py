@@ -24,8 +24,11 @@ class FeatureStats:
     """
 
     def __init__(self, d_sae: int, d_in: int, settings: HarvestSettings, context: int,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", token_offset: int = 0):
         self.d_sae, self.d_in, self.settings, self.context = d_sae, d_in, settings, context
+        # kept tokens of the corpus before this state's first one: L1 snapshots are taken at corpus-wide
+        # token counts, so shards merged in corpus order hold exactly the one-pass snapshots
+        self.token_offset = token_offset
         s = settings
         self.hist_edges = torch.tensor(s.hist_edges, dtype=torch.float32, device=device)
         self.n_hist = self.hist_edges.numel() + 1  # inner bins + underflow + overflow
@@ -89,7 +92,7 @@ class FeatureStats:
         self.sum_sq += (xd**2).sum()
 
     def _snapshots(self, n: int, rows, feats, vals64) -> None:
-        start = self.n_tokens
+        start = self.token_offset + self.n_tokens
         due = self.snap_counts[(self.snap_counts > start) & (self.snap_counts <= start + n)]
         for count in due.tolist():  # a handful per decade of tokens: log-spaced
             upto = rows < (count - start)
@@ -175,8 +178,11 @@ class FeatureStats:
     # -- merge ------------------------------------------------------------------------
     def merge(self, other: "FeatureStats") -> "FeatureStats":
         offset_l1 = self.l1.clone()
+        # other's counts start at its own offset: 0 when shards did not know theirs (then appended as if
+        # read after this one), the end of this state when they did (then already corpus-wide)
+        shift = self.token_offset + self.n_tokens - other.token_offset
         for count, l1 in zip(other.snap_taken, other.snap_l1):
-            self.snap_taken.append(self.n_tokens + count)
+            self.snap_taken.append(shift + count)
             self.snap_l1.append(offset_l1 + l1)
         self.n_tokens += other.n_tokens
         self.l0_sum += other.l0_sum

@@ -51,7 +51,7 @@ class ChunkCooccurrence:
 
     counts[i] -> [d_sae] chunks where features i and j both fired; diagonal() -> [d_sae] chunks where each
     fired; submatrix(ids) -> dense [n, n]. `n_chunks` is the number of chunks these counts cover.
-    Works with core.feature_map.cooccurring_features (which reads one row and the diagonal)."""
+    Works with core.feature_views.cooccurrence_view (which reads one row and the diagonal)."""
 
     def __init__(self, chunks: np.ndarray, offsets: np.ndarray, ids: np.ndarray, d_sae: int):
         from scipy import sparse

@@ -32,14 +32,23 @@ def n_sequences_for(corpus_tokens: torch.Tensor, max_tokens: int | None) -> int:
     return n_chunks if max_tokens is None else min(n_chunks, max(1, -(-max_tokens // ctx)))
 
 
+def kept_tokens(tokens: torch.Tensor, settings: HarvestSettings, bos_token_id: int | None) -> int:
+    """How many of these token positions the statistics read (BOS excluded under exclude_bos)."""
+    if settings.exclude_bos and bos_token_id is not None:
+        return int((tokens != bos_token_id).sum())
+    return int(tokens.numel())
+
+
 def harvest_shard(model: Any, saes: Sequence[Any], corpus: Any, settings: HarvestSettings,
                   start: int = 0, stop: int | None = None, progress: ProgressFn | None = None, *,
-                  sites: Sequence[str] | None = None) -> HarvestState:
+                  sites: Sequence[str] | None = None, token_offset: int | None = None) -> HarvestState:
     """Run the pass over corpus sequences [start, stop) and return the un-finalized state.
 
     sites: the moment/reservoir sites to harvest (default: settings.sites, else every resid_post plus
     the SAE hooks). The shard that starts at sequence 0 also measures the SAEs' splice-in quality on the
-    first settings.splice_tokens tokens (core.harvest.splice), whatever its stop."""
+    first settings.splice_tokens tokens (core.harvest.splice), whatever its stop. token_offset: kept
+    tokens in the sequences before `start` (counted from corpus.tokens when None); the L1 snapshots are
+    taken at corpus-wide counts, so shards merged in order equal one pass."""
     tokens_all = corpus.tokens
     if tokens_all.ndim != 2 or tokens_all.shape[0] == 0:
         raise AtlasError("The corpus holds no token sequences to harvest.")
@@ -57,7 +66,9 @@ def harvest_shard(model: Any, saes: Sequence[Any], corpus: Any, settings: Harves
     hooks = list(dict.fromkeys(sites + sae_hooks))
     device = _model_device(model)
     bos = getattr(model, "bos_token_id", None)
-    state = HarvestState(settings=settings, context=ctx, bos_token_id=bos)
+    if token_offset is None:
+        token_offset = kept_tokens(tokens_all[:start], settings, bos) if start else 0
+    state = HarvestState(settings=settings, context=ctx, bos_token_id=bos, token_offset=token_offset)
     n_eval = n_eval_sequences(settings.splice_tokens, ctx, n_harvested) if (start == 0 and saes) else 0
     evaluator = (SpliceEvaluator(model, saes, labels, sae_hooks, n_eval, bos, settings.exclude_bos,
                                  settings.batch_size) if n_eval else None)
@@ -151,9 +162,12 @@ def harvest_key(model: Any, saes: Sequence[Any], corpus: Any, settings: HarvestS
     return artifact_key(kind="harvest", sources=sources, settings=settings.to_dict())
 
 
+PassFn = Callable[[Sequence[Any], list[str], ProgressFn | None], HarvestState]
+
+
 def harvest_cached(model: Any, saes: Sequence[Any], corpus: Any, settings: HarvestSettings | None = None,
                    store: Any = None, progress: ProgressFn | None = None,
-                   key: str | None = None) -> tuple[HarvestResult, str]:
+                   key: str | None = None, *, run_pass: PassFn | None = None) -> tuple[HarvestResult, str]:
     """The harvest of these inputs from the store, computing only what the store lacks.
 
     Returns (result, key). The key covers the model (name, revision/checkpoint), the SAEs, the corpus
@@ -162,6 +176,8 @@ def harvest_cached(model: Any, saes: Sequence[Any], corpus: Any, settings: Harve
     Statistics are stored per site and per SAE (core.harvest.components): when the harvest itself is
     missing, the pass runs only for the SAEs (and sites) whose artifacts are missing, and the harvest is
     assembled from the components by hard links. Adding or removing an SAE computes only what is new.
+    run_pass(saes, sites, progress) -> HarvestState: the pass over the whole corpus for those SAEs and
+    sites (default: harvest_shard in this process; core.harvest.distributed passes one on a Ray cluster).
     """
     from core.store import ArtifactStore
 
@@ -184,7 +200,10 @@ def harvest_cached(model: Any, saes: Sequence[Any], corpus: Any, settings: Harve
     missing_sites, missing_saes = missing_components(store, sources, plain, sites, len(saes))
     if missing_sites or missing_saes:
         todo = [saes[i] for i in missing_saes]
-        state = harvest_shard(model, todo, corpus, settings, progress=progress, sites=missing_sites)
+        if run_pass is None:
+            state = harvest_shard(model, todo, corpus, settings, progress=progress, sites=missing_sites)
+        else:
+            state = run_pass(todo, list(missing_sites), progress)
         partial = finalize(state, corpus.tokens, sources=sources, seconds=time.perf_counter() - began)
         partial.save_components(store, missing_sites, missing_saes)
     elif progress is not None:

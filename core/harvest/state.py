@@ -58,6 +58,7 @@ class HarvestState:
     n_tokens: int = 0  # kept (non-BOS) tokens
     n_positions: int = 0  # all positions read
     n_sequences: int = 0
+    token_offset: int = 0  # kept tokens of the corpus before this state's first (harvest_shard sets it)
     _fast_decoders: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def update(self, tokens: torch.Tensor, chunk_index: torch.Tensor, acts: dict[str, torch.Tensor],
@@ -94,7 +95,8 @@ class HarvestState:
             d_sae = int(z.shape[1]) if z is not None else int(sae.d_sae)
             x_hat = self._decode(sae, label, x.shape[0], d_sae, rows, feats, vals, z)
             if label not in self.features:
-                self.features[label] = FeatureStats(d_sae, x.shape[1], s, ctx, device)
+                self.features[label] = FeatureStats(d_sae, x.shape[1], s, ctx, device,
+                                                    token_offset=self.token_offset + self.n_tokens)
                 self.cooc[label] = Cooccurrence(d_sae, s, seqs_per_chunk, device)
             windows = WindowLookup(keep_idx, b * ctx, ctx, s.window_left, s.window_right, rows, feats, vals, d_sae, z)
             self.features[label].update_sparse(x.shape[0], rows, feats, vals, x, x_hat, chunk, pos,
