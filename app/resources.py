@@ -161,10 +161,19 @@ def get_harvest(sources: Sources | None = None):
     settings = harvest_settings()
     key = _harvest_key(sources, settings)
     memory = _harvest_memory()
-    result = memory.get(key)
+    # A session restored from a bundle reads the bundle's harvest from that import's read-only namespace
+    # (core.store): imported artifacts never enter the local store, and they are remembered here under
+    # their own name so that another browser session computing the same key never gets them.
+    namespace = restored_namespace()
+    memory_key = f"{namespace}/{key}" if namespace else key
+    result = memory.get(key) or (memory.get(memory_key) if namespace else None)
     if result is None:
         store = get_store()
         result = HarvestResult.load(store, key)
+        imported = False
+        if result is None and namespace:
+            result = HarvestResult.load(store.namespace(namespace), key)
+            imported = result is not None
         if result is None:
             model = get_model(sources.model)
             saes = get_saes(sources)
@@ -181,11 +190,34 @@ def get_harvest(sources: Sources | None = None):
                 result, key = harvest_cached_on(cluster_from_env(), model, saes, corpus, settings, store, progress,
                                                 key=key)
                 status.update(label="Harvest done and cached.", state="complete", expanded=False)
-        memory.put(key, result)
+        memory.put(memory_key if imported else key, result)
     from app.state import remember_artifact
 
     remember_artifact("harvest", key)
     return result, key
+
+
+def restored_namespace() -> str | None:
+    """The artifact namespace of the session this browser session opened from an imported bundle, if any."""
+    opened = st.session_state.get("opened_session")
+    if not opened:
+        return None
+    from core.errors import AtlasError
+
+    try:
+        return get_session_store().artifact_namespace(opened[0])
+    except AtlasError:
+        return None
+
+
+def session_artifacts(session_id: str):
+    """The artifacts a saved session can read: this machine's store, then (for a session imported from a
+    bundle) its own read-only namespace. Read-only (core.store.StoreView)."""
+    from core.store import StoreView
+
+    store = get_store()
+    namespace = get_session_store().artifact_namespace(session_id)
+    return StoreView(store, store.namespace(namespace)) if namespace else store
 
 
 def peek_harvest(sources: Sources | None = None):
@@ -199,12 +231,16 @@ def peek_harvest(sources: Sources | None = None):
     sources = sources or current_sources()
     try:
         key = _harvest_key(sources, harvest_settings())
-        result = _harvest_memory().get(key)
+        namespace = restored_namespace()
+        memory = _harvest_memory()
+        result = memory.get(key) or (memory.get(f"{namespace}/{key}") if namespace else None)
         if result is None:
-            result = HarvestResult.load(get_store(), key)
+            store = get_store()
+            result = HarvestResult.load(store, key)
+            if result is None and namespace:  # the restored bundle's harvest, as get_harvest reads it
+                result = HarvestResult.load(store.namespace(namespace), key)
             if result is None:
                 return None
-            _harvest_memory().put(key, result)
     except AtlasError:
         return None
     return result, key

@@ -10,12 +10,14 @@ from __future__ import annotations
 import sys
 
 from bench import (
+    bench_corpus,
     bench_feature_map,
     bench_feature_pages,
     bench_harvest,
     bench_probe,
     bench_ray,
     bench_steer,
+    bench_store,
     saedashboard,
 )
 
@@ -27,6 +29,8 @@ BENCHMARKS = {
     "saedashboard": saedashboard.main,
     "ray": bench_ray.main,  # needs requirements-ray.txt
     "steer": bench_steer.main,
+    "store": bench_store.main,
+    "corpus": bench_corpus.main,
 }
 
 

@@ -1,8 +1,23 @@
-"""Choosing the torch device: the GPU when there is one, unless told otherwise."""
+"""Choosing the torch device: the GPU when there is one, unless told otherwise.
+
+A device string comes from a user (the CLI's --device, a session document, the sidebar), so it is checked
+against the devices Atlas knows (auto, cpu, cuda, cuda:N, mps) and against what this machine has; anything
+else is an AtlasError that names the choices, never torch's own exception.
+"""
 
 from __future__ import annotations
 
+import re
+
 import torch
+
+from core.errors import AtlasError
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda)(?::(\d{1,3}))?$")
+
+
+class DeviceError(AtlasError):
+    """A device name that is unknown or not available on this machine."""
 
 
 def available_devices() -> list[str]:
@@ -16,13 +31,31 @@ def available_devices() -> list[str]:
     return devices
 
 
+def check_device_name(preference: str | None) -> str:
+    """`preference` normalised ("auto" for None/""), or DeviceError when it is not a device Atlas knows."""
+    if preference in (None, ""):
+        return "auto"
+    match = _DEVICE.match(str(preference).strip().lower()) if isinstance(preference, str) else None
+    if match is None or (match.group(2) is not None and match.group(1) != "cuda"):
+        raise DeviceError(f"Unknown device {preference!r}: use auto, cpu, cuda, cuda:<index> or mps.")
+    return match.group(0)
+
+
 def pick_device(preference: str | None = None) -> torch.device:
     """`preference` may be None/"auto" (best available), "cpu", "cuda", "cuda:1", "mps"."""
-    if preference in (None, "", "auto"):
+    name = check_device_name(preference)
+    if name == "auto":
         return torch.device(available_devices()[0])
-    device = torch.device(preference)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        from core.errors import AtlasError
-
-        raise AtlasError(f"Device {preference!r} was asked for, but no CUDA GPU is visible here.")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"Device {preference!r} was asked for, but no CUDA GPU is visible here; "
+                              "use auto or cpu.")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise DeviceError(f"Device {preference!r} was asked for, but this machine has {count} CUDA GPU(s) "
+                              f"(cuda:0 to cuda:{count - 1}).")
+    if device.type == "mps" and "mps" not in available_devices():
+        raise DeviceError(f"Device {preference!r} was asked for, but Apple's MPS is not available here; "
+                          "use auto or cpu.")
     return device

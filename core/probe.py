@@ -20,6 +20,7 @@ import torch
 
 from core.errors import PromptError
 from core.hooks import layer_of, site_order
+from core.text import check_unicode
 
 MAX_PROMPT_CHARS = 20000
 
@@ -120,7 +121,8 @@ def probe_prompt(model: Any, saes: Sequence[Any], text: str, *, top_k: int = 8,
     Raises PromptError for an empty or oversized prompt. The prompt is cut to the model's
     context (or `max_tokens`); `n_truncated` and `truncated_text` say what was cut.
     """
-    # an empty prompt is refused by model.tokenize_prompt (PromptError)
+    # an empty prompt is refused by model.tokenize_prompt (PromptError); a lone surrogate here:
+    check_unicode(text, "prompt", PromptError)
     if text is not None and len(text) > MAX_PROMPT_CHARS:
         raise PromptError(f"The prompt has {len(text):,} characters; the limit is {MAX_PROMPT_CHARS:,}.")
     prompt = model.tokenize_prompt(text, max_tokens)

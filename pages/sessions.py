@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from app.resources import current_sources, get_session_store, get_store
+from app.resources import current_sources, get_session_store, get_store, session_artifacts
 from app.state import apply_session, current_session
+from core.bundles import export_bundle, import_bundle
 from core.errors import AtlasError
-from core.sessions import export_bundle, import_bundle
 
 st.title("Sessions")
 st.caption("A session remembers the sources, the page, the prompt, the selected feature and layer, and the "
@@ -33,7 +33,11 @@ if submitted:
         st.error(str(error))
 
 st.subheader("Saved sessions")
-saved = sessions.list()
+try:
+    saved = sessions.list()
+except AtlasError as error:  # e.g. a corrupt sessions database: say what to do, keep the page
+    st.error(str(error))
+    saved = []
 if not saved:
     st.write("No saved session yet.")
 else:
@@ -58,7 +62,7 @@ else:
             from app.report import report_figures
 
             figures = report_figures(session)
-            st.session_state["bundle"] = (chosen, export_bundle(session, get_store(), figures))
+            st.session_state["bundle"] = (chosen, export_bundle(session, session_artifacts(chosen), figures))
         except AtlasError as error:
             st.error(str(error))
     bundle = st.session_state.get("bundle")
@@ -66,7 +70,8 @@ else:
         c3.download_button("Download bundle (.zip)", bundle[1], file_name=f"atlas-session-{chosen}.zip",
                            mime="application/zip")
     if st.button("Delete this session"):
-        sessions.delete(chosen)
+        if namespace := sessions.delete(chosen):   # an imported session: its artifacts go with it
+            get_store().delete_namespace(namespace)
         st.rerun()
 
 st.subheader("Import a bundle")

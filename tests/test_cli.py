@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from core.sessions import read_bundle, session_from_json
+from core.bundles import read_bundle
+from core.sessions import session_from_json
 from core.store import ArtifactStore
 from tests.fixtures_models import make_tiny_sae
 

@@ -8,17 +8,13 @@ import zipfile
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from core.bundles import export_bundle, import_bundle, read_bundle
+from core.cli import main as cli_main
 from core.errors import SessionFileError
-from core.sessions import (
-    Session,
-    SessionStore,
-    export_bundle,
-    import_bundle,
-    main_import,
-    read_bundle,
-    session_from_json,
-)
+from core.sessions import Session, SessionStore, session_from_json
 from core.store import ArtifactStore, artifact_key
 
 
@@ -113,7 +109,9 @@ def test_bundle_round_trip_restores_session_and_artifacts(tmp_path, stores):
     fresh_artifacts = ArtifactStore(tmp_path / "other")
     new_id = import_bundle(data, sessions, fresh_artifacts)
     assert sessions.load(new_id) == session
-    restored = fresh_artifacts.load(key)
+    # restored into the import's own read-only namespace, never into the local entries
+    assert fresh_artifacts.load(key) is None and sessions.artifact_namespace(new_id) == new_id
+    restored = fresh_artifacts.namespace(new_id).load(key)
     np.testing.assert_array_equal(restored.arrays["coords"], np.arange(12, dtype=np.float32).reshape(6, 2))
     assert restored.meta["kind"] == "test"
 
@@ -126,9 +124,15 @@ def _zip(members: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def _valid_members(session: Session) -> dict[str, bytes]:
-    return {"bundle.json": json.dumps({"format": "atlas-bundle", "bundle_version": 1}).encode(),
-            "session.json": session.to_json().encode()}
+def _valid_members(session: Session, extra: dict[str, bytes] | None = None, artifacts=()) -> dict[str, bytes]:
+    """A bundle's members with a manifest that lists (and checksums) every other member."""
+    import hashlib
+
+    members = {"session.json": session.to_json().encode(), **(extra or {})}
+    files = {name: {"sha256": hashlib.sha256(c).hexdigest(), "bytes": len(c)} for name, c in members.items()}
+    manifest = {"format": "atlas-bundle", "bundle_version": 2, "session_version": 1, "artifacts": list(artifacts),
+                "missing": [], "created": "2026-01-01T00:00:00+00:00", "files": files}
+    return {"bundle.json": json.dumps(manifest).encode(), **members}
 
 
 @pytest.mark.parametrize("extra, needle", [
@@ -149,13 +153,14 @@ def test_bundle_rejects_pickled_arrays_unknown_version_and_caps():
     session = _session([key])
     pickled = io.BytesIO()
     np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    members = {**_valid_members(session), f"artifacts/{key}/x.npy": pickled.getvalue()}
-    with pytest.raises(SessionFileError, match="cannot be read safely"):
+    members = _valid_members(session, {f"artifacts/{key}/x.npy": pickled.getvalue(),
+                                       f"artifacts/{key}/meta.json": b'{"kind": "test"}'}, [key])
+    with pytest.raises(SessionFileError, match="only numbers and booleans"):
         read_bundle(_zip(members))
     members = {**_valid_members(session), "bundle.json": b'{"format": "atlas-bundle", "bundle_version": 9}'}
     with pytest.raises(SessionFileError, match="version 9"):
         read_bundle(_zip(members))
-    other = {**_valid_members(_session()), f"artifacts/{'b' * 64}/meta.json": b"{}"}
+    other = _valid_members(_session(), {f"artifacts/{'b' * 64}/meta.json": b'{"kind": "test"}'}, ["b" * 64])
     with pytest.raises(SessionFileError, match="does not refer to"):
         read_bundle(_zip(other))
     with pytest.raises(SessionFileError, match="files"):
@@ -170,20 +175,160 @@ def test_cli_import(tmp_path, stores, capsys):
     artifacts, _, key = stores
     bundle = tmp_path / "b.zip"
     bundle.write_bytes(export_bundle(_session([key]), artifacts))
-    code = main_import([str(bundle), "--sessions", str(tmp_path / "cli.sqlite"), "--store", str(tmp_path / "st")])
+    code = cli_main(["import-bundle", str(bundle), "--sessions", str(tmp_path / "cli.sqlite"),
+                     "--store", str(tmp_path / "st")])
     assert code == 0
     assert "?session=" in capsys.readouterr().out
     assert len(SessionStore(tmp_path / "cli.sqlite").list()) == 1
     bad = tmp_path / "bad.zip"
     bad.write_bytes(_zip({"../x": b""}))
-    assert main_import([str(bad), "--sessions", str(tmp_path / "cli.sqlite"), "--store", str(tmp_path / "st")]) == 1
+    assert cli_main(["import-bundle", str(bad), "--sessions", str(tmp_path / "cli.sqlite"),
+                     "--store", str(tmp_path / "st")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
 
 
 def test_python_m_core_import_bundle(tmp_path, stores):
-    from core.cli import main
-
     artifacts, _, key = stores
     bundle = tmp_path / "b.zip"
     bundle.write_bytes(export_bundle(_session([key]), artifacts))
-    assert main(["import-bundle", str(bundle), "--sessions", str(tmp_path / "m.sqlite"), "--store", str(tmp_path / "st")]) == 0
+    assert cli_main(["import-bundle", str(bundle), "--sessions", str(tmp_path / "m.sqlite"),
+                     "--store", str(tmp_path / "st")]) == 0
     assert SessionStore(tmp_path / "m.sqlite").list()[0].title == "Weekdays on layer 2"
+
+
+# --------------------------------------------------------------------------- untrusted documents
+
+def test_schema_knows_exactly_the_source_kinds_and_fields_atlas_has():
+    from dataclasses import fields
+
+    from core import sessions as S
+    from core.sources import corpus, models, saes
+
+    schema = S.SESSION_SCHEMA["properties"]["sources"]["properties"]
+    for spec, source_kinds, dataclass_ in ((schema["model"], models.SOURCES, models.ModelSpec),
+                                           (schema["saes"]["items"], saes.SOURCES, saes.SAESpec),
+                                           (schema["corpus"], corpus.SOURCES, corpus.CorpusSpec)):
+        assert set(spec["properties"]) == {f.name for f in fields(dataclass_)}
+        assert spec["properties"]["source"]["enum"] == list(source_kinds)
+
+
+@pytest.mark.parametrize("mutate, needle", [
+    (lambda d: d["sources"]["corpus"].update(source="shell"), "sources/corpus/source"),
+    (lambda d: d["sources"]["model"].update(source="pickle"), "sources/model/source"),
+    (lambda d: d["sources"]["saes"][0].update(release=None, loader="x"), "sources/saes/0"),
+    (lambda d: d["sources"]["corpus"].update(path="/etc/" + "x" * 5000), "sources/corpus/path"),
+    (lambda d: d["sources"]["corpus"].update(path="a\x00b"), "sources/corpus/path"),
+    (lambda d: d["sources"]["corpus"].update(context_size=0), "context_size"),
+    (lambda d: d["sources"]["model"].update(device="tpu"), "device"),
+    (lambda d: d["settings"].update(x="y" * 3000), "settings/x"),
+    (lambda d: d["settings"].update(x=1e300), "settings/x"),
+    (lambda d: d.update(selected_feature=2**40), "selected_feature"),
+    (lambda d: d.update(created="<script>"), "created"),
+    (lambda d: d.update(artifact_keys=["a" * 63]), "artifact_keys"),
+])
+def test_strict_schema_refuses_what_atlas_never_writes(mutate, needle):
+    document = _session().to_dict()
+    mutate(document)
+    with pytest.raises(SessionFileError, match=needle):
+        session_from_json(json.dumps(document))
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('{"title": "\\ud800"}', "surrogate"),                        # an escaped lone surrogate
+    ("{}".encode() + b"\xff", "not UTF-8"),                        # invalid UTF-8
+    ('{"title": "x"}'.encode("utf-16"), "not UTF-8"),
+    ('{"version": 1, "x": NaN}', "not valid JSON"),
+    ('{"version": 1, "x": 1e400}', "not valid JSON"),
+    ('{"version": 1, "x": Infinity}', "not valid JSON"),
+    ("[" * 100_000 + "]" * 100_000, "not valid JSON"),              # nesting past the recursion limit
+    ('{"version": 1, "x": ' + "9" * 5000 + "}", "not valid JSON"),  # an integer too long to convert
+])
+def test_malformed_text_is_a_session_error(text, needle):
+    with pytest.raises(SessionFileError, match=needle):
+        session_from_json(text)
+
+
+def test_lone_surrogates_in_a_session_value_are_refused_before_sqlite(tmp_path):
+    sessions = SessionStore(tmp_path / "s.sqlite")
+    with pytest.raises(SessionFileError, match="surrogate.*prompt"):
+        sessions.save(Session(prompt="monday \ud800 tuesday"))
+    document = _session().to_dict()
+    document["notes"] = "a \udfff b"
+    with pytest.raises(SessionFileError, match="surrogate"):
+        session_from_json(json.dumps(document))
+
+
+def test_a_corrupt_sessions_database_is_an_atlas_error(tmp_path):
+    path = tmp_path / "sessions.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    sessions = SessionStore(path)                  # constructing it never fails: the app starts
+    for call in (sessions.list, lambda: sessions.load("abcd1234"), lambda: sessions.save(Session())):
+        with pytest.raises(SessionFileError, match="move it aside"):
+            call()
+    path.unlink()
+    assert sessions.list() == []                   # moved aside: a fresh database works
+
+
+def test_a_database_from_before_namespaces_is_migrated(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE sessions (id TEXT PRIMARY KEY, title TEXT NOT NULL, created TEXT NOT NULL,"
+                   " page TEXT NOT NULL, document TEXT NOT NULL)")
+        db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
+                   ("old1", "t", "c", "home", _session().to_json()))
+    sessions = SessionStore(path)
+    assert sessions.load("old1") == _session() and sessions.artifact_namespace("old1") is None
+    new = sessions.save(Session(), artifact_namespace="abcd1234")
+    assert sessions.artifact_namespace(new) == "abcd1234"
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+    | st.sampled_from(["\ud800", "a\udc00b", "\x00", "organism", "file", "/etc/passwd", "../x"]),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+_PATHS = st.lists(st.sampled_from(["version", "title", "notes", "created", "sources", "settings", "page", "prompt",
+                                   "selected_feature", "selected_layer", "artifact_keys", "model", "corpus", "saes",
+                                   "source", "path", "device", "context_size", "x"]), min_size=1, max_size=3)
+
+
+def _set(document, path, value):
+    target = document
+    for part in path[:-1]:
+        if isinstance(target, dict) and isinstance(target.get(part), dict):
+            target = target[part]
+    if isinstance(target, dict):
+        target[path[-1]] = value
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(_PATHS, _JSON), min_size=1, max_size=4))
+def test_any_mutated_session_document_is_refused_or_safe(tmp_path_factory, mutations):
+    """Valid documents with random values put at random places: either a SessionFileError, or a session
+    that serialises, stores in SQLite and reads back unchanged."""
+    document = _session().to_dict()
+    for path, value in mutations:
+        _set(document, path, value)
+    try:
+        text = json.dumps(document)
+    except (ValueError, TypeError):
+        return
+    try:
+        session = session_from_json(text)
+    except SessionFileError:
+        return
+    sessions = SessionStore(tmp_path_factory.mktemp("fuzz") / "s.sqlite")
+    assert sessions.load(sessions.save(session)) == session
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.binary(max_size=300), _JSON.map(lambda v: json.dumps(v, allow_nan=True)),
+                 st.text(max_size=300)))
+def test_arbitrary_input_is_a_session_error_never_a_foreign_exception(data):
+    try:
+        session_from_json(data)
+    except SessionFileError:
+        pass

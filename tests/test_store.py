@@ -44,7 +44,7 @@ def test_round_trip(tmp_path):
 def test_interrupted_write_is_never_loaded(tmp_path, monkeypatch):
     store = ArtifactStore(tmp_path)
     key = artifact_key(test="interrupted")
-    real_save = np.save
+    real_save = np.lib.format.write_array
     calls = {"n": 0}
 
     def failing_save(*args, **kwargs):
@@ -53,10 +53,10 @@ def test_interrupted_write_is_never_loaded(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # the process stopped halfway through the arrays
         return real_save(*args, **kwargs)
 
-    monkeypatch.setattr(np, "save", failing_save)
+    monkeypatch.setattr(np.lib.format, "write_array", failing_save)
     with pytest.raises(KeyboardInterrupt):
         store.save(key, {"a": np.ones(3), "b": np.ones(3)}, {"kind": "x"})
-    monkeypatch.setattr(np, "save", real_save)
+    monkeypatch.setattr(np.lib.format, "write_array", real_save)
     assert not store.has(key) and store.load(key) is None
     assert list(store.iter_keys()) == []
     assert not any(p.name.startswith(".tmp-") for p in (tmp_path / key[:2]).iterdir())

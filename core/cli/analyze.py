@@ -68,6 +68,42 @@ def corpus_spec_from_arg(value: str, context_size: int, max_chunks: int | None, 
     return CorpusSpec(source="file", path=str(Path(path).expanduser().resolve()), column=column, **common)
 
 
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high] (argparse turns the error into `error: ...`, exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: give a number from {low:,} to {high:,}")
+        return value
+    return parse
+
+
+def _float_in(low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: a finite float in [low, high] (no inf or nan)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is out of range: give a finite number from {low:g} to {high:g}")
+        return value
+    return parse
+
+
+def _device(text: str) -> str:
+    from core.device import check_device_name
+    from core.errors import AtlasError
+
+    try:
+        return check_device_name(text)
+    except AtlasError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _tqdm_progress(enabled: bool) -> tuple[Callable[[int, int, float], None] | None, Callable[[], None]]:
     if not enabled:
         return None, lambda: None
@@ -145,7 +181,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     finally:
         close()
     # written once: DIR/store gets the cached harvest by hard links (a copy only across file systems)
-    out_store.link_from(cache, key)
+    if not out_store.link_from(cache, key):   # the cached copy failed its checks meanwhile: write it again
+        result.save(out_store, key)
     if args.checkpoints and model_spec.source != "organism":
         say("--checkpoints: only the organism's training checkpoints are analysed here; skipped")
     analysed = _run_analysis(result, model, saes, out_store, checkpoints=args.checkpoints, cluster=cluster)
@@ -189,7 +226,8 @@ def _flat_spec(spec: Any) -> dict[str, Any]:
 
 def _write_session(out: Path, model_spec, checkpoint, sae_specs, corpus_spec, settings, keys, store, title) -> None:
     """DIR/session.json (the session document) and DIR/bundle.zip (what the dashboard imports)."""
-    from core.sessions import Session, export_bundle
+    from core.bundles import export_bundle
+    from core.sessions import Session
 
     session = Session(
         title=title[:200],
@@ -230,28 +268,32 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
                    help="'world' (the organism's synthetic corpus), a .txt/.jsonl/.csv file with an "
                         "optional ':column', or hf:<dataset>[:column]")
     p.add_argument("--split", default="train", help="dataset split (hf datasets; 'world' uses eval)")
-    p.add_argument("--context-size", type=int, default=None,
+    p.add_argument("--context-size", type=_int_in(2, 1_048_576), default=None,
                    help="tokens per corpus sequence (default: the SAEs' own context_size from their training "
                         "metadata, else 64)")
     p.add_argument("--no-bos", action="store_true", help="do not put BOS at the start of each sequence")
-    p.add_argument("--max-tokens", type=int, default=None, help="harvest at most this many tokens")
-    p.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
+    p.add_argument("--max-tokens", type=_int_in(1, 10**12), default=None, help="harvest at most this many tokens")
+    p.add_argument("--batch-size", type=_int_in(1, 65_536), default=16, help="sequences per forward pass")
     p.add_argument("--site", action="append", metavar="HOOK",
                    help="repeatable: hook sites for covariance/reservoirs (default: every resid_post "
                         "plus the SAE hooks)")
-    p.add_argument("--reservoir-size", type=int, default=2048, help="sampled token activations per site")
-    p.add_argument("--top-k", type=int, default=16, help="top activating contexts kept per feature")
-    p.add_argument("--cooc-chunk-tokens", type=int, default=256, help="tokens per co-occurrence chunk")
-    p.add_argument("--cooc-threshold", type=float, default=0.0,
+    p.add_argument("--reservoir-size", type=_int_in(0, 1_000_000), default=2048,
+                   help="sampled token activations per site")
+    p.add_argument("--top-k", type=_int_in(1, 4096), default=16,
+                   help="top activating contexts kept per feature")
+    p.add_argument("--cooc-chunk-tokens", type=_int_in(1, 10**9), default=256,
+                   help="tokens per co-occurrence chunk")
+    p.add_argument("--cooc-threshold", type=_float_in(0.0, 1e30), default=0.0,
                    help="a feature counts as present in a chunk where its activation exceeds this")
-    p.add_argument("--cooc-sample-chunks", type=int, default=2048,
+    p.add_argument("--cooc-sample-chunks", type=_int_in(1, 10**9), default=2048,
                    help="co-occurrence counts are exact up to this many chunks; past it, over a uniform "
                         "sample of this many chunks (phi's standard error about 1/sqrt of it)")
-    p.add_argument("--splice-tokens", type=int, default=2048,
+    p.add_argument("--splice-tokens", type=_int_in(0, 10**9), default=2048,
                    help="tokens (from the corpus start) on which each SAE's splice-in quality is measured: "
                         "CE loss clean / spliced / zero- and mean-ablated, loss recovered, KL (0: off)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampling keys")
-    p.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:1, mps")
+    p.add_argument("--seed", type=_int_in(0, 2**31 - 1), default=0, help="seed of the sampling keys")
+    p.add_argument("--device", type=_device, default="auto",
+                   help="auto (GPU when there is one), cpu, cuda, cuda:1, mps")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                    help="model weights dtype (activations are analysed in float32)")
     p.add_argument("--organism-dir", default=None, help="another organism directory (default: assets/organism)")
@@ -265,9 +307,9 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
                    help="harvest on Ray (pip install -r requirements-ray.txt): the running cluster at ADDRESS "
                         "('auto', host:6379 or ray://host:10001), or a new local cluster without one; the corpus "
                         "is sharded over the workers, the result equals a local run (docs/SCALING.md)")
-    p.add_argument("--ray-workers", type=int, default=None,
+    p.add_argument("--ray-workers", type=_int_in(1, 4096), default=None,
                    help="with --ray: workers holding the model (default: one per GPU of the cluster, else per CPU)")
-    p.add_argument("--ray-shards", type=int, default=None,
+    p.add_argument("--ray-shards", type=_int_in(1, 4096), default=None,
                    help="with --ray: corpus shards (default: one per worker)")
     p.add_argument("--title", default=None, help="session title")
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages (the summary still prints)")

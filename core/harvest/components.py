@@ -75,8 +75,10 @@ def save_sae(store: Any, sources: dict[str, Any], settings: dict[str, Any], inde
 def missing_components(store: Any, sources: dict[str, Any], settings: dict[str, Any], sites: Sequence[str],
                        n_saes: int) -> tuple[list[str], list[int]]:
     """(sites, SAE indices) whose component artifacts the store lacks."""
-    return ([s for s in sites if not store.has(site_key(sources, settings, s))],
-            [i for i in range(n_saes) if not store.has(sae_key(sources, settings, i))])
+    # load, not has: a component that fails the store's checks is removed by it (with a notice) and is
+    # then missing, so it is recomputed instead of being linked into a new harvest
+    return ([s for s in sites if store.load(site_key(sources, settings, s)) is None],
+            [i for i in range(n_saes) if store.load(sae_key(sources, settings, i)) is None])
 
 
 def assemble(store: Any, key: str, sources: dict[str, Any], settings: dict[str, Any], sites: Sequence[str],

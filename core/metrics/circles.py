@@ -59,6 +59,8 @@ def cluster_reconstruction_pca(
     """
     Zm = np.asarray(Z, dtype=np.float64)
     W = as_matrix(W_dec, "W_dec")
+    if not np.all(np.isfinite(Zm)):
+        raise GeometryInputError("The feature codes Z contain NaN or infinite values.")
     if Zm.ndim != 2 or Zm.shape[1] != W.shape[0]:
         raise GeometryInputError(
             f"Z must be [n_tokens, d_sae] with d_sae = {W.shape[0]} (rows of W_dec); got shape {Zm.shape}."

@@ -41,14 +41,24 @@ def causal_inner_product_basis(W_U: np.ndarray, ridge: float = 1e-6) -> np.ndarr
     Cov^(-1/2) comes from the eigendecomposition Cov = Q diag(e) Q^T as Q diag((e + r)^-1/2) Q^T
     with r = ridge * mean(e): a small ridge so that a rank-deficient unembedding (d_vocab <= d_model,
     or tied/duplicate rows) stays finite; directions with no variance stay ~0 rather than exploding.
+    An unembedding whose rows are all equal (up to round-off, 1e-24 of their mean square) has no
+    variance to whiten: GeometryInputError, not a basis of zeros or amplified round-off.
     Returns g [d_vocab, d_model].
     """
     W = as_matrix(W_U, "W_U", min_rows=1, min_cols=2)
     gamma = W.T
-    g = gamma - gamma.mean(0)
-    cov = g.T @ g / g.shape[0]
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        g = gamma - gamma.mean(0)
+        cov = g.T @ g / g.shape[0]
+        scale = float(np.mean(gamma**2))
+    if not (np.all(np.isfinite(cov)) and np.isfinite(scale)):
+        raise GeometryInputError("The unembedding's values are too large for a float64 covariance (~1e154): "
+                                 "check that W_U is the model's unembedding.")
     evals, evecs = np.linalg.eigh(cov)
     evals = np.clip(evals, 0.0, None)
+    if float(evals.max()) <= 1e-24 * scale:
+        raise GeometryInputError("Every vocabulary item has the same unembedding vector: the causal inner "
+                                 "product is undefined. Check that W_U is the model's trained unembedding.")
     r = ridge * max(float(evals.mean()), np.finfo(float).tiny)
     inv_sqrt = (evecs / np.sqrt(evals + r)) @ evecs.T
     return g @ inv_sqrt

@@ -75,7 +75,13 @@ def _fit_lda(D: np.ndarray, labels: np.ndarray, n_relations: int) -> LinearDiscr
     # its within-class covariance is zero, which is what the pooled estimate should get from it.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Only one sample available")
-        return _lda(n_relations, D.shape[1]).fit(D, labels)
+        try:
+            return _lda(n_relations, D.shape[1]).fit(D, labels)
+        except (np.linalg.LinAlgError, ValueError) as error:
+            # A within-relation scatter of zero (identical difference vectors) leaves nothing to whiten.
+            raise GeometryInputError(
+                "LDA cannot be fitted: the difference vectors do not vary within their relations (identical "
+                f"points?) ({type(error).__name__}). Use lda='none' to score them without LDA.") from None
 
 
 def _lda(n_relations: int, d: int) -> LinearDiscriminantAnalysis:
@@ -117,6 +123,9 @@ def parallelogram_quality(
     if lda not in ("heldout", "in_sample", "none"):
         raise GeometryInputError("lda must be 'heldout', 'in_sample' or 'none'.")
     D = A - B
+    if not np.any(D):
+        raise GeometryInputError("Every difference vector is zero (each pair's two words have the same "
+                                 "representation): there is no parallelogram to score.")
     raw = parallelogram_score(D, labels)
     lda_score: ParallelogramScore | None = None
     if lda == "in_sample":

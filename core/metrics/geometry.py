@@ -120,16 +120,29 @@ def galaxy_spectrum(W_dec: np.ndarray, fit_range: tuple[int, int] | None = None)
         alpha = -slope of linregress(log10(rank[10:150]), log10(lam[10:150]))
 
     `fit_range=(start, stop)` is a 0-based slice; by default the paper's (10, 150), shrunk to
-    (d//10, d//2) when d < 150 (see `galaxy_fit_range`; `adapted` says so). Eigenvalues <= 0
-    in the range (rank-deficient clouds) are left out of the fit.
+    (d//10, d//2) when d < 150 (see `galaxy_fit_range`; `adapted` says so).
+    Rank-deficient clouds (fewer features than dimensions): eigenvalues below
+    core.metrics.spectral.ZERO_EIGENVALUE_RTOL times the largest are round-off and never enter the
+    fit; the default range is then chosen for the numerical rank r instead of d (the note says so).
+    A cloud without variance, or too few nonzero eigenvalues in the range, is a GeometryInputError.
     Reference: Gemma Scope 2b (65k wide) alpha rises from 0.24 to ~0.48 mid-depth; an isotropic
     Gaussian cloud gives ~0.03.
     """
+    from core.metrics.spectral import ZERO_EIGENVALUE_RTOL, numerical_rank
+
     W = as_matrix(W_dec, "W_dec", min_rows=3, min_cols=4)
-    lam = np.sort(np.linalg.eigvalsh(np.cov(W, rowvar=False)))[::-1]
+    with np.errstate(over="ignore", invalid="ignore"):
+        cov = np.cov(W, rowvar=False)
+    if not np.all(np.isfinite(cov)):
+        raise GeometryInputError("The decoder rows are too large for a float64 covariance (~1e154): rescale them.")
+    lam = np.sort(np.linalg.eigvalsh(cov))[::-1]
     d = lam.shape[0]
+    rank = numerical_rank(lam)
+    if rank == 0:
+        raise GeometryInputError("The decoder rows do not vary (every row is the same): there is no spectrum to fit.")
     if fit_range is None:
-        start, stop, adapted = galaxy_fit_range(d)
+        start, stop, adapted = galaxy_fit_range(min(d, rank) if rank < min(d, 150) else d)
+        adapted = adapted or rank < min(d, 150)
     else:
         start, stop = int(fit_range[0]), int(fit_range[1])
         adapted = False
@@ -137,15 +150,18 @@ def galaxy_spectrum(W_dec: np.ndarray, fit_range: tuple[int, int] | None = None)
             raise GeometryInputError(
                 f"The fit range {fit_range} must be a slice of at least 3 ranks inside 0..{d}."
             )
-    rank = np.arange(1, d + 1, dtype=np.float64)
+    rank_axis = np.arange(1, d + 1, dtype=np.float64)
     sel = np.arange(start, stop)
-    sel = sel[lam[sel] > 0]
+    sel = sel[lam[sel] > ZERO_EIGENVALUE_RTOL * lam[0]]
     if sel.size < 3:
-        raise GeometryInputError("Too few positive eigenvalues in the fit range to fit a power law.")
-    fit = stats.linregress(np.log10(rank[sel]), np.log10(lam[sel]))
+        raise GeometryInputError(
+            f"Too few nonzero eigenvalues in the fit range to fit a power law (the cloud has rank {rank} of {d}).")
+    fit = stats.linregress(np.log10(rank_axis[sel]), np.log10(lam[sel]))
     note = (
         f"fit over ranks {start + 1}..{stop} (0-based [{start}:{stop}])"
-        + (f", shrunk from the paper's [10:150] because d = {d}" if adapted else "")
+        + (f", shrunk from the paper's [10:150] because d = {d}" if adapted and rank >= min(d, 150) else "")
+        + (f", shrunk to the cloud's rank {rank} < d = {d} (fewer features than dimensions)"
+           if rank < min(d, 150) else "")
     )
     return GalaxySpectrum(
         eigenvalues=lam,
@@ -257,7 +273,8 @@ def cooccurrence_counts(active: np.ndarray, chunk_size: int = 256) -> tuple[np.n
 
         per chunk of `chunk_size` consecutive tokens: f = A[chunk].any(0); C += outer(f, f); n += 1
 
-    `active` is boolean `[n_tokens, d_sae]` (Z > threshold, BOS tokens already dropped). A last,
+    `active` is boolean `[n_tokens, d_sae]` (Z > threshold, BOS tokens already dropped), or the codes
+    Z themselves (active where Z > 0; NaN, infinite or negative codes are a GeometryInputError). A last,
     shorter chunk is counted as a chunk. diag(C) holds each feature's number of chunks.
     Returns (C as int64 [d_sae, d_sae], n_chunks).
     """
@@ -266,7 +283,16 @@ def cooccurrence_counts(active: np.ndarray, chunk_size: int = 256) -> tuple[np.n
         raise GeometryInputError(f"active must be [n_tokens, d_sae]; got shape {A.shape}.")
     if chunk_size < 1:
         raise GeometryInputError("chunk_size must be at least 1 token.")
-    A = A.astype(bool)
+    if A.dtype != bool:
+        # Codes instead of a mask: a feature is active where its code is > 0. NaN is no code at all, and
+        # SAE codes are never negative (a negative value means pre-activations or another array).
+        A = np.asarray(A, dtype=np.float64)
+        if not np.all(np.isfinite(A)):
+            raise GeometryInputError("The feature codes contain NaN or infinite values.")
+        if np.any(A < 0):
+            raise GeometryInputError("Feature codes must be >= 0 (SAE activations); pass a boolean mask "
+                                     "(Z > threshold) for anything else.")
+        A = A > 0
     n_tokens, d_sae = A.shape
     C = np.zeros((d_sae, d_sae), dtype=np.int64)
     n_chunks = 0
@@ -283,6 +309,8 @@ def _check_cooc(cooc: np.ndarray, n_chunks: int) -> np.ndarray:
         raise GeometryInputError(f"Co-occurrence counts must be a square matrix; got shape {C.shape}.")
     if n_chunks < 1:
         raise GeometryInputError("n_chunks must be at least 1.")
+    if not np.all(np.isfinite(C)):
+        raise GeometryInputError("Co-occurrence counts contain NaN or infinite values.")
     if np.any(C < 0) or np.any(np.diag(C) > n_chunks):
         raise GeometryInputError("Co-occurrence counts must be >= 0 and no feature can fire in more chunks than exist.")
     return C
@@ -297,6 +325,11 @@ def contingency_from_cooccurrence(cooc: np.ndarray, n_chunks: int) -> tuple[np.n
     n10 = ni[:, None] - C
     n01 = n10.T
     n00 = n_chunks - ni[:, None] - ni[None, :] + C
+    # Every cell must be a count: a pair cannot share more chunks than one of its features fires in,
+    # nor leave fewer than 0 chunks to neither (phi would take the root of a negative and read 0).
+    if n10.size and (n10.min() < 0 or n00.min() < 0):
+        raise GeometryInputError("These co-occurrence counts are inconsistent: a pair shares more chunks than one "
+                                 "of its features fires in, or the pairs need more chunks than exist.")
     return n11, n10, n01, n00
 
 

@@ -24,6 +24,10 @@ from core.jsonable import FloatArray, Result
 PAPER_FIT_FIRST_RANK = 12
 PAPER_FIT_LAST_RANK = 100
 RANKME_EPSILON = 1e-7
+# Eigenvalues below this fraction of the largest are numerically zero: a float64 covariance of rank r < d
+# (fewer samples than dimensions) has its d - r zero eigenvalues at ~d * 1e-16 of the largest, while a
+# real spectrum (d <= 10^4) stays many orders above. The power-law fits ignore them (see `numerical_rank`).
+ZERO_EIGENVALUE_RTOL = 1e-12
 
 PHASE_WARMUP = "warmup"
 PHASE_ENTROPY = "entropy-seeking"
@@ -57,7 +61,10 @@ def eigenspectrum_from_covariance(cov) -> np.ndarray:
     c = _finite_array(cov, "covariance", ndim=2)
     if c.shape[0] != c.shape[1]:
         raise MetricInputError(f"A covariance matrix must be square; got shape {c.shape}.")
-    lam = np.linalg.eigvalsh((c + c.T) / 2.0)[::-1]
+    try:
+        lam = np.linalg.eigvalsh((c + c.T) / 2.0)[::-1]
+    except np.linalg.LinAlgError as error:  # values near the float64 range
+        raise MetricInputError(f"The covariance's eigenvalues cannot be computed ({error}); rescale it.") from None
     return np.clip(lam, 0.0, None)
 
 
@@ -83,9 +90,19 @@ def _spectrum(lam, name: str = "eigenvalues") -> np.ndarray:
     arr = _finite_array(lam, name, ndim=1)
     if np.any(arr < 0):
         raise MetricInputError(f"{name} must be non-negative (a covariance spectrum).")
-    if arr.sum() <= 0:
+    total = arr.sum()
+    if total <= 0:
         raise MetricInputError(f"All {name} are zero: the representations do not vary.")
+    if not np.isfinite(total):
+        raise MetricInputError(f"The {name} sum past the float64 range (~1e308): rescale the representations.")
     return np.sort(arr)[::-1]
+
+
+def numerical_rank(lam, rtol: float = ZERO_EIGENVALUE_RTOL) -> int:
+    """How many eigenvalues exceed rtol * max(lam): the rank of the spectrum, round-off zeros excluded."""
+    arr = np.asarray(lam, dtype=np.float64)
+    top = float(arr.max()) if arr.size else 0.0
+    return int((arr > rtol * top).sum()) if top > 0 else 0
 
 
 # --------------------------------------------------------------------------- scalar summaries
@@ -111,7 +128,12 @@ def participation_ratio(lam) -> float:
     (Li et al. 2025, METHODS.md section 4; Gao et al. 2017 for its use as a dimension.)
     """
     arr = _spectrum(lam)
-    return float(arr.sum() ** 2 / (arr**2).sum())
+    with np.errstate(over="ignore", invalid="ignore"):
+        value = arr.sum() ** 2 / (arr**2).sum()
+    if not np.isfinite(value):  # eigenvalues past ~1e154 overflow when squared; PR is scale-free
+        scaled = arr / arr[0]
+        value = scaled.sum() ** 2 / (scaled**2).sum()
+    return float(value)
 
 
 @dataclass(frozen=True, eq=False)
@@ -153,15 +175,29 @@ def alpha_req(lam, fit_range: tuple[int, int] | None = None) -> AlphaReqResult:
         y = log(lam[t]);  A = c_[-log(r), ones];  W = diag(w)
         (alpha, log C) = solve(A.T W A, A.T W y)
     so lam_r ~ C * r**-alpha. When d < 100 the range shrinks to ranks ~d/10..~d/2 and the result
-    says so (`adapted`, `message`). Eigenvalues <= 0 inside the range (a rank-deficient spectrum)
-    cannot enter a log fit: they are left out and the message says how many; with fewer than 3
-    positive points left, alpha is NaN.
+    says so (`adapted`, `message`).
+    Rank-deficient spectra (fewer samples than dimensions): eigenvalues below ZERO_EIGENVALUE_RTOL
+    times the largest are round-off, not variance, and never enter the fit. The default range is then
+    chosen for the numerical rank r instead of d (ranks 12..100 when r >= 100, else ~r/10..~r/2) and
+    the message says so; a spectrum of rank < 4 gives alpha = NaN with a message. In a range given
+    explicitly, zero eigenvalues are left out and counted in the message; with fewer than 3 points
+    left, alpha is NaN.
     (Agrawal et al. 2022; Li et al. 2025, METHODS.md section 4.)
     """
     arr = _spectrum(lam)
     d = arr.size
+    rank = numerical_rank(arr)
     if fit_range is None:
-        (first, last), adapted, message = default_fit_range(d)
+        if rank < min(d, PAPER_FIT_LAST_RANK) and rank < 4:
+            return AlphaReqResult(float("nan"), float("nan"), 1, d, 0, True,
+                                  f"The spectrum has only {rank} nonzero eigenvalue(s) of {d}: too few to fit alpha.")
+        if rank < min(d, PAPER_FIT_LAST_RANK):
+            (first, last), _, _ = default_fit_range(rank)
+            adapted = True
+            message = (f"rank {rank} < d = {d} (fewer samples than dimensions?): alpha fitted over ranks "
+                       f"{first}..{last} of the {rank} nonzero eigenvalues.")
+        else:
+            (first, last), adapted, message = default_fit_range(d)
     else:
         try:
             first, last = (int(v) for v in fit_range)
@@ -174,7 +210,7 @@ def alpha_req(lam, fit_range: tuple[int, int] | None = None) -> AlphaReqResult:
         adapted, message = False, ""
     ranks = np.arange(first, last + 1, dtype=np.float64)
     values = arr[first - 1 : last]
-    positive = values > 0
+    positive = values > ZERO_EIGENVALUE_RTOL * arr[0]
     if not np.all(positive):
         dropped = int((~positive).sum())
         note = f"{dropped} zero eigenvalue(s) in ranks {first}..{last} left out of the fit."

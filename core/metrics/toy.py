@@ -137,9 +137,18 @@ def toy_geometry(W, norm_floor: float = 1e-2) -> ToyGeometry:
         D_star = m / ||W||_F**2
         D_i = ||W[:, i]||**2 / sum_j (W_hat[:, i] . W[:, j])**2     (sum over all j, i included)
     A feature with ||W[:, i]|| < norm_floor is not learned: D_i = 0 and superposition_i = 0
-    (its direction is noise). (Elhage et al. 2022; METHODS.md section 3.)
+    (its direction is noise). An all-zero W stores no feature and has no D* (m / 0): MetricInputError.
+    (Elhage et al. 2022; METHODS.md section 3.)
     """
     w = _finite_array(W, "W", ndim=2)
+    if not np.any(w):
+        raise MetricInputError("The toy model's weights are all zero: it stores no feature, so D* = m / ||W||_F^2 "
+                               "is undefined. Train it (more steps, or a lower sparsity) first.")
+    with np.errstate(over="ignore", under="ignore"):
+        frob = float((w**2).sum())
+    if not 0 < frob < np.inf:
+        raise MetricInputError(f"The toy model's weights (largest |w| = {np.abs(w).max():.3g}) are too small or too "
+                               "large to square in float64; toy weights are of order 1.")
     m = w.shape[0]
     norms = np.linalg.norm(w, axis=0)
     learned = norms >= norm_floor
@@ -148,8 +157,7 @@ def toy_geometry(W, norm_floor: float = 1e-2) -> ToyGeometry:
     total = overlaps.sum(axis=1)
     superposition = total - np.diag(overlaps)
     d_i = np.where(learned, norms**2 / np.where(total > 0, total, 1.0), 0.0)
-    frob = float((w**2).sum())
-    d_star = float(m / frob) if frob > 0 else float("inf")
+    d_star = float(m / frob)
     return ToyGeometry(d_star, d_i, norms, np.where(learned, superposition, 0.0))
 
 

@@ -10,8 +10,9 @@ Sources (CorpusSpec.source):
            one long document, which packing treats the same as many short ones);
     .jsonl one JSON object per line, text in `column` (a line may also be a bare JSON string);
     .csv   a header row, text in `column`;
-  files are read as a stream of lines and reading stops after MAX_FILE_BYTES (the corpus says so
-  in its description), so a huge upload costs bounded memory and time;
+  files are read as a stream (a .txt line longer than READ_PIECE_BYTES in pieces) and reading stops
+  after MAX_FILE_BYTES (the corpus says so in its description), so a huge upload costs bounded memory
+  and time;
 - "hf_dataset": `datasets.load_dataset(name, split=split, streaming=True)` when the hub is usable,
   else from the local datasets cache; offline without a cached copy is an OfflineError at once.
 
@@ -19,13 +20,22 @@ Packing follows SAELens's convention (TokenizeAndConcatenate): documents are tok
 special tokens and concatenated into one stream with a separator token between documents (BOS when
 prepend_bos, else EOS when the tokenizer has one); the stream is cut into chunks of context_size
 tokens, each chunk starting with BOS when prepend_bos (then it holds context_size - 1 stream tokens).
-The last partial chunk is dropped. `max_chunks` stops reading as soon as enough chunks exist.
+The last partial chunk is dropped. `max_chunks` stops reading as soon as enough chunks exist; without it
+the corpus stops at MAX_CORPUS_TOKENS tokens.
+
+Memory is bounded by these settings, not by the shape of the input: a document longer than
+TOKENIZE_PIECE_CHARS characters is tokenized in pieces (cut just before a whitespace where there is one
+in the piece's second half, else hard), a tokenizer call gets at most TOKENIZE_BATCH pieces and about
+TOKENIZE_BATCH_CHARS characters, packing stops as soon as the budget is met, and a .txt paragraph is never
+held whole. Tokens can differ from whole-document tokenization only at those cuts; documents
+shorter than a piece (every normal corpus, the world corpus included) are tokenized exactly as before.
 When the caller has an SAE, `corpus_spec_for_sae` takes prepend_bos and context_size from the SAE's
 training metadata so the activations match what the SAE was trained on.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 from collections.abc import Iterable, Iterator
@@ -33,15 +43,21 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from core.errors import CorpusError, OfflineError
 from core.sources.faces import CorpusSource
+from core.text import check_unicode
 
 SOURCES = ("world", "file", "hf_dataset")
 FILE_KINDS = (".txt", ".jsonl", ".csv")
 MAX_FILE_BYTES = 256 * 1024 * 1024  # read at most this much of an uploaded file
-TOKENIZE_BATCH = 256  # documents per tokenizer call
+MAX_CORPUS_TOKENS = 1 << 25  # tokens of a corpus without max_chunks (33.5M: 268 MB as int64)
+TOKENIZE_BATCH = 256  # pieces per tokenizer call
+TOKENIZE_PIECE_CHARS = 16_384  # a longer document is tokenized in pieces of at most this many characters
+TOKENIZE_BATCH_CHARS = 1 << 18  # characters per tokenizer call (about; 256 short documents fit)
+READ_PIECE_BYTES = 1 << 20  # a longer .txt line is read in pieces
 
 
 @dataclass(frozen=True)
@@ -107,9 +123,8 @@ def load_corpus(spec: CorpusSpec, model: Any) -> Corpus:
     else:
         documents, label = _hf_documents(spec), f"dataset {spec.name} ({spec.split})"
     counter = _Counter(documents)
-    tokens = pack_documents(
-        counter, model, context_size=context_size, prepend_bos=spec.prepend_bos, max_chunks=spec.max_chunks
-    )
+    tokens, hit_budget = _pack(counter, model, context_size=context_size, prepend_bos=spec.prepend_bos,
+                               max_chunks=spec.max_chunks)
     if counter.n == 0:
         raise CorpusError(f"The {label} holds no text.")
     if tokens.shape[0] == 0:
@@ -122,6 +137,9 @@ def load_corpus(spec: CorpusSpec, model: Any) -> Corpus:
         notes.append(f"read only the first {MAX_FILE_BYTES // 2**20} MiB")
     if hit_max:
         notes.append(f"stopped at max_chunks={spec.max_chunks}")
+    elif hit_budget:
+        notes.append(f"stopped at the {MAX_CORPUS_TOKENS:,}-token limit")
+        hit_max = True
     bos = "BOS first" if spec.prepend_bos else "no BOS"
     description = (
         f"{label}: {counter.n} documents, {tokens.shape[0]} chunks x {context_size} tokens, {bos}"
@@ -140,37 +158,90 @@ def pack_documents(
     max_chunks: int | None = None,
 ) -> torch.Tensor:
     """Tokenize and pack documents into [n_chunks, context_size] (see the module docstring)."""
+    return _pack(documents, model, context_size=context_size, prepend_bos=prepend_bos, max_chunks=max_chunks)[0]
+
+
+Segment = tuple[bool, str]  # (starts a document, text): a document may come in several segments
+
+
+def _pack(documents: Iterable[str | Segment], model: Any, *, context_size: int, prepend_bos: bool,
+          max_chunks: int | None) -> tuple[torch.Tensor, bool]:
+    """(chunks [n, context_size], whether MAX_CORPUS_TOKENS stopped it). `documents` yields strings (one
+    document each) or Segments; everything is tokenized in bounded pieces and stops at the budget."""
     tokenizer = model.tokenizer
     bos = model.bos_token_id if prepend_bos else None
     if prepend_bos and bos is None:
         raise CorpusError("The model's tokenizer has no BOS token; turn off 'prepend BOS'.")
     separator = bos if prepend_bos else getattr(tokenizer, "eos_token_id", None)
     body = context_size - 1 if prepend_bos else context_size
-    chunks: list[list[int]] = []
+    budget = MAX_CORPUS_TOKENS // context_size
+    limit = min(max_chunks, budget) if max_chunks is not None else budget
+    rows = np.zeros((min(limit, 1024), context_size), dtype=np.int64)
+    n_rows = 0
     stream: list[int] = []
-    first = True
-    for batch in _batched(documents, TOKENIZE_BATCH):
-        encoded = tokenizer(batch, add_special_tokens=False)["input_ids"]
-        for ids in encoded:
+    started = separate = False
+    pieces = _pieces(documents)
+    while n_rows < limit:
+        batch = _take(pieces, TOKENIZE_BATCH_CHARS)
+        if not batch:
+            break
+        encoded = tokenizer([text for _, text in batch], add_special_tokens=False)["input_ids"]
+        for (starts, _), ids in zip(batch, encoded):
+            if starts:
+                separate = started
             if not ids:
                 continue
-            if not first and separator is not None:
+            if separate and separator is not None:
                 stream.append(int(separator))
-            first = False
+            started, separate = True, False
             stream.extend(ids)
-            # Read through the stream by offset and drop the consumed prefix once per document:
-            # slicing off the rest per chunk would copy it every time (quadratic on long documents).
+            # Read through the stream by offset and drop the consumed prefix once per piece:
+            # slicing off the rest per chunk would copy it every time.
             start = 0
-            while len(stream) - start >= body:
-                piece = stream[start : start + body]
+            while len(stream) - start >= body and n_rows < limit:
+                if n_rows == len(rows):
+                    rows = np.concatenate([rows, np.zeros_like(rows)])[: max(limit, 1)]
+                piece = stream[start: start + body]
+                rows[n_rows] = [bos, *piece] if prepend_bos else piece
+                n_rows += 1
                 start += body
-                chunks.append([bos, *piece] if prepend_bos else piece)
-                if max_chunks is not None and len(chunks) >= max_chunks:
-                    return torch.tensor(chunks, dtype=torch.long)
             del stream[:start]
-    if not chunks:
-        return torch.zeros((0, context_size), dtype=torch.long)
-    return torch.tensor(chunks, dtype=torch.long)
+            if n_rows >= limit:
+                break
+    hit_budget = n_rows >= budget and (max_chunks is None or max_chunks > budget)
+    return torch.from_numpy(np.ascontiguousarray(rows[:n_rows])), hit_budget
+
+
+def _pieces(documents: Iterable[str | Segment]) -> Iterator[Segment]:
+    """Segments of at most TOKENIZE_PIECE_CHARS characters (the module docstring says where they are cut)."""
+    for item in documents:
+        starts, text = (True, item) if isinstance(item, str) else item
+        for piece in _split(text, TOKENIZE_PIECE_CHARS):
+            yield starts, piece
+            starts = False
+
+
+def _split(text: str, limit: int) -> Iterator[str]:
+    start, n = 0, len(text)
+    while n - start > limit:
+        end = start + limit
+        cut = max(text.rfind(" ", start + limit // 2, end), text.rfind("\n", start + limit // 2, end))
+        cut = cut if cut > start else end
+        yield text[start:cut]
+        start = cut
+    if start < n or n == 0:
+        yield text[start:]
+
+
+def _take(pieces: Iterator[Segment], max_chars: int) -> list[Segment]:
+    """The next pieces, up to TOKENIZE_BATCH of them and about `max_chars` characters."""
+    batch, chars = [], 0
+    for segment in pieces:
+        batch.append(segment)
+        chars += len(segment[1])
+        if len(batch) >= TOKENIZE_BATCH or chars >= max_chars:
+            break
+    return batch
 
 
 # ---- sources -----------------------------------------------------------------------------------
@@ -198,9 +269,9 @@ def file_documents(spec: CorpusSpec, capped: _Flag | None = None) -> Iterator[st
     if path.stat().st_size == 0:
         raise CorpusError(f"The file {path.name!r} is empty.")
     capped = capped or _Flag()
-    lines = _read_lines(path, capped)
     if suffix == ".txt":
-        return _paragraphs(lines)
+        return _paragraphs(_read_line_pieces(path, capped))
+    lines = _read_lines(path, capped)
     if suffix == ".jsonl":
         return _jsonl_texts(lines, spec.column, path.name)
     return _csv_texts(lines, spec.column, path.name)
@@ -223,16 +294,76 @@ def _read_lines(path: Path, capped: _Flag) -> Iterator[str]:
                 raise CorpusError(f"{path.name!r} is not UTF-8 text (line {number}).") from error
 
 
-def _paragraphs(lines: Iterable[str]) -> Iterator[str]:
-    current: list[str] = []
-    for line in lines:
-        if line.strip():
-            current.append(line.rstrip("\r\n"))
-        elif current:
-            yield "\n".join(current)
-            current = []
-    if current:
-        yield "\n".join(current)
+def _read_line_pieces(path: Path, capped: _Flag) -> Iterator[tuple[str, bool]]:
+    """(text, ends a line) pieces of a UTF-8 file, at most READ_PIECE_BYTES each, stopping after
+    MAX_FILE_BYTES; binary or non-UTF-8 -> CorpusError."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    read, line = 0, 1
+    with open(path, "rb") as handle:
+        while raw := handle.readline(READ_PIECE_BYTES):
+            read += len(raw)
+            if read > MAX_FILE_BYTES:
+                capped.value = True
+                return
+            if b"\x00" in raw:
+                raise CorpusError(f"{path.name!r} looks like a binary file, not text.")
+            try:
+                text = decoder.decode(raw)
+            except UnicodeDecodeError as error:
+                raise CorpusError(f"{path.name!r} is not UTF-8 text (line {line}).") from error
+            if read == len(raw) and text.startswith("\ufeff"):
+                text = text[1:]  # a byte-order mark at the start of the file
+            ends = raw.endswith(b"\n")
+            line += ends
+            yield text, ends
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError as error:
+        raise CorpusError(f"{path.name!r} is not UTF-8 text (it ends inside a character).") from error
+
+
+def _paragraphs(pieces: Iterable[tuple[str, bool]]) -> Iterator[Segment]:
+    """Blank-line separated paragraphs (their lines joined by "\n") as Segments, never held whole: a
+    paragraph's text is handed on in pieces once more than two pieces' worth has gathered."""
+    parts: list[str] = []
+    size = 0
+    starts = True          # the next segment begins a document
+    in_paragraph = False
+    held: list[str] = []   # whitespace at the start of the current line: kept if text follows on that line
+    line_has_text = False
+
+    def flush(final: bool) -> Iterator[Segment]:
+        nonlocal parts, size, starts
+        pieces_ = list(_split("".join(parts), TOKENIZE_PIECE_CHARS))
+        keep = [] if final else [pieces_.pop()]
+        for piece in pieces_:
+            yield starts, piece
+            starts = False
+        parts, size = keep, sum(map(len, keep))
+
+    for piece, ends_line in pieces:
+        text = piece.rstrip("\r\n") if ends_line else piece
+        if line_has_text:
+            parts.append(text)
+            size += len(text)
+        elif text.strip():
+            if in_paragraph:
+                parts.append("\n")
+            parts.extend(held)
+            parts.append(text)
+            size += 1 + sum(map(len, held)) + len(text)
+            held, in_paragraph, line_has_text = [], True, True
+        else:
+            held.append(text)
+        if ends_line:
+            if not line_has_text and in_paragraph:  # a blank line ends the paragraph
+                yield from flush(final=True)
+                starts, in_paragraph = True, False
+            held, line_has_text = [], False
+        if size > 2 * TOKENIZE_PIECE_CHARS:
+            yield from flush(final=False)
+    if in_paragraph:
+        yield from flush(final=True)
 
 
 def _jsonl_texts(lines: Iterable[str], column: str | None, filename: str) -> Iterator[str]:
@@ -259,6 +390,7 @@ def _jsonl_texts(lines: Iterable[str], column: str | None, filename: str) -> Ite
             continue
         if not isinstance(text, str):
             raise CorpusError(f"Field {key!r} on line {number} of {filename!r} is not text.")
+        check_unicode(text, f"text on line {number} of {filename!r}", CorpusError)  # JSON escapes like \ud800
         if text.strip():
             yield text
 
@@ -342,24 +474,13 @@ class _Flag:
 
 
 class _Counter:
-    """Counts the documents that pass through."""
+    """Counts the documents that pass through (strings, or Segments that start one)."""
 
-    def __init__(self, items: Iterable[str]) -> None:
+    def __init__(self, items: Iterable[str | Segment]) -> None:
         self._items = iter(items)
         self.n = 0
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[str | Segment]:
         for item in self._items:
-            self.n += 1
+            self.n += isinstance(item, str) or bool(item[0])
             yield item
-
-
-def _batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
