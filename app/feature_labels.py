@@ -15,11 +15,12 @@ from typing import Any
 
 import streamlit as st
 
-from app.resources import decoder_weights, get_store
+from app.resources import decoder_weights, get_store, restored_namespace
 from app.state import remember_artifact
 from app.widgets import guarded
 from core import labels as core_labels
 from core.errors import AtlasError
+from core.store import StoreView
 
 SNAPSHOT_PURPOSE = "feature_labels"
 
@@ -68,11 +69,13 @@ def sync_session_labels(saes: Sequence[Any]) -> None:
     """Bring an opened session's labels into the label files (once per snapshot), then record the current
     labels of `saes` as this session's snapshot artifact."""
     store = get_store()
+    namespace = restored_namespace()   # a session imported from a bundle keeps its artifacts there (core.store)
+    readable = StoreView(store, store.namespace(namespace)) if namespace else store
     seen = st.session_state.setdefault("_label_snapshots_seen", set())
     for key in set(st.session_state.get("artifact_keys", {}).values()) - seen:
         seen.add(key)
         try:
-            artifact = store.load(key)
+            artifact = readable.load(key)
         except AtlasError:   # not an artifact of this store (another kind of key, or unreadable): not labels
             continue
         if artifact is None or artifact.meta.get("kind") != core_labels.LABELS_KIND:

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from core import labels as L
-from core.sessions import Session, SessionStore, export_bundle, import_bundle, read_bundle
+from core.bundles import export_bundle, import_bundle, read_bundle
+from core.sessions import Session, SessionStore
 from core.store import ArtifactStore
 
 KEY_A, KEY_B = "a" * 24, "b" * 24
@@ -98,7 +99,9 @@ def test_labels_travel_in_a_bundle_and_merge_on_import(tmp_path):
     other_labels.set_label(KEY_A, 8, "mine")                          # the receiver's own label stays
     session_id = import_bundle(data, SessionStore(tmp_path / "sessions.sqlite"), other_store)
     opened = SessionStore(tmp_path / "sessions.sqlite").load(session_id)
-    artifact = other_store.load(opened.artifact_keys[0])
+    namespace = SessionStore(tmp_path / "sessions.sqlite").artifact_namespace(session_id)
+    assert other_store.load(opened.artifact_keys[0]) is None          # imports never enter the local store
+    artifact = other_store.namespace(namespace).load(opened.artifact_keys[0])
     assert other_labels.merge(L.books_from_snapshot(artifact.meta)) == 1
     merged = other_labels.load(KEY_A)
     assert merged.get(4).label == "weekdays" and merged.get(8).label == "mine"
