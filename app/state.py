@@ -25,6 +25,7 @@ import streamlit as st
 from app.registry import KEYS, REGISTRY, in_url
 from core.errors import AtlasError
 from core.inputs import InvalidValue, PartlyInvalid, printable
+from core.jsonable import jsonable
 from core.sessions import Session
 
 SESSION_PARAM = "session"
@@ -68,7 +69,7 @@ def current_session(title: str, notes: str, sources: Any) -> Session:
     for key in REGISTRY:
         if key.saved is None:
             continue
-        value = _plain(st.session_state.get(key.name, key.default))
+        value = jsonable(st.session_state.get(key.name, key.default))
         if key.saved == "ui":
             if value is not None:
                 settings[f"ui_{key.name}"] = value
@@ -272,17 +273,9 @@ def _shown(default: Any) -> str:
 def _spec_dict(spec: Any) -> dict[str, Any]:
     """A source spec for the document. A corpus file is written as its upload name: the document
     describes where data came from and never carries a server path in or out."""
-    document = {k: _plain(v) for k, v in asdict(spec).items()}
+    document = jsonable(asdict(spec))
     if getattr(spec, "source", None) == "file" and spec.path:
         from pathlib import Path
 
         document["path"] = Path(spec.path).name
     return document
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)

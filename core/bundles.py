@@ -28,6 +28,7 @@ import jsonschema
 import numpy as np
 
 from core.errors import AtlasError, SessionFileError
+from core.jsonable import jsonable
 from core.npy import array_from_bytes
 from core.sessions import ARTIFACT_KEY_RE, Session, SessionStore, _now, parse_json, session_from_json
 
@@ -142,7 +143,7 @@ def export_bundle(session: Session, store: StoreLike | None, figures: Iterable[t
                 array_bytes = io.BytesIO()
                 np.save(array_bytes, np.asarray(array), allow_pickle=False)
                 add(archive, f"artifacts/{key}/{name}.npy", array_bytes.getvalue())
-            add(archive, f"artifacts/{key}/meta.json", json.dumps(artifact.meta, default=str).encode("utf-8"))
+            add(archive, f"artifacts/{key}/meta.json", json.dumps(jsonable(artifact.meta)).encode("utf-8"))
             included.append(key)
         add(archive, "session.json", session.to_json().encode("utf-8"))
         add(archive, "report.html", report_html(session, figures).encode("utf-8", "replace"))

@@ -44,6 +44,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 from core.errors import ArtifactError
+from core.jsonable import jsonable
 from core.store_format import COMPLETE_MARKER, FORMAT, META_FILE, Artifact, Corrupt, read_entry, write_entry  # noqa: F401
 
 try:  # POSIX advisory locks; elsewhere the store still writes atomically but does not lock
@@ -73,28 +74,9 @@ def default_cache_dir() -> Path:
     return Path(configured).expanduser() if configured else Path.home() / ".cache" / "atlas"
 
 
-def _plain(value: Any) -> Any:
-    """Convert numpy scalars/arrays, paths, tuples and sets to JSON-able plain values."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (set, frozenset)):
-        return sorted(_plain(v) for v in value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise TypeError(f"cannot put a {type(value).__name__} into an artifact key or meta")
-
-
 def canonical_json(parts: Mapping[str, Any]) -> str:
     """JSON with sorted keys and no whitespace: the same parts always give the same text."""
-    return json.dumps(_plain(parts), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return json.dumps(jsonable(parts, strict=True), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def artifact_key(**parts: Any) -> str:
@@ -171,7 +153,7 @@ class ArtifactStore:
 
         An existing complete artifact under the same key is replaced (same key = same result).
         """
-        return self._write(key, lambda tmp: write_entry(tmp, key, arrays, _plain(dict(meta))))
+        return self._write(key, lambda tmp: write_entry(tmp, key, arrays, jsonable(dict(meta), strict=True)))
 
     def _write(self, key: str, fill: Callable[[Path], None]) -> Path:
         """`fill` a temporary directory beside the entry, then swap it in under the key's exclusive lock."""
@@ -199,7 +181,7 @@ class ArtifactStore:
         """An artifact whose arrays are existing .npy files (name -> path), hard-linked rather than
         copied (copied where a link is impossible, e.g. across file systems): the bytes are written once.
         Atomic, locked and checksummed like `save` (each linked file's header is checked and hashed)."""
-        return self._write(key, lambda tmp: write_entry(tmp, key, {}, _plain(dict(meta)), linked=files))
+        return self._write(key, lambda tmp: write_entry(tmp, key, {}, jsonable(dict(meta), strict=True), linked=files))
 
     def link_from(self, other: "ArtifactStore", key: str) -> bool:
         """Put `other`'s artifact `key` into this store by hard links (copies across file systems).
@@ -311,7 +293,7 @@ class ArtifactStore:
                 entry = tmp / key[:2] / key
                 entry.parent.mkdir(parents=True, exist_ok=True)
                 entry.mkdir()
-                write_entry(entry, key, arrays, _plain(dict(meta)))
+                write_entry(entry, key, arrays, jsonable(dict(meta), strict=True))
             os.rename(tmp, final)  # fails if `name` appeared meanwhile: never merges two imports
         except OSError as error:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -20,6 +20,7 @@ from app.state import layout_method, set_page
 from app.widgets import feature_picker, guarded, layer_picker
 from core import analysis
 from core import feature_map as fm
+from core.analysis.results import Skipped
 from core.errors import AtlasError
 from core.feature_views import (
     AUTO_PREFIX,
@@ -152,14 +153,15 @@ with right:
         if fmap is not None:
             if color_kind == "lobe":
                 # The Geometry page's lobes (same rule for their number), cached in the store.
-                lobes = guarded(lambda: cached_view(
+                view = guarded(lambda: cached_view(
                     "Clustering co-occurrence into lobes...",
-                    lambda: analysis.lobes_view(harvest, sae, get_store(), harvest_key=harvest_key))) or {"skipped": "failed"}
-                if "skipped" in lobes:
-                    st.info(lobes["skipped"])
+                    lambda: analysis.lobes_view(harvest, sae, store=get_store(), harvest_key=harvest_key)))
+                lobes = Skipped("failed") if view is None else view.lobes
                 lobe_of = np.full(d_sae, -1)
-                if "features" in lobes:
-                    lobe_of[np.asarray(lobes["features"], dtype=np.int64)] = np.asarray(lobes["lobes"])
+                if isinstance(lobes, Skipped):
+                    st.info(lobes.reason)
+                else:
+                    lobe_of[lobes.features] = lobes.labels
                 color, categorical = np.array([f"lobe {c}" if c >= 0 else "no lobe" for c in lobe_of]), True
             else:
                 color, categorical = np.log10(np.maximum(frame["density"].to_numpy(), 1e-7)), False

@@ -10,9 +10,9 @@ from app.resources import decoder_weights, get_store
 from app.state import remember_artifact, set_page
 from app.widgets import guarded
 from core import analysis
+from core.analysis.results import Concepts, CrystalFit, Crystals, DecoderClusters, Lobes, Skipped
 from core.feature_map import pca_layout
 from core.figures.analysis_views import (
-    as_result,
     circularity_by_layer_figure,
     cluster_pca_figure,
     crystal_quality_figure,
@@ -30,7 +30,6 @@ from core.figures.geometry import (
     probe_map_figure,
     simplex_figure,
 )
-from core.hooks import layer_of
 from core.metrics.concepts import simplex_projection
 
 set_page("geometry")
@@ -45,22 +44,21 @@ truth = analysis.organism_ground_truth(model)
 cyclic_ids = analysis.cyclic_token_ids(model, truth)
 
 geo = cached_view("Decoder spectra, lobes and decoder clusters per SAE...",
-                  lambda progress: analysis.geometry_by_layer(harvest, saes, store, cyclic_token_ids=cyclic_ids,
+                  lambda progress: analysis.geometry_by_layer(harvest, saes, store=store, cyclic_token_ids=cyclic_ids,
                                                               harvest_key=harvest_key, progress=progress),
                   progress=True)
-remember_artifact("geometry", geo["key"])
+remember_artifact("geometry", geo.key)
 gt = None
 if truth:
     gt = guarded(lambda: cached_view("Running the model on the ground truth's prompts (circles, crystals, concepts, "
-                                     "probes)...", lambda: analysis.ground_truth_geometry(model, truth, store)))
+                                     "probes)...", lambda: analysis.ground_truth_geometry(model, truth, store=store)))
     if gt:
-        remember_artifact("ground_truth_geometry", gt["key"])
+        remember_artifact("ground_truth_geometry", gt.key)
 NO_TRUTH = ("This model has no planted ground truth, so the word-list analyses are skipped. They run on the "
             "organism; for a real model, core.analysis.ground_truth_geometry takes word lists in the organism's "
             "schema (cyclic, analogies, taxonomy, cities, people).")
 
-hooks = geo["hooks"]
-per = geo["per_sae"]
+hooks = list(geo.hooks)
 tabs = st.tabs(["Galaxy", "Lobes", "Crystals", "Circles", "Concepts", "Probes"])
 
 
@@ -69,21 +67,21 @@ def _words(ids):
 
 
 with tabs[0]:
-    fitted = [h for h in hooks if "alpha" in per[h]["galaxy"]]
+    fitted = [e for e in geo.per_sae if not isinstance(e.galaxy, Skipped)]
     if fitted:
-        st.plotly_chart(alpha_per_layer_figure([per[h]["layer"] for h in fitted], [per[h]["galaxy"]["alpha"] for h in fitted],
+        st.plotly_chart(alpha_per_layer_figure([e.layer for e in fitted], [e.galaxy.alpha for e in fitted],
                                                isotropic_reference=0.03), key="geo_alpha_layers")
         st.caption("Power-law exponent of the decoder-direction cloud's eigenvalues per layer. Expected (Gemma Scope, "
                    "Li et al. 2024): 0.24 rising to ~0.48 mid-depth then falling; an isotropic Gaussian cloud gives ~0.03.")
-        hook = st.selectbox("SAE", fitted, key="geo_galaxy_hook")
-        g = per[hook]["galaxy"]
-        st.plotly_chart(galaxy_spectrum_figure(as_result(g), title=f"Decoder-cloud spectrum of {hook}"), key="geo_galaxy")
-        ce = per[hook]["clustering_entropy"]
-        if "gap" in ce:
-            st.caption(f"Clustering entropy: H_gauss - H_kNN = {ce['gap']:.2f} nats (calibrated gap "
-                       f"{ce['gap_calibrated']:.2f}); larger = more clustered than a Gaussian of the same covariance.")
+        hook = st.selectbox("SAE", [e.hook_name for e in fitted], key="geo_galaxy_hook")
+        entry = geo.at(hook)
+        st.plotly_chart(galaxy_spectrum_figure(entry.galaxy, title=f"Decoder-cloud spectrum of {hook}"), key="geo_galaxy")
+        ce = entry.clustering_entropy
+        if not isinstance(ce, Skipped):
+            st.caption(f"Clustering entropy: H_gauss - H_kNN = {ce.gap:.2f} nats (calibrated gap "
+                       f"{ce.gap_calibrated:.2f}); larger = more clustered than a Gaussian of the same covariance.")
     else:
-        st.info("No decoder spectrum could be fitted: " + "; ".join(per[h]["galaxy"].get("skipped", "") for h in hooks))
+        st.info("No decoder spectrum could be fitted: " + "; ".join(e.galaxy.reason for e in geo.per_sae))
 
 with tabs[1]:
     c1, c2, c3 = st.columns(3)
@@ -92,140 +90,144 @@ with tabs[1]:
                             key="geo_affinity")
     n_lobes = c3.number_input("Lobes (0 = automatic)", min_value=0, max_value=50, value=0, step=1, key="geo_n_lobes")
     sae = next(s for s in saes if s.hook_name == hook)
+    lobes: Lobes | Skipped
     if affinity == "phi" and n_lobes == 0:
-        lobes = per[hook]["lobes"]
+        lobes = geo.at(hook).lobes
     else:
         with st.spinner("Clustering..."):
-            lobes = guarded(lambda: analysis.lobes_view(harvest, sae, store, n_lobes or None, affinity,
-                                                        harvest_key=harvest_key)) or {"skipped": "failed"}
-    if "skipped" in lobes:
-        st.info(lobes["skipped"])
+            view = guarded(lambda: analysis.lobes_view(harvest, sae, store=store, n_lobes=n_lobes or None,
+                                                       affinity=affinity, harvest_key=harvest_key))
+        lobes = Skipped("failed") if view is None else view.lobes
+    if isinstance(lobes, Skipped):
+        st.info(lobes.reason)
     else:
-        ag = lobes["agreement"]
+        ag = lobes.agreement
         left, right = st.columns(2)
-        left.plotly_chart(lobe_agreement_figure(as_result(ag), title=f"Lobes ({affinity}) vs decoder geometry: AMI"),
+        left.plotly_chart(lobe_agreement_figure(ag, title=f"Lobes ({affinity}) vs decoder geometry: AMI"),
                           key="geo_lobe_ami")
-        coords = pca_layout(decoder_weights(sae)[np.asarray(lobes["features"], dtype=np.int64)])
-        right.plotly_chart(lobe_map_figure(coords, lobes["lobes"], hover=[f"feature {i}" for i in lobes["features"]],
+        coords = pca_layout(decoder_weights(sae)[lobes.features])
+        right.plotly_chart(lobe_map_figure(coords, lobes.labels, hover=[f"feature {i}" for i in lobes.features],
                                            title="Features on the top-2 PCs of their decoder rows, coloured by lobe"),
                            key="geo_lobe_map")
-        st.caption(f"{len(lobes['features'])} features in {lobes['n_lobes']} lobes over {lobes['n_chunks']} chunks. "
+        st.caption(f"{len(lobes.features)} features in {lobes.n_lobes} lobes over {lobes.n_chunks} chunks. "
                    "Lobes: spectral clusters of how features fire together in the same chunk; geometry: spectral "
                    "clusters of decoder angles. AMI far right of the permutation null = functional lobes are also "
-                   f"geometric (observed {ag['ami']:.3f}, null {ag['null_mean']:.3f} +- {ag['null_std']:.3f}, p = {ag['p_value']:.3g}).")
+                   f"geometric (observed {ag.ami:.3f}, null {ag.null_mean:.3f} +- {ag.null_std:.3f}, p = {ag.p_value:.3g}).")
 
 with tabs[2]:
-    crystals = (gt or {}).get("crystals") or {}
+    crystals = gt.crystals if gt else Skipped("not computed")
     if not truth:
         st.info(NO_TRUTH)
-    elif "skipped" in crystals or not crystals:
-        st.info(crystals.get("skipped", "No analogy pairs in the ground truth."))
+    elif not isinstance(crystals, Crystals):
+        st.info(crystals.reason)
     else:
         use_lda = st.toggle("Remove distractor directions with LDA", value=False, key="geo_lda")
-        sites_ok = [s for s in crystals["sites"] if "quality" in crystals["per_site"][s]]
-        st.plotly_chart(crystal_quality_figure([layer_of(s) for s in sites_ok],
-                                               [crystals["per_site"][s]["quality"] for s in sites_ok], use_lda),
+        fits = {e.site: e.fit for e in crystals.per_site if isinstance(e.fit, CrystalFit)}
+        sites_ok = list(fits)
+        st.plotly_chart(crystal_quality_figure([e.layer for e in crystals.per_site if e.site in fits],
+                                               [f.quality for f in fits.values()], use_lda),
                         key="geo_crystal_layers")
         site = st.selectbox("Layer", sites_ok, key="geo_crystal_site")
-        view = crystals["per_site"][site]["lda" if use_lda else "pca"]
-        st.plotly_chart(crystals_figure(as_result(view["a"]), as_result(view["b"]), crystals["relations"],
-                                        crystals["words_a"], crystals["words_b"], use_lda=use_lda), key="geo_crystals")
-        q = crystals["per_site"][site]["quality"]["lda" if use_lda else "raw"]
+        arrows = fits[site].lda if use_lda else fits[site].pca
+        st.plotly_chart(crystals_figure(arrows.a, arrows.b, list(crystals.relations),
+                                        list(crystals.words_a), list(crystals.words_b), use_lda=use_lda), key="geo_crystals")
+        q = fits[site].quality.lda if use_lda else fits[site].quality.raw
         st.caption(f"Arrows a -> b of each analogy pair (man -> woman, france -> paris, walk -> walked, ...). "
-                   f"Parallelograms: arrows of one relation parallel. Here: within-relation cos {q['within_cos']:.2f} vs "
-                   f"across {q['across_cos']:.2f}, silhouette {q['silhouette'] if q['silhouette'] is not None else float('nan'):.2f}. "
+                   f"Parallelograms: arrows of one relation parallel. Here: within-relation cos {q.within_cos:.2f} vs "
+                   f"across {q.across_cos:.2f}, silhouette {q.silhouette:.2f}. "
                    "LDA scores are held out (fitted on other pairs); the LDA picture is fitted on all pairs, for display.")
 
 with tabs[3]:
-    circles = (gt or {}).get("circles") or {}
-    if truth and circles and "skipped" not in circles:
-        name = st.selectbox("Cyclic items", list(circles), key="geo_cycle")
-        cycle = circles[name]
-        best = cycle.get("best")
-        if best:
-            st.markdown(f"Strongest: **{best['location']}**, {best['site']}: f = {best['frequency']}, "
-                        f"share {best['share']:.2f}, p = {best['p_value']:.3g}"
-                        + ("" if best["circle"] else " (no circle at p < 0.05)") + ".")
-        location = st.radio("Where the representations are read", list(cycle["locations"]), horizontal=True,
+    cycles = {} if gt is None or isinstance(gt.circles, Skipped) else gt.circles.cycles
+    if truth and cycles:
+        name = st.selectbox("Cyclic items", list(cycles), key="geo_cycle")
+        cycle = cycles[name]
+        best = cycle.best
+        if not isinstance(best, Skipped):
+            st.markdown(f"Strongest: **{best.location}**, {best.site}: f = {best.frequency}, "
+                        f"share {best.share:.2f}, p = {best.p_value:.3g}"
+                        + ("" if best.circle else " (no circle at p < 0.05)") + ".")
+        location = st.radio("Where the representations are read", list(cycle.locations), horizontal=True,
                             key="geo_circle_location",
                             help="token: at the weekday / month word in context; answer position: at the last "
                                  "token of the arithmetic prompts ('three days after friday is'), averaged over the "
                                  "prompts that share an answer.")
-        entry = cycle["locations"][location]
-        if not entry["sites"]:
+        entry = cycle.locations[location]
+        if not entry.per_site:
             st.info("Nothing to score at this location (every item has the same representation).")
         else:
             st.plotly_chart(circularity_by_layer_figure(entry, name, location), key="geo_circ_layers")
             # Open on the site with the clearest circle (smallest p, then largest share).
-            ranked = sorted(entry["sites"], key=lambda s: (entry["per_site"][s]["circularity"]["p_value"],
-                                                          -entry["per_site"][s]["circularity"]["best_share"]))
-            site = st.selectbox("Site", entry["sites"], index=entry["sites"].index(ranked[0]), key="geo_circle_site")
-            c = entry["per_site"][site]["circularity"]
+            clearest = min(entry.per_site, key=lambda e: (e.circularity.p_value, -e.circularity.best_share))
+            site_names = list(entry.sites)
+            site = st.selectbox("Site", site_names, index=site_names.index(clearest.site), key="geo_circle_site")
+            scored = entry.at(site)
+            c = scored.circularity
             left, right = st.columns(2)
-            left.plotly_chart(fourier_shares_figure(as_result(c)), key="geo_fourier")
-            n_pc = len(entry["per_site"][site]["pc_variance"])
+            left.plotly_chart(fourier_shares_figure(c), key="geo_fourier")
+            n_pc = len(scored.pc_variance)
             # The best-f Fourier plane shows a circle at any frequency; a PC pair only when it is the top variance.
-            fourier_plane = f"Fourier plane of f = {c['best_frequency']}"
+            fourier_plane = f"Fourier plane of f = {c.best_frequency}"
             views = [fourier_plane] + [(a, a + 1) for a in range(n_pc - 1)]
             view = st.selectbox("Projection", views, key="geo_pc_pair",
                                 format_func=lambda v: v if isinstance(v, str) else f"PC {v[0] + 1} - PC {v[1] + 1}")
             if view == fourier_plane:
-                right.plotly_chart(circle_pcs_figure(np.asarray(c["points_2d"]), cycle["words"], pcs=(0, 1),
-                                                     cycle_order=list(c["visit_order"]), axis_label="Fourier",
-                                                     title=f"{name}: the f = {c['best_frequency']} plane"),
+                right.plotly_chart(circle_pcs_figure(c.points_2d, list(cycle.words), pcs=(0, 1),
+                                                     cycle_order=list(c.visit_order), axis_label="Fourier",
+                                                     title=f"{name}: the f = {c.best_frequency} plane"),
                                    key="geo_circle_pcs")
             else:
-                right.plotly_chart(circle_pcs_figure(as_result(entry["per_site"][site]["pcs"]), cycle["words"],
+                right.plotly_chart(circle_pcs_figure(scored.pcs, list(cycle.words),
                                                      pcs=view, title=f"{name} (mean representations at the "
                                                                      f"{location}) on PCs, joined in cycle order"),
                                    key="geo_circle_pcs")
-            st.caption(f"Best frequency f = {c['best_frequency']} holds {c['best_share']:.0%} of the variance "
-                       f"(p = {c['p_value']:.3g} against shuffled labels). f = 1 is calendar order; a small model trained "
+            st.caption(f"Best frequency f = {c.best_frequency} holds {c.best_share:.0%} of the variance "
+                       f"(p = {c.p_value:.3g} against shuffled labels). f = 1 is calendar order; a small model trained "
                        f"on modular arithmetic may circle at another f coprime with k (visiting order here: "
-                       f"{', '.join(cycle['words'][i] for i in c['visit_order'])}).")
+                       f"{', '.join(cycle.words[i] for i in c.visit_order)}).")
     elif not truth:
         st.info(NO_TRUTH)
     st.markdown("**Decoder clusters** (Engels et al. 2024): spectral clusters of decoder directions; the PCA of each "
                 "cluster's reconstructions over the harvest's token samples.")
     hook = st.selectbox("SAE", hooks, key="geo_cluster_hook")
-    dc = per[hook]["circles"]
-    if "skipped" in dc or not dc.get("clusters"):
-        st.info(dc.get("skipped", "No cluster fired on the harvested tokens."))
+    dc = geo.at(hook).circles
+    if not isinstance(dc, DecoderClusters) or not dc.clusters:
+        st.info(dc.reason if isinstance(dc, Skipped) else "No cluster fired on the harvested tokens.")
     else:
-        options = list(range(len(dc["clusters"])))
+        options = list(range(len(dc.clusters)))
         chosen = st.selectbox("Cluster", options, key="geo_cluster",
-                              format_func=lambda i: f"cluster {dc['clusters'][i]['cluster']} "
-                              f"({len(dc['clusters'][i]['features'])} features; top tokens: "
-                              f"{', '.join(_words(dc['clusters'][i]['top_tokens'][:4]))})")
-        cluster = dc["clusters"][chosen]
+                              format_func=lambda i: f"cluster {dc.clusters[i].cluster} "
+                              f"({len(dc.clusters[i].features)} features; top tokens: "
+                              f"{', '.join(_words(dc.clusters[i].top_tokens[:4]))})")
+        cluster = dc.clusters[chosen]
         highlight = {}
         for ids in cyclic_ids.values():
             highlight.update({t: i for i, t in enumerate(ids)})
-        st.plotly_chart(cluster_pca_figure(cluster, _words(cluster["tokens"]), pcs=(0, 1), highlight=highlight),
+        st.plotly_chart(cluster_pca_figure(cluster, _words(cluster.tokens), pcs=(0, 1), highlight=highlight),
                         key="geo_cluster_pca")
-        st.caption(f"Clusters ranked by {dc['ranked_by']}; {dc['n_clusters']} clusters in all. "
-                   + "".join(f"Circularity of {k} in this cluster: f = {v['best_frequency']}, share {v['best_share']:.2f}, "
-                             f"p = {v['p_value']:.3g}. " for k, v in cluster["circularity"].items()))
+        st.caption(f"Clusters ranked by {dc.ranked_by}; {dc.n_clusters} clusters in all. "
+                   + "".join(f"Circularity of {k} in this cluster: f = {v.best_frequency}, share {v.best_share:.2f}, "
+                             f"p = {v.p_value:.3g}. " for k, v in cluster.circularity.items()))
 
 with tabs[4]:
-    concepts = (gt or {}).get("concepts") or {}
+    concepts = gt.concepts if gt else Skipped("not computed")
     if not truth:
         st.info(NO_TRUTH)
-    elif "skipped" in concepts or not concepts.get("kingdoms"):
-        st.info(concepts.get("skipped", "No taxonomy in the ground truth."))
+    elif not isinstance(concepts, Concepts) or not concepts.kingdoms:
+        st.info(concepts.reason if isinstance(concepts, Skipped) else "No taxonomy in the ground truth.")
     else:
-        kingdom = st.selectbox("Parent category", list(concepts["kingdoms"]), key="geo_kingdom")
-        st.plotly_chart(hierarchy_figure(as_result(concepts["kingdoms"][kingdom]), kingdom), key="geo_hierarchy")
+        kingdom = st.selectbox("Parent category", list(concepts.kingdoms), key="geo_kingdom")
+        st.plotly_chart(hierarchy_figure(concepts.kingdoms[kingdom], kingdom), key="geo_hierarchy")
         st.caption("Hierarchy (Park et al. 2024, causal inner product = whitened unembedding): child-minus-parent is "
                    "orthogonal to the parent, |cos| near 0, well below the shuffled baselines.")
-        siblings = [c for c, v in concepts["categories"].items() if v["kingdom"] == kingdom]
+        siblings = [c for c, v in concepts.categories.items() if v.kingdom == kingdom]
         chosen = st.multiselect("Sibling categories for the simplex", siblings, default=siblings[:3], key="geo_siblings")
         if len(chosen) >= 2:
-            cats = concepts["categories"]
-            projection = simplex_projection(np.array([cats[c]["ell"] for c in chosen], dtype=float),
-                                            np.concatenate([np.array(cats[c]["word_rows"], dtype=float) for c in chosen]))
-            labels = [w for c in chosen for w in cats[c]["words"]]
-            members = [j for j, c in enumerate(chosen) for _ in cats[c]["words"]]
+            cats = concepts.categories
+            projection = simplex_projection(np.stack([cats[c].ell for c in chosen]),
+                                            np.concatenate([cats[c].word_rows for c in chosen]))
+            labels = [w for c in chosen for w in cats[c].words]
+            members = [j for j, c in enumerate(chosen) for _ in cats[c].words]
             st.plotly_chart(simplex_figure(projection, chosen, labels, members), key="geo_simplex")
             st.caption("Categorical concepts form a simplex: each category's vector points at its own words, "
                        "siblings spread apart on the span of their vectors.")
@@ -233,22 +235,24 @@ with tabs[4]:
             st.info("Choose at least two sibling categories.")
 
 with tabs[5]:
-    probes = (gt or {}).get("probes") or {}
-    ok = {k: v for k, v in probes.items() if isinstance(v, dict) and "r2" in v}
+    found = {} if gt is None or isinstance(gt.probes, Skipped) else gt.probes.attributes
+    ok = {k: v for k, v in found.items() if not isinstance(v, Skipped)}
     if not truth:
         st.info(NO_TRUTH)
     elif not ok:
-        st.info("; ".join(v.get("skipped", "") for v in probes.values() if isinstance(v, dict)) or "No probe targets.")
+        reasons = [v.reason for v in found.values() if isinstance(v, Skipped)]
+        if gt is not None and isinstance(gt.probes, Skipped):
+            reasons.append(gt.probes.reason)
+        st.info("; ".join(reasons) or "No probe targets.")
     else:
-        st.plotly_chart(probe_figures_from_layers({("space (city lon, lat)" if k == "space" else "time (birth year)"): as_result(v)
+        st.plotly_chart(probe_figures_from_layers({("space (city lon, lat)" if k == "space" else "time (birth year)"): v.probes
                                                    for k, v in ok.items()}), key="geo_probe_layers")
         st.caption("Held-out R^2 of ridge probes from each layer's token representations, with whole cities / people "
                    "held out (Gurnee & Tegmark 2023). Expected: some layer recovers the map with high R^2 (> 0.8).")
         attribute = st.radio("Target", list(ok), horizontal=True, key="geo_probe_target")
-        p = ok[attribute]
-        layer = st.selectbox("Layer", p["layers"], index=p["layers"].index(p["best_layer"]), key="geo_probe_layer")
-        result = p["results"][layer]
-        names = p["item_names"]
-        st.plotly_chart(probe_map_figure(as_result(result), names,
+        p = ok[attribute].probes
+        layer = st.selectbox("Layer", p.layers, index=p.layers.index(p.best_layer), key="geo_probe_layer")
+        names = list(ok[attribute].item_names)
+        st.plotly_chart(probe_map_figure(p.results[layer], names,
                                          title="Held-out cities: true vs predicted (lon, lat)" if attribute == "space"
                                          else "Held-out people: true vs predicted birth year"), key="geo_probe_map")

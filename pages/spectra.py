@@ -1,6 +1,7 @@
 """Spectra: RankMe, alpha-ReQ, participation ratio and intrinsic dimension across layers, and the
 spectral phases over training checkpoints (Li et al. 2025; METHODS.md sections 4-5)."""
 
+import math
 
 import streamlit as st
 
@@ -9,7 +10,8 @@ from app.resources import current_sources, get_store
 from app.state import remember_artifact, set_page
 from app.widgets import working
 from core import analysis
-from core.figures.analysis_views import as_result
+from core.analysis.results import Skipped
+from core.harvest.distributed import cluster_from_env  # Ray when $ATLAS_RAY_ADDRESS is set (docs/SCALING.md)
 from core.figures.spectral import checkpoint_heatmap_figure, eigenspectrum_figure, layer_profile_figure, phase_figure
 
 set_page("spectra")
@@ -23,35 +25,36 @@ model, saes, harvest, harvest_key = load_view_inputs(require_saes=False)
 store = get_store()
 
 spectra = cached_view("Computing spectra and intrinsic dimensions per site...",
-                      lambda: analysis.spectra_by_layer(harvest, store, harvest_key=harvest_key))
-remember_artifact("spectra", spectra["key"])
+                      lambda: analysis.spectra_by_layer(harvest, store=store, harvest_key=harvest_key))
+remember_artifact("spectra", spectra.key)
 
-sites = spectra["sites"]
-per = spectra["per_site"]
+sites = list(spectra.sites)
+per = spectra.per_site
 st.subheader("Across layers")
-layers = [str(layer) if layer >= 0 else site for layer, site in zip(spectra["layers"], sites)]
-ids = {"TwoNN": [(per[s]["twonn"] or {}).get("dimension") for s in sites],
-       "MLE": [(per[s]["mle"] or {}).get("dimension") for s in sites]}
-st.plotly_chart(layer_profile_figure(layers, [per[s]["rankme"] for s in sites], [per[s]["alpha"]["alpha"] for s in sites],
-                                     [per[s]["participation_ratio"] for s in sites], ids), key="spectra_profile")
+layers = [str(e.layer) if e.layer is not None else e.site for e in per]
+ids = {"TwoNN": [None if isinstance(e.twonn, Skipped) else e.twonn.dimension for e in per],
+       "MLE": [None if isinstance(e.mle, Skipped) else e.mle.dimension for e in per]}
+st.plotly_chart(layer_profile_figure(layers, [e.spectrum.rankme for e in per], [e.spectrum.alpha.alpha for e in per],
+                                     [e.spectrum.participation_ratio for e in per], ids), key="spectra_profile")
 st.caption("Expected on trained LMs: intrinsic dimension low early, expanding mid-depth, compressing late; "
            "RankMe and PR count effective directions (at most d), alpha is higher when variance sits in fewer directions.")
-if spectra["fit_note"]:
-    st.info(f"Small-d fit range: {spectra['fit_note']}")
+if spectra.fit_note:
+    st.info(f"Small-d fit range: {spectra.fit_note}")
 
 site = st.selectbox("Site for the eigenspectrum", sites, key="spectra_site")
-entry = per[site]
-alpha = as_result(entry["alpha"]) if entry["alpha"]["alpha"] is not None else None
-st.plotly_chart(eigenspectrum_figure(entry["eigenvalues"], alpha, title=f"Eigenspectrum of {site}"),
-                key="spectra_eigen")
+entry = spectra.at(site)
+fit = entry.spectrum.alpha
+fitted = math.isfinite(fit.alpha)
+st.plotly_chart(eigenspectrum_figure(entry.spectrum.eigenvalues, fit if fitted else None,
+                                     title=f"Eigenspectrum of {site}"), key="spectra_eigen")
 c1, c2, c3, c4 = st.columns(4)
-c1.metric("RankMe", f"{entry['rankme']:.2f}")
-c2.metric("participation ratio", f"{entry['participation_ratio']:.2f}")
-c3.metric("alpha-ReQ", "n/a" if entry["alpha"]["alpha"] is None else f"{entry['alpha']['alpha']:.3f}",
-          help=f"fitted over ranks {entry['alpha']['first_rank']}..{entry['alpha']['last_rank']}")
-c4.metric("TwoNN ID", "n/a" if entry["twonn"] is None else f"{entry['twonn']['dimension']:.2f}",
-          help=entry["id_note"] or "TwoNN (Facco et al. 2017) on the reservoir samples")
-st.caption(f"Dashed line: the alpha-ReQ power law over its shaded fit range; {spectra['n_tokens']:,} harvested tokens.")
+c1.metric("RankMe", f"{entry.spectrum.rankme:.2f}")
+c2.metric("participation ratio", f"{entry.spectrum.participation_ratio:.2f}")
+c3.metric("alpha-ReQ", f"{fit.alpha:.3f}" if fitted else "n/a", help=f"fitted over ranks {fit.first_rank}..{fit.last_rank}")
+twonn = entry.twonn
+c4.metric("TwoNN ID", "n/a" if isinstance(twonn, Skipped) else f"{twonn.dimension:.2f}",
+          help=twonn.reason if isinstance(twonn, Skipped) else "TwoNN (Facco et al. 2017) on the reservoir samples")
+st.caption(f"Dashed line: the alpha-ReQ power law over its shaded fit range; {spectra.n_tokens:,} harvested tokens.")
 
 st.subheader("Over training checkpoints")
 is_organism = sources.model.source == "organism"
@@ -74,7 +77,7 @@ if is_organism:
     bar = st.progress(0.0, text="checkpoints")
     over = analysis.spectra_over_checkpoints(
         checkpoint_spec, max_tokens=int(tokens), store=store, smoothing=float(smoothing),
-        progress=lambda f, text: bar.progress(f, text=text))
+        progress=lambda f, text: bar.progress(f, text=text), cluster=cluster_from_env())
     bar.empty()
 else:
     chosen = st.multiselect(
@@ -92,22 +95,22 @@ else:
             bar = st.progress(0.0, text="checkpoints")
             results[request] = analysis.spectra_over_checkpoints(
                 checkpoint_spec, list(request[1]), max_tokens=int(tokens), store=store, smoothing=float(smoothing),
-                corpus=sources.corpus, progress=lambda f, text: bar.progress(f, text=text))
+                corpus=sources.corpus, progress=lambda f, text: bar.progress(f, text=text),
+                cluster=cluster_from_env())
     over = results.get(request)
     if over is None:
         if len(chosen) < 2:
             st.info("Choose at least 2 checkpoints.")
         st.stop()
-remember_artifact("spectra_checkpoints", over["key"])
-table = {"RankMe": "rankme", "alpha-ReQ": "alpha", "participation ratio": "participation_ratio"}[metric]
-st.plotly_chart(checkpoint_heatmap_figure(as_result(over["tables"][table]), over["steps"], over["layers"], metric),
-                key="spectra_heatmap")
-phase_site = st.selectbox("Layer for the phases", over["sites"], key="spectra_phase_site")
-st.plotly_chart(phase_figure(as_result(over["phases"][phase_site])), key="spectra_phases")
-segments = over["phases"][phase_site]["segments"]
+remember_artifact("spectra_checkpoints", over.key)
+table = {"RankMe": over.rankme, "alpha-ReQ": over.alpha, "participation ratio": over.participation_ratio}[metric]
+st.plotly_chart(checkpoint_heatmap_figure(table, list(over.steps), list(over.layers), metric), key="spectra_heatmap")
+phase_site = st.selectbox("Layer for the phases", list(over.sites), key="spectra_phase_site")
+st.plotly_chart(phase_figure(over.phases[phase_site]), key="spectra_phases")
+segments = over.phases[phase_site].segments
 st.caption("Phases: warmup = RankMe collapses; entropy-seeking = RankMe rises (alpha falls); compression-seeking = "
            "RankMe falls after rising (alpha rises). Read from the sign of d(smoothed RankMe)/d log(step); raw points shown. "
-           + (f"Alpha fit range: {over['fit_note']}" if over["fit_note"] else ""))
-st.dataframe([{"phase": s["label"], "from step": int(s["start_step"]), "to step": int(s["end_step"]),
-               "RankMe change": s["rankme_change"], "alpha change": s["alpha_change"],
-               "alpha moved opposite": s["alpha_agrees"]} for s in segments], hide_index=True)
+           + (f"Alpha fit range: {over.fit_note}" if over.fit_note else ""))
+st.dataframe([{"phase": s.label, "from step": int(s.start_step), "to step": int(s.end_step),
+               "RankMe change": s.rankme_change, "alpha change": s.alpha_change,
+               "alpha moved opposite": s.alpha_agrees} for s in segments], hide_index=True)

@@ -8,7 +8,7 @@ from app.resources import get_store
 from app.state import remember_artifact, set_page
 from app.widgets import guarded
 from core import analysis
-from core.figures.analysis_views import as_result
+from core.analysis.results import Skipped
 from core.figures.superposition import (
     convergence_figure,
     effective_features_figure,
@@ -42,18 +42,17 @@ with tab_toy:
                                      steps=1500, store=get_store())))
     toy = st.session_state.get("toy_result")
     if toy:
-        t = toy["settings"]
-        st.markdown(f"**Trained:** n = {t['n']}, m = {t['m']}, S = {t['sparsity']:g}, decay {t['importance_decay']:g}; "
-                    f"loss {toy['final_loss']:.4f}")
-        geometry = as_result(toy["geometry"])
+        t = toy.settings
+        st.markdown(f"**Trained:** n = {t.n}, m = {t.m}, S = {t.sparsity:g}, decay {t.importance_decay:g}; "
+                    f"loss {toy.final_loss:.4f}")
         c1, c2, c3 = st.columns(3)
-        c1.metric("D* = m / ||W||_F^2", f"{toy['geometry']['D_star']:.3f}")
-        c2.metric("F through an SAE", f"{toy['F_sae']:.2f}", help=f"SAE with {toy['sae_dictionary']} latents, L1 0.1")
-        c3.metric("ground-truth F", f"{toy['F_true']:.2f}",
+        c1.metric("D* = m / ||W||_F^2", f"{toy.geometry.D_star:.3f}")
+        c2.metric("F through an SAE", f"{toy.F_sae:.2f}", help=f"SAE with {toy.sae_dictionary} latents, L1 0.1")
+        c3.metric("ground-truth F", f"{toy.F_true:.2f}",
                   help="exp(entropy) of the true features' L1 mass, over the features the toy represents")
         left, right = st.columns(2)
-        left.plotly_chart(toy_weights_figure(as_result(toy["W"]), as_result(toy["importance"])), key="toy_weights")
-        right.plotly_chart(feature_dimensionality_figure(geometry), key="toy_dims")
+        left.plotly_chart(toy_weights_figure(toy.W, toy.importance), key="toy_weights")
+        right.plotly_chart(feature_dimensionality_figure(toy.geometry), key="toy_dims")
         st.caption("Right: D_i per feature against the reference values of the paper (dotted). The pentagon setting "
                    "(n = 5, m = 2, 1 - S = 0.05, decay 1) gives D_i near 2/5.")
     else:
@@ -64,30 +63,29 @@ with tab_model:
         no_saes="Superposition counts need SAEs: choose them in the sidebar.")
     store = get_store()
     with st.spinner("Effective features and interference..."):
-        result = analysis.superposition_by_layer(harvest, saes, model, store, harvest_key=harvest_key)
-    remember_artifact("superposition", result["key"])
-    hooks = [h for h in result["hooks"] if result["per_sae"][h]["effective"]]
-    per = result["per_sae"]
-    if hooks:
-        st.plotly_chart(effective_features_figure(hooks, [as_result(per[h]["effective"]) for h in hooks]),
+        result = analysis.superposition_by_layer(harvest, saes, model, store=store, harvest_key=harvest_key)
+    remember_artifact("superposition", result.key)
+    fired = [e for e in result.per_sae if not isinstance(e.effective, Skipped)]
+    if fired:
+        st.plotly_chart(effective_features_figure([e.hook_name for e in fired], [e.effective for e in fired]),
                         key="sup_effective")
         st.caption("Expected (Bereska et al. 2025, Pythia-70M): MLP > residual > attention; counts rise early, compress "
                    "mid-depth and re-expand. F <= alive features <= dictionary size always.")
-        st.dataframe([{"site": h, "F": per[h]["effective"]["F"], "psi": per[h]["effective"]["psi"],
-                       "alive": per[h]["effective"]["alive"], "dictionary": per[h]["d_sae"],
-                       "mean L0": per[h]["effective"]["mean_l0"], "explained variance": per[h]["explained_variance"]}
-                      for h in hooks], hide_index=True)
-    curves = {h: as_result(per[h]["convergence"]) for h in result["hooks"] if per[h]["convergence"]}
+        st.dataframe([{"site": e.hook_name, "F": e.effective.F, "psi": e.effective.psi,
+                       "alive": e.effective.alive, "dictionary": e.d_sae,
+                       "mean L0": e.effective.mean_l0, "explained variance": e.explained_variance}
+                      for e in fired], hide_index=True)
+    curves = {e.hook_name: e.convergence for e in result.per_sae if not isinstance(e.convergence, Skipped)}
     shown = st.multiselect("Sites on the convergence curve", list(curves), default=list(curves), key="sup_curve_sites")
     if shown:
         st.plotly_chart(convergence_figure({h: curves[h] for h in shown}), key="sup_convergence")
         st.caption("F measured on the first t tokens: a flat end means the corpus is large enough "
                    "(Pythia-70M saturates after ~2e4 tokens).")
-    names = [f"decoder {h}" for h in result["hooks"]]
-    stats = [as_result(per[h]["interference"]) for h in result["hooks"]]
-    if result["unembedding"]:
+    names = [f"decoder {e.hook_name}" for e in result.per_sae]
+    stats = [e.interference for e in result.per_sae]
+    if not isinstance(result.unembedding, Skipped):
         names.append("unembedding rows")
-        stats.append(as_result(result["unembedding"]))
+        stats.append(result.unembedding)
     st.plotly_chart(interference_figure(names, stats), key="sup_interference")
     st.caption("Mean-squared |cos| between directions against 1/m: random unit vectors sit on the line msq = 1/m; "
                "strong superposition keeps msq near it (Liu, Liu & Gore 2025).")

@@ -15,9 +15,10 @@ from core.analysis import circles as analysis_circles
 from core.analysis import prompts as analysis_prompts
 from core.analysis import spectra as analysis_spectra
 from core.analysis.circles import circle_entry
+from core.analysis.results import CircleLocation, Lobes, Skipped
 from core.harvest.checkpoints import CheckpointError, resolve_checkpoints
 from core.hooks import site_order
-from core.jsonable import jsonable as to_json
+from core.metrics.circles import Circularity
 from core.store import ArtifactStore
 
 
@@ -37,39 +38,39 @@ def _planted_harvest(alpha: float = 1.3, d: int = 200, intrinsic: int = 4, seed:
 
 def test_spectra_by_layer_recovers_planted_spectrum_and_dimension():
     result = A.spectra_by_layer(_planted_harvest(alpha=1.3))
-    assert result["sites"] == ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
-    planted = result["per_site"]["blocks.0.hook_resid_post"]
-    assert abs(planted["alpha"]["alpha"] - 1.3) < 0.05
-    assert (planted["alpha"]["first_rank"], planted["alpha"]["last_rank"]) == (12, 100)  # the paper's range, d >= 100
-    assert abs(planted["twonn"]["dimension"] - 4) < 0.4 and abs(planted["mle"]["dimension"] - 4) < 0.6
-    flat = result["per_site"]["blocks.1.hook_resid_post"]
-    assert flat["rankme"] == pytest.approx(200, rel=1e-3) and flat["participation_ratio"] == pytest.approx(200)
-    assert abs(flat["twonn"]["dimension"] - 3) < 0.4
-    json.dumps(result)  # JSON-safe
+    assert result.sites == ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post")
+    planted = result.at("blocks.0.hook_resid_post")
+    assert abs(planted.spectrum.alpha.alpha - 1.3) < 0.05
+    assert (planted.spectrum.alpha.first_rank, planted.spectrum.alpha.last_rank) == (12, 100)  # the paper's range
+    assert abs(planted.twonn.dimension - 4) < 0.4 and abs(planted.mle.dimension - 4) < 0.6
+    flat = result.at("blocks.1.hook_resid_post")
+    assert flat.spectrum.rankme == pytest.approx(200, rel=1e-3) and flat.spectrum.participation_ratio == pytest.approx(200)
+    assert abs(flat.twonn.dimension - 3) < 0.4
+    json.dumps(result.to_dict(), allow_nan=False)  # strict JSON
 
 
 def test_small_d_fit_range_is_reported():
     harvest = _planted_harvest(d=40)
     result = A.spectra_by_layer(harvest)
-    alpha = result["per_site"]["blocks.0.hook_resid_post"]["alpha"]
-    assert alpha["adapted"] and (alpha["first_rank"], alpha["last_rank"]) == (4, 20)
-    assert "d = 40 < 100" in result["fit_note"]
+    alpha = result.at("blocks.0.hook_resid_post").spectrum.alpha
+    assert alpha.adapted and (alpha.first_rank, alpha.last_rank) == (4, 20)
+    assert "d = 40 < 100" in result.fit_note
 
 
 def test_results_are_cached_in_the_store(tmp_path, monkeypatch):
     store = ArtifactStore(tmp_path)
     harvest = _planted_harvest()
-    first = A.spectra_by_layer(harvest, store)
-    assert store.has(first["key"])
+    first = A.spectra_by_layer(harvest, store=store)
+    assert store.has(first.key)
 
     def boom(*args, **kwargs):
         raise AssertionError("recomputed although cached")
 
     monkeypatch.setattr(analysis_spectra, "site_spectrum", boom)
-    assert A.spectra_by_layer(harvest, store) == first
+    assert A.spectra_by_layer(harvest, store=store) == first
     # other settings are another key, computed afresh
     with pytest.raises(AssertionError, match="recomputed"):
-        A.spectra_by_layer(harvest, store, fit_range=(2, 50))
+        A.spectra_by_layer(harvest, store=store, fit_range=(2, 50))
 
 
 def test_superposition_uniform_mass_and_random_directions():
@@ -86,13 +87,16 @@ def test_superposition_uniform_mass_and_random_directions():
     model = SimpleNamespace(W_U=rng.normal(size=(m, 3000)))
     harvest = SimpleNamespace(sites={}, saes={sae.hook_name: stats}, sources={"s": 1}, settings={})
     result = A.superposition_by_layer(harvest, [sae], model)
-    entry = result["per_sae"][sae.hook_name]
-    assert entry["effective"]["F"] == pytest.approx(k)
-    assert entry["effective"]["psi"] == pytest.approx(k / m)
-    assert entry["effective"]["alive"] == k and entry["effective"]["mean_l0"] == pytest.approx(k * 10 / 100)
-    assert entry["convergence"]["F"] == pytest.approx([k, k, k])
-    assert entry["interference"]["msq_ratio"] == pytest.approx(1.0, abs=0.25)
-    assert result["unembedding"]["msq_ratio"] == pytest.approx(1.0, abs=0.05)
+    (entry,) = result.per_sae
+    assert entry.hook_name == sae.hook_name and entry.layer == 0
+    assert entry.effective.F == pytest.approx(k)
+    assert entry.effective.psi == pytest.approx(k / m)
+    assert entry.effective.alive == k and entry.effective.mean_l0 == pytest.approx(k * 10 / 100)
+    assert entry.convergence.F == pytest.approx([k, k, k])
+    assert entry.interference.msq_ratio == pytest.approx(1.0, abs=0.25)
+    assert result.unembedding.msq_ratio == pytest.approx(1.0, abs=0.05)
+    # without a model the unembedding part is skipped, with its reason
+    assert isinstance(A.superposition_by_layer(harvest, [sae]).unembedding, Skipped)
 
 
 def test_slot_prompt_and_templates():
@@ -148,18 +152,16 @@ def test_circles_at_the_answer_position_recover_the_planted_frequency(monkeypatc
     answer_of = _planted_answer_reps(monkeypatch, frequency=5, k=12)
     answer_of.update({prompt: months.index(answer) for prompt, answer in facts})
     out = A.circles_at_answer(None, truth, ["blocks.0.hook_resid_post"], n_permutations=100)
-    entry = out["months"]
-    assert list(entry["n_prompts"]) == [11] * 12
-    c = entry["per_site"]["blocks.0.hook_resid_post"]["circularity"].to_dict() if hasattr(
-        entry["per_site"]["blocks.0.hook_resid_post"]["circularity"], "to_dict") else \
-        entry["per_site"]["blocks.0.hook_resid_post"]["circularity"]
-    assert c["best_frequency"] == 5 and c["best_share"] > 0.9 and c["p_value"] < 0.05
-    assert c["regular_visit"] and c["visit_step"] == 5  # 5^-1 mod 12 = 5: neighbours 0, 5, 10, ...
+    entry = out["months"].locations["answer position"]
+    assert list(entry.n_prompts) == [11] * 12
+    c = entry.at("blocks.0.hook_resid_post").circularity
+    assert c.best_frequency == 5 and c.best_share > 0.9 and c.p_value < 0.05
+    assert c.regular_visit and c.visit_step == 5  # 5^-1 mod 12 = 5: neighbours 0, 5, 10, ...
     # shuffled answers: no circle
     rng = np.random.default_rng(0)
     answer_of.update({prompt: int(rng.integers(12)) for prompt, _ in facts})
     c = A.circles_at_answer(None, truth, ["blocks.0.hook_resid_post"], n_permutations=100)["months"]
-    assert c["per_site"]["blocks.0.hook_resid_post"]["circularity"]["p_value"] > 0.05
+    assert c.locations["answer position"].at("blocks.0.hook_resid_post").circularity.p_value > 0.05
 
 
 def test_cyclic_circles_reports_the_best_location(monkeypatch):
@@ -169,30 +171,38 @@ def test_cyclic_circles_reports_the_best_location(monkeypatch):
     answer_of.update({prompt: WEEK.index(answer) for prompt, answer in facts})
     noise = np.random.default_rng(3).normal(size=(7, 16))
     sites = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
-    monkeypatch.setattr(analysis_circles, "circles_from_tokens", lambda model, truth, sites, n, seed: {"weekdays": {
-        "words": WEEK, "sites": list(sites), "per_site": {s: circle_entry(noise, n, seed) for s in sites}}})
+    monkeypatch.setattr(analysis_circles, "circles_from_tokens", lambda model, truth, sites, n_permutations, seed: {
+        "weekdays": analysis_circles._one_location("token", WEEK, CircleLocation(per_site=tuple(
+            circle_entry(s, noise, n_permutations=n_permutations, seed=seed) for s in sites), n_prompts=None))})
     out = A.cyclic_circles(None, truth, sites, n_permutations=100)["weekdays"]
-    assert set(out["locations"]) == {"token", "answer position"}
-    best = out["best"]
-    assert best["location"] == "answer position" and best["frequency"] == 2 and best["circle"]
-    assert best["layer"] in (0, 1) and best["p_value"] < 0.05
-    json.dumps(to_json(out), allow_nan=False)
+    assert set(out.locations) == {"token", "answer position"}
+    best = out.best
+    assert best.location == "answer position" and best.frequency == 2 and best.circle
+    assert best.layer in (0, 1) and best.p_value < 0.05
+    json.dumps(out.to_dict(), allow_nan=False)
 
 
 def test_best_circle_prefers_a_significant_plane_over_a_nyquist_line():
-    def entry(f, k, share, p):
-        return {"circularity": {"best_frequency": f, "k": k, "best_share": share, "p_value": p, "coprime": True,
-                                "visit_step": 1, "regular_visit": True, "circle_balance": 1.0}}
+    from core.analysis.results import SiteCircle
 
-    locations = {"token": {"sites": ["blocks.0.hook_resid_post"], "per_site": {"blocks.0.hook_resid_post": entry(6, 12, 0.9, 0.005)}},
-                 "answer position": {"sites": ["blocks.1.hook_resid_post", "blocks.2.hook_resid_post"],
-                                     "per_site": {"blocks.1.hook_resid_post": entry(1, 12, 0.4, 0.01),
-                                                  "blocks.2.hook_resid_post": entry(1, 12, 0.5, 0.01)}}}
+    def entry(site, f, k, share, p):
+        empty = np.zeros(0)
+        c = Circularity(k=k, frequencies=np.arange(1, k // 2 + 1), shares=empty, best_frequency=f, best_share=share,
+                        p_value=p, null_best_shares=empty, null_share_mean=empty, null_share_q95=empty,
+                        circle_balance=1.0, visit_order=np.arange(k), steps=np.ones(k, np.int64), visit_step=1,
+                        regular_visit=True, coprime=True, points_2d=np.zeros((k, 2)))
+        return SiteCircle(site=site, circularity=c, pcs=np.zeros((k, 2)), pc_variance=np.zeros(2))
+
+    locations = {"token": CircleLocation(per_site=(entry("blocks.0.hook_resid_post", 6, 12, 0.9, 0.005),),
+                                         n_prompts=None),
+                 "answer position": CircleLocation(per_site=(entry("blocks.1.hook_resid_post", 1, 12, 0.4, 0.01),
+                                                             entry("blocks.2.hook_resid_post", 1, 12, 0.5, 0.01)),
+                                                   n_prompts=np.ones(12, np.int64))}
     best = A.best_circle(locations)
-    assert (best["location"], best["layer"], best["share"], best["circle"]) == ("answer position", 2, 0.5, True)
+    assert (best.location, best.layer, best.share, best.circle) == ("answer position", 2, 0.5, True)
     del locations["answer position"]
-    assert A.best_circle(locations)["circle"] is False  # f = k/2 is a 1-D alternation, not a circle
-    assert A.best_circle({}) is None
+    assert A.best_circle(locations).circle is False  # f = k/2 is a 1-D alternation, not a circle
+    assert isinstance(A.best_circle({}), Skipped)
 
 
 def test_lobes_use_the_decoder_rows_of_the_features_that_vary():
@@ -214,18 +224,20 @@ def test_lobes_use_the_decoder_rows_of_the_features_that_vary():
     counts = ChunkCooccurrence(np.arange(n_chunks), offsets, np.nonzero(active)[1], d_sae)
     stats = SimpleNamespace(cooc_n_chunks=n_chunks, cooc_fired=counts.diagonal, cooc_submatrix=counts.submatrix)
     out = A.lobes_for_sae(stats, W_dec, n_lobes=3, n_permutations=50)
-    assert list(out["features"]) == list(live)
-    assert out["agreement"]["ami"] > 0.9 and out["agreement"]["p_value"] < 0.05
+    assert isinstance(out, Lobes)
+    assert list(out.features) == list(live)
+    assert out.agreement.ami > 0.9 and out.agreement.p_value < 0.05
     # the lobes and the geometric clusters both recover the planted groups
     from sklearn.metrics import adjusted_mutual_info_score
 
-    assert adjusted_mutual_info_score(group[live], out["geometric"]) > 0.9
-    assert adjusted_mutual_info_score(group[live], out["lobes"]) > 0.9
+    assert adjusted_mutual_info_score(group[live], out.geometric) > 0.9
+    assert adjusted_mutual_info_score(group[live], out.labels) > 0.9
 
 
 def test_no_ground_truth_is_skipped_cleanly():
     result = A.ground_truth_geometry(SimpleNamespace(), None)
-    assert "skipped" in result and "ground truth" in result["skipped"]
+    assert result.skipped is not None and "ground truth" in result.skipped.reason
+    assert all(isinstance(part, Skipped) for part in (result.circles, result.crystals, result.concepts, result.probes))
 
 
 # ------------------------------------------------------------------------------- organism
@@ -246,56 +258,60 @@ def organism(tiny_organism_dir, tmp_path_factory):
 
 
 def test_run_all_on_the_tiny_organism(organism):
+    from core.analysis.results import AllAnalyses, DecoderClusters
+
     out = A.run_all(organism.model, organism.saes, organism.harvest, store=organism.store)
     assert A.harvest_key_of(organism.harvest) == organism.key
     n_layers, d = organism.model.n_layers, organism.model.d_model
-    spectra = out["spectra"]
-    assert len(spectra["sites"]) == n_layers
-    for entry in spectra["per_site"].values():
-        assert 1 <= entry["rankme"] <= d and len(entry["eigenvalues"]) == d
-        assert entry["alpha"]["adapted"] and math.isfinite(entry["alpha"]["alpha"])
-        assert 0 < entry["twonn"]["dimension"] < d
-    for hook, entry in out["superposition"]["per_sae"].items():
-        eff = entry["effective"]
-        assert 1 <= eff["F"] <= eff["alive"] <= entry["d_sae"]
-        assert eff["psi"] == pytest.approx(eff["F"] / d)
-        assert entry["convergence"]["F"][-1] == pytest.approx(eff["F"], rel=0.2)
-    geo = out["geometry"]["per_sae"]
-    for entry in geo.values():
-        assert math.isfinite(entry["galaxy"]["alpha"]) and entry["galaxy"]["adapted"]
-        assert "agreement" in entry["lobes"] or "skipped" in entry["lobes"]
-        for cluster in entry["circles"].get("clusters", []):
-            assert len(cluster["projections"]) == len(cluster["tokens"])
-    gt = out["ground_truth"]
-    circles = gt["circles"]
+    spectra = out.spectra
+    assert len(spectra.sites) == n_layers
+    for entry in spectra.per_site:
+        assert 1 <= entry.spectrum.rankme <= d and len(entry.spectrum.eigenvalues) == d
+        assert entry.spectrum.alpha.adapted and math.isfinite(entry.spectrum.alpha.alpha)
+        assert 0 < entry.twonn.dimension < d
+    for entry in out.superposition.per_sae:
+        eff = entry.effective
+        assert 1 <= eff.F <= eff.alive <= entry.d_sae
+        assert eff.psi == pytest.approx(eff.F / d)
+        assert entry.convergence.F[-1] == pytest.approx(eff.F, rel=0.2)
+    for entry in out.geometry.per_sae:
+        assert math.isfinite(entry.galaxy.alpha) and entry.galaxy.adapted
+        assert isinstance(entry.lobes, (Lobes, Skipped))
+        for cluster in entry.circles.clusters if isinstance(entry.circles, DecoderClusters) else ():
+            assert len(cluster.projections) == len(cluster.tokens)
+    gt = out.ground_truth
+    circles = gt.circles.cycles
     assert set(circles) == {"weekdays", "months"}
     for name, k in (("weekdays", 7), ("months", 12)):
-        assert set(circles[name]["locations"]) == {"token", "answer position"}
-        token, answer = circles[name]["locations"]["token"], circles[name]["locations"]["answer position"]
-        assert token["sites"][-1] == "unembed" and answer["sites"] == spectra["sites"]
-        assert sum(answer["n_prompts"]) > 0 and min(answer["n_prompts"]) >= 1
+        assert set(circles[name].locations) == {"token", "answer position"}
+        token, answer = circles[name].locations["token"], circles[name].locations["answer position"]
+        assert token.sites[-1] == "unembed" and answer.sites == spectra.sites
+        assert token.n_prompts is None and sum(answer.n_prompts) > 0 and min(answer.n_prompts) >= 1
         for entry in (token, answer):
-            for site in entry["sites"]:
-                c = entry["per_site"][site]["circularity"]
-                assert len(c["shares"]) == k // 2 and sum(c["shares"]) == pytest.approx(1.0)
-        best = circles[name]["best"]
-        assert best["location"] in {"token", "answer position"} and 0 < best["p_value"] <= 1
-        chosen = circles[name]["locations"][best["location"]]["per_site"][best["site"]]["circularity"]
-        assert (best["frequency"], best["share"]) == (chosen["best_frequency"], chosen["best_share"])
-    crystals = gt["crystals"]
-    assert {"gender", "capital", "language", "tense", "plural", "comparative"} <= set(crystals["relations"])
-    for site in crystals["sites"]:
-        q = crystals["per_site"][site]["quality"]
-        assert -1 <= q["raw"]["within_cos"] <= 1 and q["lda"] is not None
-        assert len(crystals["per_site"][site]["pca"]["a"]) == len(crystals["words_a"])
-    kingdoms = gt["concepts"]["kingdoms"]
+            for scored in entry.per_site:
+                assert len(scored.circularity.shares) == k // 2 and sum(scored.circularity.shares) == pytest.approx(1.0)
+        best = circles[name].best
+        assert best.location in {"token", "answer position"} and 0 < best.p_value <= 1
+        chosen = circles[name].locations[best.location].at(best.site).circularity
+        assert (best.frequency, best.share) == (chosen.best_frequency, chosen.best_share)
+    crystals = gt.crystals
+    assert {"gender", "capital", "language", "tense", "plural", "comparative"} <= set(crystals.relations)
+    for entry in crystals.per_site:
+        q = entry.fit.quality
+        assert -1 <= q.raw.within_cos <= 1 and q.lda is not None
+        assert len(entry.fit.pca.a) == len(crystals.words_a)
+    kingdoms = gt.concepts.kingdoms
     assert set(kingdoms) == {"animal", "plant", "object"}
-    assert all(len(k["shuffled_rows_abs_cos"]) == 20 for k in kingdoms.values())
+    assert all(len(k.shuffled_rows_abs_cos) == 20 for k in kingdoms.values())
     for attribute in ("space", "time"):
-        probe = gt["probes"][attribute]
-        assert len(probe["r2"]) == n_layers and probe["best_layer"] in probe["layers"]
-    assert len(out["artifact_keys"]) == 4 and all(organism.store.has(k) for k in out["artifact_keys"])
-    json.dumps(out, allow_nan=False)  # NaN became None: strict JSON
+        probe = gt.probes.attributes[attribute].probes
+        assert len(probe.r2) == n_layers and probe.best_layer in probe.layers
+    assert len(out.artifact_keys) == 4 and all(organism.store.has(k) for k in out.artifact_keys)
+    assert isinstance(out.checkpoints, Skipped)
+    document = json.loads(json.dumps(out.to_dict(), allow_nan=False))  # NaN became None: strict JSON
+    assert AllAnalyses.from_dict(document) == out
+    # a second run reads every view back from the store: the same result
+    assert A.run_all(organism.model, organism.saes, organism.harvest, store=organism.store) == out
 
 
 def test_representations_are_read_at_the_word(organism):
@@ -321,14 +337,13 @@ def test_spectra_over_checkpoints_tables_and_phases(organism):
     out = A.spectra_over_checkpoints(organism.path, names, max_tokens=256, store=organism.store,
                                      progress=lambda f, text: ticks.append(f))
     n_layers = organism.model.n_layers
-    assert out["checkpoints"] == names and len(out["steps"]) == len(names)
-    for table in out["tables"].values():
-        assert np.asarray(table, dtype=float).shape == (n_layers, len(names))
-        assert np.all(np.isfinite(np.asarray(table, dtype=float)))
-    for site in out["sites"]:
-        seg = out["phases"][site]["segments"]
-        assert seg[0]["start_step"] == out["steps"][0] and seg[-1]["end_step"] == out["steps"][-1]
-        assert {s["label"] for s in seg} <= {"warmup", "entropy-seeking", "compression-seeking"}
+    assert out.checkpoints == tuple(names) and len(out.steps) == len(names)
+    for table in (out.rankme, out.alpha, out.participation_ratio):
+        assert table.shape == (n_layers, len(names)) and np.all(np.isfinite(table))
+    for site in out.sites:
+        seg = out.phases[site].segments
+        assert seg[0].start_step == out.steps[0] and seg[-1].end_step == out.steps[-1]
+        assert {s.label for s in seg} <= {"warmup", "entropy-seeking", "compression-seeking"}
     assert ticks and ticks[-1] == 1.0
     with pytest.raises(CheckpointError, match="Unknown checkpoint"):
         A.spectra_over_checkpoints(organism.path, ["step_999999", "final"])
@@ -370,16 +385,16 @@ def test_spectra_over_checkpoints_from_a_model_spec_matches_a_direct_harvest(org
     monkeypatch.setattr(core.sources.models, "load_model", counting_load)
     first = A.spectra_over_checkpoints(spec, names[:2], max_tokens=256, store=store)
     assert loads == names[:2]
-    np.testing.assert_allclose(np.asarray(first["tables"]["rankme"], dtype=float), reference, rtol=1e-6)
+    np.testing.assert_allclose(first.rankme, reference, rtol=1e-6)
     # the directory form (verify card, run_all) names the same weights: the same cached result
     by_directory = A.spectra_over_checkpoints(organism.path, names[:2], max_tokens=256, store=store)
-    assert by_directory["tables"] == first["tables"] and loads == names[:2]
+    assert by_directory == first and loads == names[:2]
     # adding a checkpoint loads only that one; the others come from the per-checkpoint cache
     loads.clear()
     grown = A.spectra_over_checkpoints(spec, [names[2], *names[:2]], max_tokens=256, store=store)
-    assert loads == ["final"] and grown["checkpoints"] == names
-    for metric, rows in grown["tables"].items():
-        assert [row[:2] for row in rows] == first["tables"][metric]
+    assert loads == ["final"] and grown.checkpoints == tuple(names)
+    for metric in ("rankme", "alpha", "participation_ratio"):
+        np.testing.assert_array_equal(getattr(grown, metric)[:, :2], getattr(first, metric))
     # a different slice is another key: every checkpoint again
     loads.clear()
     A.spectra_over_checkpoints(spec, names[:2], max_tokens=128, store=store)
@@ -430,8 +445,8 @@ def test_pythia_checkpoints_come_from_transformer_lens_tables_without_network(mo
 def test_toy_lab_pentagon_is_cached(tmp_path):
     store = ArtifactStore(tmp_path)
     out = A.toy_lab(n=5, m=2, sparsity=0.95, importance_decay=1.0, steps=1500, store=store)
-    assert np.asarray(out["W"]).shape == (2, 5)
-    d_i = np.asarray(out["geometry"]["D_i"], dtype=float)
+    assert out.W.shape == (2, 5) and out.settings.n == 5 and store.has(out.key)
+    d_i = out.geometry.D_i
     assert np.allclose(d_i[d_i > 0], 0.4, atol=0.08)  # pentagon: D_i = 2/5
-    assert out["F_true"] > 1 and out["F_sae"] > 1
+    assert out.F_true > 1 and out.F_sae > 1
     assert A.toy_lab(n=5, m=2, sparsity=0.95, importance_decay=1.0, steps=1500, store=store) == out

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from bench.bench_store import KEY, run_processes
 from core import store as store_module
 from core.analysis.keys import cached_result
 from core.errors import ArtifactError
+from core.jsonable import Result
 from core.store import ArtifactStore, StoreView, artifact_key
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,20 +75,26 @@ def test_a_header_declaring_a_huge_shape_is_refused_before_allocation(tmp_path):
     assert "(1000000000000,)" in store.notices[0] and "truncated or corrupt" in store.notices[0]
 
 
+@dataclass(frozen=True, eq=False)
+class _Value(Result):
+    value: int
+    key: str = ""
+
+
 def test_cached_results_are_recomputed_after_corruption(tmp_path):
     store = ArtifactStore(tmp_path, notify=lambda message: None)
     calls = []
 
     def compute():
         calls.append(1)
-        return {"value": 42}
+        return _Value(42)
 
-    first = cached_result(store, "reliability_view", {"x": 1}, compute)
-    assert cached_result(store, "reliability_view", {"x": 1}, compute) == first and len(calls) == 1
-    meta = store.path_for(first["key"]) / "meta.json"
+    first = cached_result(store, "reliability_view", {"x": 1}, compute, _Value)
+    assert cached_result(store, "reliability_view", {"x": 1}, compute, _Value) == first and len(calls) == 1
+    meta = store.path_for(first.key) / "meta.json"
     meta.write_text(meta.read_text().replace("42", "43"))      # a forged or flipped number
-    again = cached_result(store, "reliability_view", {"x": 1}, compute)
-    assert again["value"] == 42 and len(calls) == 2 and store.notices
+    again = cached_result(store, "reliability_view", {"x": 1}, compute, _Value)
+    assert again.value == 42 and len(calls) == 2 and store.notices
 
 
 def test_harvest_cached_recomputes_a_corrupt_harvest(tiny_model, tmp_path):

@@ -1,10 +1,12 @@
 """Run every measurement over a harvest's artifacts: the one place the CLI, the verify card and the
 pages get their numbers from.
 
-Pure orchestration (no streamlit): each function takes the loaded model / SAEs / HarvestResult /
-ground truth, calls `core.metrics.*`, and returns a JSON-able dict. With a store, the dict is saved
-under a key derived from what it was computed from (the harvest key, or the model identity and a
+Pure orchestration (no streamlit): each function takes the loaded model / SAEs (core.sources.faces) /
+HarvestResult / ground truth, calls `core.metrics.*`, and returns one typed result per view (frozen
+dataclasses in core.analysis.results, with `to_dict` / `from_dict`). With a store, `to_dict()` is
+saved under a key derived from what it was computed from (the harvest key, or the model identity and a
 hash of the ground truth, plus the settings and ANALYSIS_VERSION), so a second call costs a read.
+Options are keyword-only.
 
 Views:
     spectra_by_layer           RankMe, alpha-ReQ (fit range reported), PR, TwoNN + MLE ID per site
@@ -20,9 +22,7 @@ Views:
                                position of the cyclic-arithmetic prompts), crystals, concepts, probes
     run_all                    everything above that the inputs allow
 
-Results use plain lists for arrays and None for NaN (JSON has no NaN).
-
-Modules: keys (cache keys, the cache), spectra, checkpoints, superposition, geometry, prompts (token
+Modules: results (the result types), keys (cache keys, the cache), spectra, checkpoints, superposition, geometry, prompts (token
 representations from templates), circles, concepts (crystals, Park concepts, probes), run (run_all).
 Loading checkpoints and harvesting them lives in core.harvest.checkpoints.
 """
@@ -46,12 +46,24 @@ from core.analysis.concepts import (
 from core.analysis.geometry import decoder_circles_for_sae, geometry_by_layer, lobes_for_sae, lobes_view
 from core.analysis.keys import ANALYSIS_VERSION, AnalysisError, analysis_key, harvest_key_of
 from core.analysis.prompts import DEFAULT_TEMPLATES, analogy_pairs, fill_template, representations_at, slot_prompt
+from core.analysis.results import (
+                                   AllAnalyses,
+                                   GeometryByLayer,
+                                   GroundTruthGeometry,
+                                   LobesView,
+                                   Skipped,
+                                   SpectraByLayer,
+                                   SpectraOverCheckpoints,
+                                   SuperpositionByLayer,
+                                   ToyLab,
+)
 from core.analysis.run import run_all
 from core.analysis.spectra import site_spectrum, spectra_by_layer
 from core.analysis.superposition import superposition_by_layer, toy_lab
 from core.harvest.checkpoints import checkpoint_options, default_checkpoints
 
-__all__ = ["ANALYSIS_VERSION", "AnalysisError", "DEFAULT_TEMPLATES", "analogy_pairs", "analysis_key", "best_circle",
+__all__ = ["ANALYSIS_VERSION", "AllAnalyses", "GeometryByLayer", "GroundTruthGeometry", "LobesView", "Skipped",
+           "SpectraByLayer", "SpectraOverCheckpoints", "SuperpositionByLayer", "ToyLab", "AnalysisError", "DEFAULT_TEMPLATES", "analogy_pairs", "analysis_key", "best_circle",
            "checkpoint_options", "checkpoint_spectrum", "circles_at_answer", "circles_from_tokens",
            "concepts_from_unembedding", "crystals_from_tokens", "cyclic_arithmetic_facts", "cyclic_circles",
            "cyclic_token_ids", "decoder_circles_for_sae", "default_checkpoints", "fill_template", "geometry_by_layer",

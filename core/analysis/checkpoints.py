@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict
-from typing import Any, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -15,6 +15,7 @@ from core.analysis.keys import (
     cached_result,
     report,
 )
+from core.analysis.results import CheckpointSpectrum, SpectraOverCheckpoints
 from core.harvest.checkpoints import (
     checkpoint_identity,
     checkpoint_options,
@@ -22,55 +23,59 @@ from core.harvest.checkpoints import (
     harvest_checkpoint,
     resolve_checkpoints,
 )
-from core.hooks import layer_of, sorted_sites
+from core.hooks import sorted_sites
+
+if TYPE_CHECKING:
+    from core.harvest.distributed import RayCluster
+    from core.harvest.result import HarvestResult
+    from core.sources.corpus import CorpusSpec
+    from core.sources.models import ModelSpec
+    from core.store import ArtifactStore
 
 
-def checkpoint_spectrum(spec: Any, checkpoint: str, max_tokens: int = 4096, store: Any = None,
-                        fit_range: tuple[int, int] | None = None, corpus: Any = None,
-                        harvested: tuple[Any, str] | None = None) -> dict[str, Any]:
+def checkpoint_spectrum(spec: ModelSpec, checkpoint: str, *, max_tokens: int = 4096,
+                        store: ArtifactStore | None = None, fit_range: tuple[int, int] | None = None,
+                        corpus: CorpusSpec | None = None,
+                        harvested: tuple[HarvestResult, str] | None = None) -> CheckpointSpectrum:
     """RankMe, alpha-ReQ and participation ratio (Li et al. 2025; METHODS.md section 4) of every
     resid_post covariance of one checkpoint, from a moments-only harvest (no SAEs, no reservoir) of a
     corpus slice of `max_tokens`. Cached per checkpoint, so the model is loaded only on a miss.
-
-    Returns {"sites", "rankme": {site: v}, "alpha": {site: v}, "participation_ratio": {site: v},
-    "fit_note", "harvest"}. harvested: (HarvestResult, key) of this checkpoint's harvest when it was
-    already run elsewhere (a Ray task); it is saved to the store like a harvest run here.
-    """
+    harvested: (HarvestResult, key) of this checkpoint's harvest when it was already run elsewhere (a
+    Ray task); it is saved to the store like a harvest run here."""
     from core.metrics.spectral import spectral_summary
 
     parts = checkpoint_spectrum_parts(spec, checkpoint, max_tokens, fit_range, corpus)
 
-    def compute() -> dict:
+    def compute() -> CheckpointSpectrum:
         if harvested is None:
             result, key = harvest_checkpoint(spec, checkpoint, max_tokens, store, corpus)
         else:
             result, key = harvested
             if store is not None and not store.has(key):
                 result.save(store, key)
-        out: dict[str, Any] = {"sites": sorted_sites(list(result.sites)), "rankme": {}, "alpha": {},
-                               "participation_ratio": {}, "fit_note": "", "harvest": key}
-        for site in out["sites"]:
-            summary = spectral_summary(np.asarray(result.sites[site].cov, dtype=np.float64), fit_range)
-            out["rankme"][site] = summary.rankme
-            out["alpha"][site] = summary.alpha.alpha
-            out["participation_ratio"][site] = summary.participation_ratio
-            out["fit_note"] = out["fit_note"] or summary.alpha.message
-        return out
+        sites = sorted_sites(list(result.sites))
+        summaries = [spectral_summary(np.asarray(result.sites[site].cov, dtype=np.float64), fit_range)
+                     for site in sites]
+        return CheckpointSpectrum(
+            sites=tuple(sites), rankme=np.array([s.rankme for s in summaries], dtype=np.float64),
+            alpha=np.array([s.alpha.alpha for s in summaries], dtype=np.float64),
+            participation_ratio=np.array([s.participation_ratio for s in summaries], dtype=np.float64),
+            fit_note=next((s.alpha.message for s in summaries if s.alpha.message), ""), harvest=key)
 
-    return cached_result(store, "checkpoint_spectrum", parts, compute)
+    return cached_result(store, "checkpoint_spectrum", parts, compute, CheckpointSpectrum)
 
 
-def checkpoint_spectrum_parts(spec: Any, checkpoint: str, max_tokens: int, fit_range: tuple[int, int] | None,
-                              corpus: Any) -> dict[str, Any]:
+def checkpoint_spectrum_parts(spec: ModelSpec, checkpoint: str, max_tokens: int,
+                              fit_range: tuple[int, int] | None, corpus: CorpusSpec | None) -> dict[str, Any]:
     """What checkpoint_spectrum's cache key covers."""
     return {"model": checkpoint_identity(spec), "checkpoint": checkpoint, "max_tokens": int(max_tokens),
             "fit_range": list(fit_range) if fit_range else None,
             "corpus": None if corpus is None else asdict(corpus)}
 
 
-def _harvest_missing_on(cluster: Any, spec: Any, names: Sequence[str], max_tokens: int, store: Any,
-                        fit_range: tuple[int, int] | None, corpus: Any,
-                        progress: ProgressFn | None) -> dict[str, tuple[Any, str]]:
+def _harvest_missing_on(cluster: RayCluster, spec: ModelSpec, names: Sequence[str], max_tokens: int,
+                        store: ArtifactStore | None, fit_range: tuple[int, int] | None, corpus: CorpusSpec | None,
+                        progress: ProgressFn | None) -> dict[str, tuple[HarvestResult, str]]:
     """The harvests of the checkpoints whose spectrum is not cached, run as parallel Ray tasks."""
     from core.harvest.distributed import harvest_checkpoints_on_ray
 
@@ -88,14 +93,12 @@ def _harvest_missing_on(cluster: Any, spec: Any, names: Sequence[str], max_token
                                             f"{done}/{total} checkpoints harvested on {cluster.describe()}"))
 
 
-def nan_for_none(values: Sequence[Any]) -> list[float]:
-    return [math.nan if v is None else float(v) for v in values]
-
-
-def spectra_over_checkpoints(model: Any = None, checkpoints: Sequence[str] | None = None,
-                             max_tokens: int = 4096, store: Any = None, progress: ProgressFn | None = None,
-                             smoothing: float = 0.5, fit_range: tuple[int, int] | None = None,
-                             device: str | None = None, corpus: Any = None, cluster: Any = None) -> dict[str, Any]:
+def spectra_over_checkpoints(model: ModelSpec | str | Path | None = None, checkpoints: Sequence[str] | None = None,
+                             *, max_tokens: int = 4096, store: ArtifactStore | None = None,
+                             progress: ProgressFn | None = None, smoothing: float = 0.5,
+                             fit_range: tuple[int, int] | None = None, device: str | None = None,
+                             corpus: CorpusSpec | None = None, cluster: RayCluster | None = None,
+                             ) -> SpectraOverCheckpoints:
     """Spectral phases over training (Li et al. 2025; METHODS.md section 4) on a model's checkpoints.
 
     `model` is a core.sources.models.ModelSpec (the organism, or a TransformerLens model with training
@@ -124,7 +127,7 @@ def spectra_over_checkpoints(model: Any = None, checkpoints: Sequence[str] | Non
              "max_tokens": int(max_tokens), "smoothing": smoothing, "fit_range": fit_range,
              "corpus": None if corpus is None else asdict(corpus)}
 
-    def compute() -> dict:
+    def compute() -> SpectraOverCheckpoints:
         harvested = {} if cluster is None else _harvest_missing_on(cluster, spec, names, max_tokens, store,
                                                                     fit_range, corpus, progress)
         start = 0.8 if harvested else 0.0
@@ -132,20 +135,22 @@ def spectra_over_checkpoints(model: Any = None, checkpoints: Sequence[str] | Non
         for i, name in enumerate(names):
             report(progress, start + (1 - start) * i / len(names),
                    f"checkpoint {name} (step {options[name]:,}; {i + 1}/{len(names)})")
-            per_checkpoint.append(checkpoint_spectrum(spec, name, max_tokens, store, fit_range, corpus,
+            per_checkpoint.append(checkpoint_spectrum(spec, name, max_tokens=max_tokens, store=store,
+                                                      fit_range=fit_range, corpus=corpus,
                                                       harvested=harvested.get(name)))
         report(progress, 1.0, "spectra and phases")
-        sites = per_checkpoint[0]["sites"]
-        if any(p["sites"] != sites for p in per_checkpoint):
+        sites = per_checkpoint[0].sites
+        if any(p.sites != sites for p in per_checkpoint):
             raise AnalysisError("The checkpoints do not share the same activation sites.")
-        table = {metric: [[p[metric][site] for p in per_checkpoint] for site in sites]
-                 for metric in ("rankme", "alpha", "participation_ratio")}
-        phases = {site: segment_phases(steps, nan_for_none(rm), nan_for_none(al), smoothing=smoothing).to_dict()
-                  for site, rm, al in zip(sites, table["rankme"], table["alpha"])}
-        return {"sites": sites, "layers": [layer_of(s) for s in sites], "checkpoints": names, "steps": steps,
-                "tables": table, "phases": phases,
-                "fit_note": next((p["fit_note"] for p in per_checkpoint if p["fit_note"]), ""),
-                "max_tokens": int(max_tokens), "smoothing": smoothing,
-                "checkpoint_keys": [p["key"] for p in per_checkpoint]}
+        rankme, alpha, pr = (np.stack([getattr(p, metric) for p in per_checkpoint], axis=1)  # [site, checkpoint]
+                             for metric in ("rankme", "alpha", "participation_ratio"))
+        phases = {site: segment_phases(steps, rankme[i].tolist(), alpha[i].tolist(), smoothing=smoothing)
+                  for i, site in enumerate(sites)}
+        return SpectraOverCheckpoints(
+            sites=sites, checkpoints=tuple(names), steps=tuple(int(s) for s in steps), rankme=rankme, alpha=alpha,
+            participation_ratio=pr, phases=phases,
+            fit_note=next((p.fit_note for p in per_checkpoint if p.fit_note), ""),
+            max_tokens=int(max_tokens), smoothing=float(smoothing),
+            checkpoint_keys=tuple(p.key for p in per_checkpoint))
 
-    return cached_result(store, "spectra_over_checkpoints", parts, compute)
+    return cached_result(store, "spectra_over_checkpoints", parts, compute, SpectraOverCheckpoints)

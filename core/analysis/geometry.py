@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from core.analysis.circles import circle_entry
 from core.analysis.keys import (
     AnalysisError,
     ProgressFn,
@@ -19,16 +18,30 @@ from core.analysis.keys import (
     report,
     skip_on_error,
 )
+from core.analysis.results import (
+    DecoderCluster,
+    DecoderClusters,
+    GeometryByLayer,
+    Lobes,
+    LobesView,
+    SAEGeometry,
+    Skipped,
+)
 from core.errors import AtlasError
-from core.hooks import layer_of
+from core.metrics.circles import Circularity
+from core.sources.faces import SAEFace
+
+if TYPE_CHECKING:
+    from core.harvest.result import HarvestResult, SAEResult, SiteResult
+    from core.store import ArtifactStore
 
 
 def default_clusters(n: int, per_cluster: int, low: int = 2, high: int = 64) -> int:
     return int(min(high, max(low, round(n / per_cluster))))
 
 
-def lobes_for_sae(stats: Any, W_dec: np.ndarray, n_lobes: int | None = None, affinity: str = "phi",
-                  max_features: int = 1500, n_permutations: int = 100, seed: int = 0) -> dict[str, Any]:
+def lobes_for_sae(stats: SAEResult, W_dec: np.ndarray, *, n_lobes: int | None = None, affinity: str = "phi",
+                  max_features: int = 1500, n_permutations: int = 100, seed: int = 0) -> Lobes | Skipped:
     """Lobes of one SAE (Li et al. 2024): co-occurrence affinity over chunks -> spectral clusters,
     decoder-angle spectral clusters, and their AMI against a label-permutation null.
 
@@ -45,14 +58,14 @@ def lobes_for_sae(stats: Any, W_dec: np.ndarray, n_lobes: int | None = None, aff
 
     n_chunks = int(stats.cooc_n_chunks)
     if n_chunks < 2:
-        return {"skipped": f"only {n_chunks} co-occurrence chunk(s): harvest more tokens for lobes"}
+        return Skipped(f"only {n_chunks} co-occurrence chunk(s): harvest more tokens for lobes")
     fired = np.asarray(stats.cooc_fired(), dtype=np.int64)
     usable = np.flatnonzero((fired > 0) & (fired < n_chunks))
     if usable.size > max_features:
         usable = usable[np.argsort(-fired[usable], kind="stable")[:max_features]]
         usable.sort()
     if usable.size < 8:
-        return {"skipped": f"only {usable.size} features vary across chunks: harvest more tokens for lobes"}
+        return Skipped(f"only {usable.size} features vary across chunks: harvest more tokens for lobes")
     k = int(n_lobes) if n_lobes else default_clusters(usable.size, 25, 2, 20)
     k = max(2, min(k, usable.size // 2))
     sub = np.asarray(stats.cooc_submatrix(usable), dtype=np.float64)
@@ -61,26 +74,25 @@ def lobes_for_sae(stats: Any, W_dec: np.ndarray, n_lobes: int | None = None, aff
     W = np.asarray(W_dec, dtype=np.float64)[usable]
     geo = geometric_clusters(W, k, seed=seed)
     agreement = lobe_agreement(geo, lobe_labels, n_permutations=n_permutations, seed=seed)
-    return {"features": usable, "n_lobes": k, "affinity": affinity, "n_chunks": n_chunks,
-            "lobes": lobe_labels, "geometric": geo, "agreement": agreement.to_dict(),
-            "lobe_sizes": np.bincount(lobe_labels, minlength=k)}
+    return Lobes(features=usable, n_lobes=k, affinity=affinity, n_chunks=n_chunks, labels=lobe_labels,
+                 geometric=geo, agreement=agreement, lobe_sizes=np.bincount(lobe_labels, minlength=k))
 
 
-def decoder_circles_for_sae(sae: Any, site: Any, W_dec: np.ndarray, n_clusters: int | None = None,
+def decoder_circles_for_sae(sae: SAEFace, site: SiteResult, W_dec: np.ndarray, *, n_clusters: int | None = None,
                             cyclic_token_ids: Mapping[str, Sequence[int]] | None = None, top_clusters: int = 6,
-                            max_points: int = 600, seed: int = 0) -> dict[str, Any]:
+                            max_points: int = 600, seed: int = 0) -> DecoderClusters | Skipped:
     """Engels et al. 2024: spectral clusters of decoder directions, then the PCA of each cluster's
     reconstructions r_t = sum_{i in cluster, z_ti > 0} z_ti W_dec[i] over the harvest's reservoir tokens.
 
     Clusters are ranked by the share of their reconstruction mass on the cyclic tokens (weekdays,
     months) when `cyclic_token_ids` is given, else by total mass; the top ones keep their PCA.
     """
-    from core.metrics.circles import cluster_reconstruction_pca, decoder_clusters
+    from core.metrics.circles import circularity, cluster_reconstruction_pca, decoder_clusters
 
     X = torch.from_numpy(np.array(site.reservoir, dtype=np.float32))  # a writable copy of the mmap
     tokens = np.asarray(site.reservoir_token, dtype=np.int64)
     if X.shape[0] < 10:
-        return {"skipped": "the harvest kept fewer than 10 reservoir samples at this site"}
+        return Skipped("the harvest kept fewer than 10 reservoir samples at this site")
     Z = sae.encode(X).cpu().numpy().astype(np.float64)
     W = np.asarray(W_dec, dtype=np.float64)
     k = int(n_clusters) if n_clusters else default_clusters(W.shape[0], 20, 2, 200)
@@ -111,41 +123,41 @@ def decoder_circles_for_sae(sae: Any, site: Any, W_dec: np.ndarray, n_clusters: 
         tok = tokens[keep]
         counts = np.bincount(tok, minlength=1)
         top_tokens = np.argsort(-counts)[:8]
-        entry = {"cluster": c, "features": members, "score": score_of[c],
-                 "n_tokens": int(keep.size), "explained_variance_ratio": pca.explained_variance_ratio,
-                 "projections": pca.projections[sel], "tokens": tok[sel],
-                 "top_tokens": [int(t) for t in top_tokens if counts[t] > 0]}
         # Circularity of the cluster: the mean reconstruction PCs of each cyclic item, when all occur.
-        entry["circularity"] = {}
+        circles: dict[str, Circularity] = {}
         for name, ids in (cyclic_token_ids or {}).items():
             ids = list(ids)
             present = [np.flatnonzero(tok == t) for t in ids]
             if all(p.size for p in present) and len(ids) >= 3:
-                scored = circle_entry(np.stack([pca.projections[p].mean(0) for p in present]), 200, seed)
-                if scored is not None:
-                    entry["circularity"][name] = scored["circularity"]
-        clusters.append(entry)
-    return {"n_clusters": k, "cluster_sizes": np.bincount(labels, minlength=k), "clusters": clusters,
-            "ranked_by": "share of mass on cyclic tokens" if cyc_all else "total reconstruction mass"}
+                means = np.stack([pca.projections[p].mean(0) for p in present])
+                if np.ptp(means) > 0:  # every item the same: nothing to score
+                    circles[name] = circularity(means, n_permutations=200, seed=seed)
+        clusters.append(DecoderCluster(
+            cluster=int(c), features=members, score=float(score_of[c]), n_tokens=int(keep.size),
+            explained_variance_ratio=pca.explained_variance_ratio, projections=pca.projections[sel],
+            tokens=tok[sel], top_tokens=tuple(int(t) for t in top_tokens if counts[t] > 0),
+            circularity=circles))
+    return DecoderClusters(n_clusters=k, cluster_sizes=np.bincount(labels, minlength=k), clusters=tuple(clusters),
+                           ranked_by="share of mass on cyclic tokens" if cyc_all else "total reconstruction mass")
 
 
-def lobes_view(harvest: Any, sae: Any, store: Any = None, n_lobes: int | None = None, affinity: str = "phi",
-               n_permutations: int = 100, harvest_key: str | None = None) -> dict[str, Any]:
+def lobes_view(harvest: HarvestResult, sae: SAEFace, *, store: ArtifactStore | None = None,
+               n_lobes: int | None = None, affinity: str = "phi", n_permutations: int = 100,
+               harvest_key: str | None = None) -> LobesView:
     """`lobes_for_sae` for one harvested SAE with other settings than geometry_by_layer's, cached."""
     if sae.hook_name not in harvest.saes:
         raise AnalysisError(f"The SAE on {sae.hook_name} was not harvested: run the harvest with it.")
     parts = {"harvest": harvest_key or harvest_key_of(harvest), "hook": sae.hook_name, "n_lobes": n_lobes,
              "affinity": affinity, "n_permutations": n_permutations}
-    return cached_result(store, "lobes_view", parts, lambda: lobes_for_sae(
-        harvest.saes[sae.hook_name], as_float64(sae.W_dec), n_lobes, affinity, n_permutations=n_permutations))
+    return cached_result(store, "lobes_view", parts, lambda: LobesView(hook_name=sae.hook_name, lobes=lobes_for_sae(
+        harvest.saes[sae.hook_name], as_float64(sae.W_dec), n_lobes=n_lobes, affinity=affinity,
+        n_permutations=n_permutations)), LobesView)
 
 
-
-
-def geometry_by_layer(harvest: Any, saes: Sequence[Any], store: Any = None, n_lobes: int | None = None,
-                      affinity: str = "phi", n_permutations: int = 100, n_clusters: int | None = None,
-                      cyclic_token_ids: Mapping[str, Sequence[int]] | None = None, harvest_key: str | None = None,
-                      progress: ProgressFn | None = None) -> dict[str, Any]:
+def geometry_by_layer(harvest: HarvestResult, saes: Sequence[SAEFace], *, store: ArtifactStore | None = None,
+                      n_lobes: int | None = None, affinity: str = "phi", n_permutations: int = 100,
+                      n_clusters: int | None = None, cyclic_token_ids: Mapping[str, Sequence[int]] | None = None,
+                      harvest_key: str | None = None, progress: ProgressFn | None = None) -> GeometryByLayer:
     """Galaxy spectrum and clustering entropy of the decoder cloud, lobes, and decoder-cluster circles
     per SAE (Li et al. 2024; Engels et al. 2024)."""
     from core.metrics.geometry import clustering_entropy, galaxy_spectrum
@@ -155,29 +167,27 @@ def geometry_by_layer(harvest: Any, saes: Sequence[Any], store: Any = None, n_lo
     parts = {"harvest": hkey, "n_lobes": n_lobes, "affinity": affinity, "n_permutations": n_permutations,
              "n_clusters": n_clusters, "cyclic": {k: list(v) for k, v in (cyclic_token_ids or {}).items()}}
 
-    def compute() -> dict:
-        per_sae = {}
+    def sae_entry(hook: str) -> SAEGeometry:
+        sae = by_hook[hook]
+        W = as_float64(sae.W_dec)
+        site = harvest.sites.get(hook)
+        return SAEGeometry(
+            hook_name=hook,
+            galaxy=skip_on_error(lambda: galaxy_spectrum(W)),
+            clustering_entropy=skip_on_error(lambda: clustering_entropy(
+                W, n_samples=min(W.shape[0], 2000), n_dims=min(100, W.shape[1]), seed=0)),
+            lobes=skip_on_error(lambda: lobes_for_sae(harvest.saes[hook], W, n_lobes=n_lobes, affinity=affinity,
+                                                      n_permutations=n_permutations)),
+            circles=(skip_on_error(lambda: decoder_circles_for_sae(sae, site, W, n_clusters=n_clusters,
+                                                                   cyclic_token_ids=cyclic_token_ids))
+                     if site is not None else Skipped("the SAE's site was not harvested")))
+
+    def compute() -> GeometryByLayer:
+        per_sae = []
         for i, hook in enumerate(hooks):
             report(progress, i / len(hooks), f"geometry of {hook}")
-            sae = by_hook[hook]
-            W = as_float64(sae.W_dec)
-            entry: dict[str, Any] = {"hook_name": hook, "layer": layer_of(hook)}
-            try:
-                entry["galaxy"] = galaxy_spectrum(W).to_dict()
-            except AtlasError as error:
-                entry["galaxy"] = {"skipped": str(error)}
-            try:
-                ce = clustering_entropy(W, n_samples=min(W.shape[0], 2000), n_dims=min(100, W.shape[1]), seed=0)
-                entry["clustering_entropy"] = ce.to_dict()
-            except AtlasError as error:
-                entry["clustering_entropy"] = {"skipped": str(error)}
-            entry["lobes"] = skip_on_error(lambda: lobes_for_sae(harvest.saes[hook], W, n_lobes, affinity,
-                                                          n_permutations=n_permutations))
-            site = harvest.sites.get(hook)
-            entry["circles"] = (skip_on_error(lambda: decoder_circles_for_sae(sae, site, W, n_clusters, cyclic_token_ids))
-                                if site is not None else {"skipped": "the SAE's site was not harvested"})
-            per_sae[hook] = entry
+            per_sae.append(sae_entry(hook))
         report(progress, 1.0, "done")
-        return {"hooks": hooks, "layers": [layer_of(h) for h in hooks], "per_sae": per_sae}
+        return GeometryByLayer(per_sae=tuple(per_sae))
 
-    return cached_result(store, "geometry_by_layer", parts, compute)
+    return cached_result(store, "geometry_by_layer", parts, compute, GeometryByLayer)

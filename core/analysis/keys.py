@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 import torch
 
+from core.analysis.results import Skipped
 from core.errors import AtlasError
 from core.hooks import sorted_sites
+from core.jsonable import Result, ResultFormatError
 from core.jsonable import jsonable as to_json
+from core.sources.faces import ModelFace, SAEFace
 
-ANALYSIS_VERSION = "analysis-3"  # 2: circles at the token and at the answer position; 3: toy lab from one model
+if TYPE_CHECKING:
+    from core.harvest.result import HarvestResult
+    from core.store import ArtifactStore
+
+# 2: circles at the token and at the answer position; 3: toy lab from one model; 4: typed results (core.analysis.results)
+ANALYSIS_VERSION = "analysis-4"
 ProgressFn = Callable[[float, str], None]  # (fraction done in [0, 1], what is running)
+R = TypeVar("R", bound=Result)
+T = TypeVar("T")
 
 
 class AnalysisError(AtlasError):
@@ -24,14 +34,14 @@ class AnalysisError(AtlasError):
 # ---------------------------------------------------------------------------------------------
 # JSON, keys, cache
 # ---------------------------------------------------------------------------------------------
-def harvest_key_of(harvest: Any) -> str:
+def harvest_key_of(harvest: HarvestResult) -> str:
     """The store key of a harvest, recomputed from what it records (equals core.harvest.harvest_key)."""
     from core.store import artifact_key
 
     return artifact_key(kind="harvest", sources=harvest.sources, settings=harvest.settings)
 
 
-def model_identity(model: Any) -> dict[str, Any]:
+def model_identity(model: ModelFace) -> dict[str, Any]:
     """What identifies a model's weights for a cache key (name, source, origin, revision, dtype)."""
     card = getattr(model, "card", None)
     if card is None:
@@ -50,20 +60,25 @@ def analysis_key(name: str, **parts: Any) -> str:
     return artifact_key(kind=f"analysis:{name}", analysis_version=ANALYSIS_VERSION, **to_json(parts))
 
 
-def cached_result(store: Any, name: str, parts: Mapping[str, Any], compute: Callable[[], dict]) -> dict:
-    """compute() unless the store holds the result under the key of (name, parts); JSON-safe result
-    with its "key" and "name" set."""
+def cached_result(store: ArtifactStore | None, name: str, parts: Mapping[str, Any], compute: Callable[[], R],
+                  kind: type[R]) -> R:
+    """compute() unless the store holds the result under the key of (name, parts); the result carries
+    its `key`. The store keeps `result.to_dict()` (JSON) and gives back `kind.from_dict` of it; a
+    fresh result goes through the same round trip, so a view reads the same whether it was cached or
+    not (NaN stays NaN, arrays are float64 / int64 as the type declares). A stored document that no
+    longer fits the type (written by other code) is computed afresh and replaced."""
     key = analysis_key(name, **parts)
     if store is not None:
         artifact = store.load(key)
         if artifact is not None and "result" in artifact.meta:
-            return artifact.meta["result"]
-    result = to_json(compute())
-    result["key"] = key
-    result["name"] = name
+            try:
+                return kind.from_dict(artifact.meta["result"])
+            except ResultFormatError:
+                pass
+    document = {**compute().to_dict(), "key": key}
     if store is not None:
-        store.save(key, {}, {"kind": f"analysis:{name}", "result": result})
-    return result
+        store.save(key, {}, {"kind": f"analysis:{name}", "result": document})
+    return kind.from_dict(document)
 
 
 def report(progress: ProgressFn | None, fraction: float, text: str) -> None:
@@ -71,11 +86,11 @@ def report(progress: ProgressFn | None, fraction: float, text: str) -> None:
         progress(float(min(1.0, max(0.0, fraction))), text)
 
 
-def as_float64(t: Any) -> np.ndarray:
+def as_float64(t: torch.Tensor | np.ndarray) -> np.ndarray:
     return t.detach().cpu().numpy().astype(np.float64) if isinstance(t, torch.Tensor) else np.asarray(t, np.float64)
 
 
-def harvested_hooks(harvest: Any, saes: Sequence[Any]) -> tuple[dict[str, Any], list[str]]:
+def harvested_hooks(harvest: HarvestResult, saes: Sequence[SAEFace]) -> tuple[dict[str, SAEFace], list[str]]:
     """The loaded SAEs by hook name, and the hooks of those the harvest covered, in layer order."""
     by_hook = {s.hook_name: s for s in saes}
     hooks = sorted_sites([h for h in harvest.saes if h in by_hook])
@@ -84,8 +99,9 @@ def harvested_hooks(harvest: Any, saes: Sequence[Any]) -> tuple[dict[str, Any], 
     return by_hook, hooks
 
 
-def skip_on_error(call: Callable[[], dict]) -> dict:
+def skip_on_error(call: Callable[[], T]) -> T | Skipped:
+    """call(), or Skipped(the message) when it raises an AtlasError (these inputs do not allow it)."""
     try:
         return call()
     except AtlasError as error:
-        return {"skipped": str(error)}
+        return Skipped(str(error))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -11,6 +12,34 @@ import torch
 from core.analysis.keys import (
     AnalysisError,
 )
+from core.sources.faces import ModelFace
+
+
+@dataclass(frozen=True)
+class ItemMeans:
+    """Mean representation of each item of a set, per site: means[site] is [k, d] in item order."""
+
+    words: tuple[str, ...]
+    means: dict[str, np.ndarray]
+    n_prompts: np.ndarray | None = None  # prompts averaged per item, when it varies
+
+
+@dataclass(frozen=True)
+class WordMeans:
+    """Mean representation of each word, per site: means[site][word] is [d]."""
+
+    words: tuple[str, ...]
+    means: dict[str, dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class ProbeSample:
+    """Probe inputs of one attribute: X[site] [n, d], targets y [n, ...], the item of each row."""
+
+    X: dict[str, np.ndarray]
+    y: np.ndarray
+    groups: np.ndarray  # index into `names` of each row
+    names: tuple[str, ...]
 
 DEFAULT_TEMPLATES: dict[str, Any] = {
     "weekday_mention": "we met on {day} and again on",
@@ -43,7 +72,7 @@ def slot_prompt(template: str, slot: str, word: str, others: Mapping[str, str] |
     return fill_template(template, values), fill_template(head, values) + word
 
 
-def representations_at(model: Any, prompts: Sequence[tuple[str, str]], sites: Sequence[str],
+def representations_at(model: ModelFace, prompts: Sequence[tuple[str, str]], sites: Sequence[str], *,
                        batch_size: int = 64) -> dict[str, np.ndarray]:
     """Activations at the last token of each prompt's prefix: {site: [n_prompts, d]} (float64).
 
@@ -68,7 +97,7 @@ def representations_at(model: Any, prompts: Sequence[tuple[str, str]], sites: Se
     return {s: np.concatenate(v) for s, v in out.items()}
 
 
-def resid_sites(model: Any) -> list[str]:
+def resid_sites(model: ModelFace) -> list[str]:
     return [f"blocks.{layer}.hook_resid_post" for layer in model.layers()
             if model.has_hook(f"blocks.{layer}.hook_resid_post")]
 
@@ -79,7 +108,7 @@ def templates_of(ground_truth: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def known_words(model: Any, words: Sequence[str]) -> list[str]:
+def known_words(model: ModelFace, words: Sequence[str]) -> list[str]:
     """Words the tokenizer knows (organism: not UNK); every word for tokenizers without UNK."""
     unk = getattr(model, "unk_token_id", None)
     return [w for w in words if not (unk is not None and unk in model.encode(w)) and model.encode(w)]
@@ -103,7 +132,8 @@ def cyclic_prompts(ground_truth: Mapping[str, Any], name: str, words: Sequence[s
     return prompts
 
 
-def cyclic_representations(model: Any, ground_truth: Mapping[str, Any], sites: Sequence[str]) -> dict[str, Any]:
+def cyclic_representations(model: ModelFace, ground_truth: Mapping[str, Any],
+                           sites: Sequence[str]) -> dict[str, ItemMeans]:
     """Mean representation of each cyclic item (weekdays, months) per site, [k, d], in cycle order."""
     out = {}
     for name, words in (ground_truth.get("cyclic") or {}).items():
@@ -115,8 +145,8 @@ def cyclic_representations(model: Any, ground_truth: Mapping[str, Any], sites: S
             continue
         reps = representations_at(model, [(a, b) for _, a, b in prompts], sites)
         index = np.array([i for i, _, _ in prompts])
-        out[name] = {"words": words, "means": {s: np.stack([reps[s][index == i].mean(0) for i in range(len(words))])
-                                                for s in sites}}
+        out[name] = ItemMeans(tuple(words), {s: np.stack([reps[s][index == i].mean(0) for i in range(len(words))])
+                                             for s in sites})
     return out
 
 
@@ -132,10 +162,10 @@ def pair_prompts(template: str, slot: str, other_slot: str, names: Sequence[str]
     return prompts
 
 
-def probe_samples(model: Any, ground_truth: Mapping[str, Any], sites: Sequence[str], per_item: int = 12,
-                  seed: int = 0) -> dict[str, Any]:
+def probe_samples(model: ModelFace, ground_truth: Mapping[str, Any], sites: Sequence[str], *, per_item: int = 12,
+                  seed: int = 0) -> dict[str, ProbeSample]:
     """Representations of city and person tokens in varied contexts, for the space and time probes
-    (Gurnee & Tegmark 2023): {attribute: {"X": {site: [n, d]}, "y": [n, ...], "groups": [n], "names"}}."""
+    (Gurnee & Tegmark 2023), by attribute ("space", "time")."""
     t = templates_of(ground_truth)
     out = {}
     specs = [("space", ground_truth.get("cities") or {}, "city_direction", "city_mention", "b", "a"),
@@ -158,7 +188,7 @@ def probe_samples(model: Any, ground_truth: Mapping[str, Any], sites: Sequence[s
         reps = representations_at(model, [(a, b) for _, a, b in prompts], sites)
         groups = np.array([i for i, _, _ in prompts])
         y = np.array([table[names[i]] for i in groups], dtype=np.float64)
-        out[attribute] = {"X": reps, "y": y, "groups": groups, "names": names}
+        out[attribute] = ProbeSample(X=reps, y=y, groups=groups, names=tuple(names))
     return out
 
 
@@ -176,7 +206,8 @@ def analogy_pairs(ground_truth: Mapping[str, Any]) -> list[tuple[str, str, str, 
     return pairs
 
 
-def analogy_representations(model: Any, ground_truth: Mapping[str, Any], sites: Sequence[str]) -> dict[str, Any]:
+def analogy_representations(model: ModelFace, ground_truth: Mapping[str, Any],
+                            sites: Sequence[str]) -> WordMeans | None:
     """Mean representation of each analogy word over its family's context templates (word read at its
     own position); words with no template are read alone after BOS."""
     t = templates_of(ground_truth)
@@ -196,12 +227,12 @@ def analogy_representations(model: Any, ground_truth: Mapping[str, Any], sites: 
                 if not used:
                     prompts.append((word, word, word))
     if not prompts:
-        return {}
+        return None
     reps = representations_at(model, [(a, b) for _, a, b in prompts], sites)
-    words = np.array([w for w, _, _ in prompts])
-    vocabulary = sorted(set(words.tolist()))
-    return {"words": vocabulary,
-            "means": {s: {w: reps[s][words == w].mean(0) for w in vocabulary} for s in sites}}
+    read = np.array([w for w, _, _ in prompts])  # the word of each prompt
+    vocabulary = sorted(set(read.tolist()))
+    return WordMeans(tuple(vocabulary), {s: {w: reps[s][read == w].mean(0) for w in vocabulary} for s in sites})
+
 
 def cycle_kind(name: str) -> tuple[str, str]:
     """("weekday", "day") or ("month", "month"): the template family and slot of a cyclic set."""

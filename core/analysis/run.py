@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from core.analysis.checkpoints import spectra_over_checkpoints
 from core.analysis.circles import cyclic_token_ids
@@ -13,41 +13,49 @@ from core.analysis.keys import (
     harvest_key_of,
     report,
 )
+from core.analysis.results import AllAnalyses, Skipped, SpectraOverCheckpoints
 from core.analysis.spectra import spectra_by_layer
 from core.analysis.superposition import superposition_by_layer
+from core.sources.faces import ModelFace, SAEFace
+
+if TYPE_CHECKING:
+    from core.harvest.distributed import RayCluster
+    from core.harvest.result import HarvestResult
+    from core.store import ArtifactStore
 
 
-def run_all(model: Any, saes: Sequence[Any], harvest: Any, ground_truth: Mapping[str, Any] | None = None,
-            store: Any = None, progress: ProgressFn | None = None, checkpoints: bool | Sequence[str] = False,
+def run_all(model: ModelFace, saes: Sequence[SAEFace], harvest: HarvestResult,
+            ground_truth: Mapping[str, Any] | None = None, *, store: ArtifactStore | None = None,
+            progress: ProgressFn | None = None, checkpoints: bool | Sequence[str] = False,
             n_permutations: int = 100, checkpoint_max_tokens: int = 4096,
-            harvest_key: str | None = None, cluster: Any = None) -> dict[str, Any]:
-    """Every analysis these inputs allow; {"spectra", "superposition", "geometry", "ground_truth",
-    ["checkpoints"], "artifact_keys"}. The organism's ground truth is used when none is given and the
-    model is the organism. Checkpoint phases run only when asked (they load every checkpoint):
-    `checkpoints` True for all of the organism's checkpoints, or a list of their identifiers, each
-    harvested on `checkpoint_max_tokens` tokens (as parallel Ray tasks on `cluster`, a
-    core.harvest.distributed.RayCluster, when given). `n_permutations`: the lobes' AMI null."""
+            harvest_key: str | None = None, cluster: RayCluster | None = None) -> AllAnalyses:
+    """Every analysis these inputs allow (`AllAnalyses`; its `artifact_keys` are the stored views).
+    The organism's ground truth is used when none is given and the model is the organism. Checkpoint
+    phases run only when asked (they load every checkpoint): `checkpoints` True for all of the
+    organism's checkpoints, or a list of their identifiers, each harvested on `checkpoint_max_tokens`
+    tokens (as parallel Ray tasks on `cluster`, a core.harvest.distributed.RayCluster, when given).
+    `n_permutations`: the lobes' AMI null."""
     if ground_truth is None:
         ground_truth = organism_ground_truth(model)
     hkey = harvest_key or harvest_key_of(harvest)
-    out: dict[str, Any] = {}
+    no_saes = Skipped("no SAE loaded")
     report(progress, 0.0, "spectra")
-    out["spectra"] = spectra_by_layer(harvest, store, harvest_key=hkey)
+    spectra = spectra_by_layer(harvest, store=store, harvest_key=hkey)
     report(progress, 0.2, "superposition")
-    out["superposition"] = superposition_by_layer(harvest, saes, model, store, harvest_key=hkey) if saes else \
-        {"skipped": "no SAE loaded"}
+    superposition = superposition_by_layer(harvest, saes, model, store=store, harvest_key=hkey) if saes else no_saes
     report(progress, 0.35, "geometry")
-    out["geometry"] = geometry_by_layer(harvest, saes, store, n_permutations=n_permutations,
-                                        cyclic_token_ids=cyclic_token_ids(model, ground_truth),
-                                        harvest_key=hkey) if saes else {"skipped": "no SAE loaded"}
+    geometry = geometry_by_layer(harvest, saes, store=store, n_permutations=n_permutations,
+                                 cyclic_token_ids=cyclic_token_ids(model, ground_truth),
+                                 harvest_key=hkey) if saes else no_saes
     report(progress, 0.7, "ground-truth geometry")
-    out["ground_truth"] = ground_truth_geometry(model, ground_truth, store)
-    if checkpoints and getattr(getattr(model, "spec", None), "source", None) == "organism":
+    truth = ground_truth_geometry(model, ground_truth, store=store)
+    over: SpectraOverCheckpoints | Skipped = Skipped("checkpoint phases were not asked for" if not checkpoints
+                        else "checkpoint phases run on the organism's own checkpoints only")
+    if checkpoints and model.spec.source == "organism":
         names = None if checkpoints is True else list(checkpoints)
         report(progress, 0.8, f"spectra over {'all' if names is None else len(names)} checkpoints")
-        out["checkpoints"] = spectra_over_checkpoints(model.spec.path, names,
-                                                      max_tokens=checkpoint_max_tokens, store=store,
-                                                      cluster=cluster)
+        over = spectra_over_checkpoints(model.spec.path, names, max_tokens=checkpoint_max_tokens, store=store,
+                                        cluster=cluster)
     report(progress, 1.0, "done")
-    out["artifact_keys"] = [v["key"] for v in out.values() if isinstance(v, dict) and "key" in v]
-    return out
+    return AllAnalyses(spectra=spectra, superposition=superposition, geometry=geometry, ground_truth=truth,
+                       checkpoints=over)

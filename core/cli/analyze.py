@@ -124,7 +124,7 @@ def _run_analysis(result: Any, model: Any, saes: list, store: Any, checkpoints: 
     """core.analysis.run_all on the harvest; returns the artifact keys it reports."""
     from core.analysis import run_all
 
-    return run_all(model, saes, result, store=store, checkpoints=checkpoints, cluster=cluster)["artifact_keys"]
+    return list(run_all(model, saes, result, store=store, checkpoints=checkpoints, cluster=cluster).artifact_keys)
 
 
 def cluster_from_args(args: argparse.Namespace) -> Any:

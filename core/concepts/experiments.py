@@ -22,7 +22,7 @@ import numpy as np
 
 from core.concepts.readout import ConceptReadout, DroppedItem, ProgressFn, read_concepts
 from core.concepts.schema import SPATIAL_VALUES, ConceptError, ConceptSet
-from core.jsonable import dataclass_fields
+from core.jsonable import Result
 
 PUBLISHED = {
     "engels": "GPT-2 small (SAE clusters at blocks.7.hook_resid_pre): weekdays and months each trace a circle "
@@ -37,14 +37,9 @@ PUBLISHED = {
 }
 
 
-class _Result:
-    def to_dict(self) -> dict[str, Any]:
-        return dataclass_fields(self)
-
-
 # ---- Engels et al.: circles --------------------------------------------------------------------
-@dataclass(frozen=True)
-class CircleRow(_Result):
+@dataclass(frozen=True, eq=False)
+class CircleRow(Result):
     location: str  # "word" | "answer"
     site: str
     frequency: int
@@ -55,8 +50,8 @@ class CircleRow(_Result):
     regular_visit: bool
 
 
-@dataclass(frozen=True)
-class CircleSetResult(_Result):
+@dataclass(frozen=True, eq=False)
+class CircleSetResult(Result):
     set_name: str
     k: int
     rows: tuple[CircleRow, ...]  # every (location, site) that could be scored
@@ -65,8 +60,8 @@ class CircleSetResult(_Result):
     dropped: tuple[DroppedItem, ...]
 
 
-@dataclass(frozen=True)
-class EngelsResult(_Result):
+@dataclass(frozen=True, eq=False)
+class EngelsResult(Result):
     sets: tuple[CircleSetResult, ...]
     position: str
     published: str = PUBLISHED["engels"]
@@ -115,8 +110,8 @@ def engels_circles(model: Any, cyclic_sets: Sequence[ConceptSet], *, position: s
 
 
 # ---- Park et al.: hierarchical orthogonality ---------------------------------------------------
-@dataclass(frozen=True)
-class ParentOrthogonality(_Result):
+@dataclass(frozen=True, eq=False)
+class ParentOrthogonality(Result):
     parent: str
     children: tuple[str, ...]
     cos_child_minus_parent: tuple[float, ...]
@@ -126,8 +121,8 @@ class ParentOrthogonality(_Result):
     p_value_shuffled: float
 
 
-@dataclass(frozen=True)
-class ParkResult(_Result):
+@dataclass(frozen=True, eq=False)
+class ParkResult(Result):
     set_name: str
     n_words: int  # words with a single-token form (their unembedding rows are used)
     parents: tuple[ParentOrthogonality, ...]
@@ -212,8 +207,8 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # ---- Gurnee & Tegmark: space and time probes ---------------------------------------------------
-@dataclass(frozen=True)
-class ProbeCurve(_Result):
+@dataclass(frozen=True, eq=False)
+class ProbeCurve(Result):
     set_name: str
     target: tuple[str, ...]  # the values probed (latitude, longitude) or (death_year,)
     n_items: int  # entities read (each one row; whole entities are held out)
@@ -224,8 +219,8 @@ class ProbeCurve(_Result):
     dropped: tuple[DroppedItem, ...]
 
 
-@dataclass(frozen=True)
-class GurneeResult(_Result):
+@dataclass(frozen=True, eq=False)
+class GurneeResult(Result):
     curves: tuple[ProbeCurve, ...]
     position: str
     published: str = PUBLISHED["gurnee"]

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from core.concepts.schema import ConceptError, ConceptSet, fill
+from core.jsonable import Result
 from core.sources.tokens import pad_rows
 
 POSITIONS = ("last", "mean")
@@ -39,8 +40,8 @@ ProgressFn = Callable[[int, int], None]  # (prompts done, prompts in all)
 _FIELD = re.compile(r"\{(word|pair)\}")
 
 
-@dataclass(frozen=True)
-class DroppedItem:
+@dataclass(frozen=True, eq=False)
+class DroppedItem(Result):
     word: str
     reason: str
 

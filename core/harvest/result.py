@@ -3,7 +3,6 @@ what a view needs (one feature's contexts, a block of co-occurrence counts) with
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -15,6 +14,7 @@ from core.errors import AtlasError
 from core.harvest.components import SAE_ARRAYS, SITE_ARRAYS, assemble, compact, save_sae, save_site
 from core.harvest.splice import SpliceQuality
 from core.harvest.state import HarvestState
+from core.jsonable import jsonable
 
 
 def context_windows(corpus_tokens: torch.Tensor | np.ndarray, chunk: np.ndarray, pos: np.ndarray,
@@ -219,8 +219,8 @@ SAE_SCALARS = ("n_tokens", "n_quantile_samples", "cooc_n_chunks", "cooc_total_ch
 
 def sae_meta(sae: SAEResult) -> dict[str, Any]:
     """The JSON part of one SAE's result (scalars and splice quality)."""
-    return {"hook_name": sae.hook_name, **{s: json_number(getattr(sae, s)) for s in SAE_SCALARS},
-            "splice": None if sae.splice is None else {k: json_number(v) for k, v in sae.splice.to_dict().items()}}
+    return {"hook_name": sae.hook_name, **{s: jsonable(getattr(sae, s)) for s in SAE_SCALARS},
+            "splice": jsonable(sae.splice)}
 
 
 def sae_from_parts(arrays: dict[str, np.ndarray], info: dict[str, Any]) -> SAEResult:
@@ -317,13 +317,6 @@ class HarvestResult:
     def load(cls, store: Any, key: str) -> "HarvestResult | None":
         artifact = store.load(key)
         return None if artifact is None else cls.from_arrays(artifact.arrays, artifact.meta)
-
-
-def json_number(value: Any) -> Any:
-    if value is None:
-        return None
-    value = float(value) if isinstance(value, (float, np.floating)) else int(value)
-    return value if not (isinstance(value, float) and not math.isfinite(value)) else None
 
 
 def _float(value: Any) -> float:

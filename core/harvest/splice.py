@@ -30,19 +30,19 @@ the hook's layer on when the site is a residual stream of a HookedTransformer.
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 
 from core.hooks import layer_of
+from core.jsonable import Result
 
 _SUMS = ("ce_clean", "ce_spliced", "ce_zero", "ce_mean", "kl_spliced", "kl_zero", "kl_mean")
 
 
-@dataclass(frozen=True)
-class SpliceQuality:
+@dataclass(frozen=True, eq=False)
+class SpliceQuality(Result):
     """Splice-in quality of one SAE (means over `tokens` next-token predictions; nats)."""
 
     tokens: int  # next-token predictions in the cross-entropy means
@@ -55,17 +55,6 @@ class SpliceQuality:
     kl_spliced: float  # KL(clean || spliced), per token
     kl_zero_ablated: float
     kl_mean_ablated: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SpliceQuality":
-        return cls(**{k: (int(d[k]) if k == "tokens" else _float(d[k])) for k in cls.__dataclass_fields__})
-
-
-def _float(value: Any) -> float:
-    return float("nan") if value is None else float(value)
 
 
 class SpliceStats:
@@ -226,6 +215,3 @@ class _nothing:
     def __exit__(self, *exc: Any) -> None:
         return None
 
-
-def finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.decomposition import PCA
 
-from core.metrics.geometry import GeometryInputError, _ToDict, as_matrix, geometric_clusters
+from core.jsonable import FloatArray, IntArray, Result
+from core.metrics.geometry import GeometryInputError, as_matrix, geometric_clusters
 
 __all__ = [
     "ClusterPCA",
@@ -37,13 +38,13 @@ def decoder_clusters(W_dec: np.ndarray, n_clusters: int, seed: int = 0) -> np.nd
     return geometric_clusters(W_dec, n_clusters, seed=seed)
 
 
-@dataclass(frozen=True)
-class ClusterPCA(_ToDict):
-    feature_ids: np.ndarray  # the cluster's features
-    token_indices: np.ndarray  # rows of Z where at least one cluster feature fires
-    projections: np.ndarray  # [n_kept_tokens, n_components] PCA coordinates of the reconstructions
-    components: np.ndarray  # [n_components, d] principal axes
-    explained_variance_ratio: np.ndarray
+@dataclass(frozen=True, eq=False)
+class ClusterPCA(Result):
+    feature_ids: IntArray  # the cluster's features
+    token_indices: IntArray  # rows of Z where at least one cluster feature fires
+    projections: FloatArray  # [n_kept_tokens, n_components] PCA coordinates of the reconstructions
+    components: FloatArray  # [n_components, d] principal axes
+    explained_variance_ratio: FloatArray
 
 
 def cluster_reconstruction_pca(
@@ -129,24 +130,24 @@ def angular_visit_order(points_2d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order, np.mod(np.diff(np.append(order, order[0])), k)
 
 
-@dataclass(frozen=True)
-class Circularity(_ToDict):
+@dataclass(frozen=True, eq=False)
+class Circularity(Result):
     k: int
-    frequencies: np.ndarray  # 1..k//2
-    shares: np.ndarray  # share of variance per frequency
+    frequencies: IntArray  # 1..k//2
+    shares: FloatArray  # share of variance per frequency
     best_frequency: int
     best_share: float
     p_value: float  # shuffled-label p-value of best_share (max over f, so the choice of f is paid for)
-    null_best_shares: np.ndarray  # max-over-f share of each permutation
-    null_share_mean: np.ndarray  # per frequency, mean share under shuffled labels
-    null_share_q95: np.ndarray  # per frequency, 95th percentile under shuffled labels
+    null_best_shares: FloatArray  # max-over-f share of each permutation
+    null_share_mean: FloatArray  # per frequency, mean share under shuffled labels
+    null_share_q95: FloatArray  # per frequency, 95th percentile under shuffled labels
     circle_balance: float  # smaller / larger singular value of the cos/sin coefficients (1 = round circle)
-    visit_order: np.ndarray  # items in angular order around the best-f circle, starting at item 0
-    steps: np.ndarray  # (visit_order[j+1] - visit_order[j]) mod k, cyclically
+    visit_order: IntArray  # items in angular order around the best-f circle, starting at item 0
+    steps: IntArray  # (visit_order[j+1] - visit_order[j]) mod k, cyclically
     visit_step: int  # expected step between angular neighbours: f^-1 mod k (0 when f, k not coprime)
     regular_visit: bool  # every angular neighbour is exactly visit_step apart in the cycle
     coprime: bool  # gcd(f, k) == 1: the circle visits every item once
-    points_2d: np.ndarray  # [k, 2] items projected on the best-f plane (for plots)
+    points_2d: FloatArray  # [k, 2] items projected on the best-f plane (for plots)
 
 
 def circularity(M: np.ndarray, n_permutations: int = 200, seed: int = 0) -> Circularity:

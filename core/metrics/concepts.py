@@ -18,7 +18,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from sklearn.covariance import ledoit_wolf
 
-from core.metrics.geometry import GeometryInputError, _ToDict, as_matrix
+from core.jsonable import FloatArray, Result
+from core.metrics.geometry import GeometryInputError, as_matrix
 
 __all__ = [
     "ConceptVector",
@@ -63,10 +64,10 @@ def causal_inner_product_basis(W_U: np.ndarray, ridge: float = 1e-6) -> np.ndarr
     return g @ inv_sqrt
 
 
-@dataclass(frozen=True)
-class ConceptVector(_ToDict):
-    ell: np.ndarray  # vector representation (mu @ v) v
-    direction: np.ndarray  # unit v = pinv(S) mu / ||pinv(S) mu||
+@dataclass(frozen=True, eq=False)
+class ConceptVector(Result):
+    ell: FloatArray  # vector representation (mu @ v) v
+    direction: FloatArray  # unit v = pinv(S) mu / ||pinv(S) mu||
     magnitude: float  # mu @ v
     n_words: int
 
@@ -100,18 +101,18 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (na * nb)) if na > 0 and nb > 0 else 0.0
 
 
-@dataclass(frozen=True)
-class HierarchicalOrthogonality(_ToDict):
+@dataclass(frozen=True, eq=False)
+class HierarchicalOrthogonality(Result):
     children: list[str]
-    cos_child_minus_parent: np.ndarray  # cos(ell_child - ell_parent, ell_parent), per child
+    cos_child_minus_parent: FloatArray  # cos(ell_child - ell_parent, ell_parent), per child
     mean_abs_cos: float
-    shuffled_rows_abs_cos: np.ndarray  # per shuffle: mean |cos| with the rows of g permuted
-    random_parent_abs_cos: np.ndarray  # per draw: mean |cos| against a random word set as parent
+    shuffled_rows_abs_cos: FloatArray  # per shuffle: mean |cos| with the rows of g permuted
+    random_parent_abs_cos: FloatArray  # per draw: mean |cos| against a random word set as parent
     shuffled_rows_mean: float
     random_parent_mean: float
     p_value_shuffled: float  # (1 + #{shuffled <= observed}) / (1 + n_shuffles)
-    sibling_cos: np.ndarray  # [n_children, n_children] cos(ell_ci, ell_cj)
-    sibling_diff_cos: np.ndarray  # cos(ell_ci - ell_parent, ell_cj - ell_parent)
+    sibling_cos: FloatArray  # [n_children, n_children] cos(ell_ci, ell_cj)
+    sibling_diff_cos: FloatArray  # cos(ell_ci - ell_parent, ell_cj - ell_parent)
     parent_magnitude: float
 
 
@@ -177,11 +178,11 @@ def hierarchical_orthogonality(
     )
 
 
-@dataclass(frozen=True)
-class SimplexProjection(_ToDict):
-    basis: np.ndarray  # [m, d] orthonormal rows spanning the sibling vectors
-    vector_coords: np.ndarray  # [m, m] the sibling vectors in that basis
-    point_coords: np.ndarray | None  # [n, m] extra points (member words) in that basis
+@dataclass(frozen=True, eq=False)
+class SimplexProjection(Result):
+    basis: FloatArray  # [m, d] orthonormal rows spanning the sibling vectors
+    vector_coords: FloatArray  # [m, m] the sibling vectors in that basis
+    point_coords: FloatArray | None  # [n, m] extra points (member words) in that basis
 
 
 def simplex_projection(vectors: np.ndarray, points: np.ndarray | None = None) -> SimplexProjection:

@@ -18,21 +18,22 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.metrics import silhouette_score
 from sklearn.model_selection import StratifiedKFold
 
-from core.metrics.geometry import GeometryInputError, _ToDict, as_matrix
+from core.jsonable import Result
+from core.metrics.geometry import GeometryInputError, as_matrix
 
 __all__ = ["ParallelogramScore", "CrystalQuality", "parallelogram_score", "parallelogram_quality", "crystal_projection"]
 
 
-@dataclass(frozen=True)
-class ParallelogramScore(_ToDict):
+@dataclass(frozen=True, eq=False)
+class ParallelogramScore(Result):
     within_cos: float  # mean cosine of difference vectors of the same relation (pairs i < j)
     across_cos: float  # mean cosine of difference vectors of different relations
     quality: float  # within_cos - across_cos
     silhouette: float  # cosine silhouette of the relation clusters of difference vectors
 
 
-@dataclass(frozen=True)
-class CrystalQuality(_ToDict):
+@dataclass(frozen=True, eq=False)
+class CrystalQuality(Result):
     raw: ParallelogramScore  # on the difference vectors themselves
     lda: ParallelogramScore | None  # after LDA projection (None when not asked)
     lda_mode: str  # "heldout", "in_sample" or "none"

@@ -25,7 +25,7 @@ from sklearn.metrics import adjusted_mutual_info_score
 from sklearn.neighbors import NearestNeighbors
 
 from core.errors import MetricInputError
-from core.jsonable import _ToDict  # noqa: F401  (re-exported: the metrics modules import it from here)
+from core.jsonable import FloatArray, Result
 
 __all__ = [
     "GeometryInputError",
@@ -85,9 +85,9 @@ def as_matrix(x: Any, name: str, min_rows: int = 1, min_cols: int = 1) -> np.nda
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class GalaxySpectrum(_ToDict):
-    eigenvalues: np.ndarray  # cov(W_dec) eigenvalues, descending
+@dataclass(frozen=True, eq=False)
+class GalaxySpectrum(Result):
+    eigenvalues: FloatArray  # cov(W_dec) eigenvalues, descending
     alpha: float  # -slope of log10(lam) on log10(rank) over the fit range
     intercept: float  # of the fitted line in log10 space
     r_value: float
@@ -207,8 +207,8 @@ def knn_entropy(X: np.ndarray, k: int = 5) -> float:
     return float(special.digamma(n) - special.digamma(k) + log_vd + d * np.mean(np.log(eps)))
 
 
-@dataclass(frozen=True)
-class ClusteringEntropy(_ToDict):
+@dataclass(frozen=True, eq=False)
+class ClusteringEntropy(Result):
     h_gauss: float  # closed-form entropy of the Gaussian with the same covariance
     h_knn: float  # kNN estimate on the data
     gap: float  # h_gauss - h_knn (paper's quantity); >= 0 up to estimator bias
@@ -453,14 +453,14 @@ def geometric_clusters(W_dec: np.ndarray, n_clusters: int, seed: int = 0) -> np.
     return spectral_labels(angular_similarity(W_dec), n_clusters, seed=seed)
 
 
-@dataclass(frozen=True)
-class LobeAgreement(_ToDict):
+@dataclass(frozen=True, eq=False)
+class LobeAgreement(Result):
     ami: float  # adjusted_mutual_info_score(geometric, lobes)
     null_mean: float  # mean AMI over label permutations
     null_std: float
     p_value: float  # (1 + #{null >= ami}) / (1 + n_permutations)
     z_score: float  # (ami - null_mean) / null_std (nan if the null has no spread)
-    null: np.ndarray  # the permutation AMIs, for the histogram
+    null: FloatArray  # the permutation AMIs, for the histogram
 
 
 def lobe_agreement(

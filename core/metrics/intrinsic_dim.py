@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
-from core.jsonable import _ToDict
+from core.jsonable import Result
 from core.metrics.spectral import MetricInputError, _finite_array
 
 
-@dataclass(frozen=True)
-class IntrinsicDimension(_ToDict):
+@dataclass(frozen=True, eq=False)
+class IntrinsicDimension(Result):
     """An intrinsic-dimension estimate and how many points it rests on."""
 
     dimension: float

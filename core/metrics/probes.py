@@ -16,23 +16,24 @@ from sklearn.metrics import r2_score
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from core.metrics.geometry import GeometryInputError, _ToDict, as_matrix
+from core.jsonable import FloatArray, IntArray, Result
+from core.metrics.geometry import GeometryInputError, as_matrix
 
 __all__ = ["ProbeResult", "LayerProbes", "ridge_probe", "probe_per_layer", "DEFAULT_ALPHAS"]
 
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-3, 4, 15))
 
 
-@dataclass(frozen=True)
-class ProbeResult(_ToDict):
+@dataclass(frozen=True, eq=False)
+class ProbeResult(Result):
     r2: float  # held-out R^2, averaged uniformly over outputs
-    r2_per_output: np.ndarray
+    r2_per_output: FloatArray
     alpha: float  # ridge strength chosen by RidgeCV on the training split
     n_train: int
     n_test: int
-    test_indices: np.ndarray  # rows of X in the held-out split
-    y_test: np.ndarray  # [n_test, n_outputs]
-    y_pred: np.ndarray  # [n_test, n_outputs]
+    test_indices: IntArray  # rows of X in the held-out split
+    y_test: FloatArray  # [n_test, n_outputs]
+    y_pred: FloatArray  # [n_test, n_outputs]
 
 
 def ridge_probe(
@@ -92,10 +93,10 @@ def ridge_probe(
     )
 
 
-@dataclass(frozen=True)
-class LayerProbes(_ToDict):
+@dataclass(frozen=True, eq=False)
+class LayerProbes(Result):
     layers: list[str]
-    r2: np.ndarray  # held-out R^2 per layer, in the order of `layers`
+    r2: FloatArray  # held-out R^2 per layer, in the order of `layers`
     best_layer: str
     best_r2: float
     results: dict[str, ProbeResult]

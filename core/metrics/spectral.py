@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core.errors import AtlasError, MetricInputError  # noqa: F401  (re-exported for the metrics modules)
-from core.jsonable import _ToDict, jsonable
+from core.jsonable import FloatArray, Result
 
 # The paper's alpha-ReQ fit range: ranks 12..100 (1-based), i.e. indices 11..99.
 PAPER_FIT_FIRST_RANK = 12
@@ -136,8 +136,8 @@ def participation_ratio(lam) -> float:
     return float(value)
 
 
-@dataclass(frozen=True)
-class AlphaReqResult(_ToDict):
+@dataclass(frozen=True, eq=False)
+class AlphaReqResult(Result):
     """An alpha-ReQ fit: lam_r ~ C * r**-alpha over ranks first_rank..last_rank (1-based, inclusive)."""
 
     alpha: float
@@ -227,7 +227,7 @@ def alpha_req(lam, fit_range: tuple[int, int] | None = None) -> AlphaReqResult:
 
 
 @dataclass(frozen=True, eq=False)
-class SpectralSummary(_ToDict):
+class SpectralSummary(Result):
     """Every spectral number of one representation site."""
 
     d: int
@@ -235,7 +235,7 @@ class SpectralSummary(_ToDict):
     rankme: float
     participation_ratio: float
     alpha: AlphaReqResult
-    eigenvalues: np.ndarray = field(repr=False)
+    eigenvalues: FloatArray = field(repr=False)
 
 
 def spectral_summary(cov, fit_range: tuple[int, int] | None = None) -> SpectralSummary:
@@ -256,12 +256,12 @@ def spectral_summary(cov, fit_range: tuple[int, int] | None = None) -> SpectralS
 
 
 @dataclass(frozen=True, eq=False)
-class SpectralTables(_ToDict):
+class SpectralTables(Result):
     """RankMe, alpha-ReQ and PR over a grid of covariances, e.g. [n_layers, n_checkpoints]."""
 
-    rankme: np.ndarray
-    alpha: np.ndarray
-    participation_ratio: np.ndarray
+    rankme: FloatArray
+    alpha: FloatArray
+    participation_ratio: FloatArray
     fit_first_rank: int
     fit_last_rank: int
     fit_message: str
@@ -322,8 +322,8 @@ def smooth_local_linear(x, y, bandwidth: float) -> np.ndarray:
     return np.where(np.abs(det) > 1e-12 * np.maximum(s0 * s2, 1e-300), local, fallback)
 
 
-@dataclass(frozen=True)
-class PhaseSegment(_ToDict):
+@dataclass(frozen=True, eq=False)
+class PhaseSegment(Result):
     """One phase: checkpoints start_index..end_index (inclusive) of the input order."""
 
     label: str
@@ -337,15 +337,15 @@ class PhaseSegment(_ToDict):
 
 
 @dataclass(frozen=True, eq=False)
-class PhaseSegmentation:
+class PhaseSegmentation(Result):
     """Phases over training, with the raw and smoothed curves they were read from."""
 
-    steps: np.ndarray
-    log_step: np.ndarray
-    rankme_raw: np.ndarray
-    rankme_smooth: np.ndarray
-    alpha_raw: np.ndarray | None
-    alpha_smooth: np.ndarray | None
+    steps: FloatArray
+    log_step: FloatArray
+    rankme_raw: FloatArray
+    rankme_smooth: FloatArray
+    alpha_raw: FloatArray | None
+    alpha_smooth: FloatArray | None
     interval_labels: tuple[str, ...]  # one per interval between consecutive checkpoints
     segments: tuple[PhaseSegment, ...]
     smoothing: float
@@ -354,14 +354,6 @@ class PhaseSegmentation:
     def boundaries(self) -> list[float]:
         """Steps where one phase ends and the next begins."""
         return [seg.end_step for seg in self.segments[:-1]]
-
-    def to_dict(self) -> dict:
-        out = {k: jsonable(getattr(self, k)) for k in
-               ("steps", "log_step", "rankme_raw", "rankme_smooth", "alpha_raw", "alpha_smooth",
-                "interval_labels", "smoothing")}
-        out["segments"] = [seg.to_dict() for seg in self.segments]
-        out["boundaries"] = jsonable(self.boundaries)
-        return out
 
 
 def segment_phases(steps, rankme_values, alpha_values=None, smoothing: float = 0.5,

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.jsonable import _ToDict
+from core.jsonable import FloatArray, Result
 from core.metrics.spectral import MetricInputError, _finite_array
 
 
-@dataclass(frozen=True)
-class EffectiveFeatures(_ToDict):
+@dataclass(frozen=True, eq=False)
+class EffectiveFeatures(Result):
     """F = exp(H(p)) on the L1 mass share, with the numbers reported beside it."""
 
     F: float  # effective features ("virtual neurons")
@@ -144,11 +144,11 @@ def cumulative_mass_snapshots(abs_z_batches: Iterable, token_counts) -> np.ndarr
 
 
 @dataclass(frozen=True, eq=False)
-class ConvergenceCurve(_ToDict):
+class ConvergenceCurve(Result):
     """F against the number of tokens it was measured on."""
 
-    token_counts: np.ndarray
-    F: np.ndarray
+    token_counts: FloatArray
+    F: FloatArray
     final_relative_change: float  # (F[-1] - F[-2]) / F[-1]: small when F has saturated
 
 
@@ -187,8 +187,8 @@ def psi_frob(W, width: int | None = None) -> float:
     return float((w**2).sum() / n)
 
 
-@dataclass(frozen=True)
-class InterferenceStats(_ToDict):
+@dataclass(frozen=True, eq=False)
+class InterferenceStats(Result):
     """Overlaps |cos| between feature directions, against the random-vector reference 1/m."""
 
     n_rows: int

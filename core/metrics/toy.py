@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core.jsonable import _ToDict
+from core.jsonable import FloatArray, IntArray, Result
 from core.metrics.spectral import MetricInputError, _finite_array
 from core.metrics.superposition import effective_features_from_mass
 
@@ -30,12 +30,12 @@ DIMENSIONALITY_REFERENCES = (1.0, 3 / 4, 2 / 3, 1 / 2, 2 / 5, 3 / 8)
 
 
 @dataclass(frozen=True, eq=False)
-class ToyModel(_ToDict):
+class ToyModel(Result):
     """A trained toy model x -> h = W x -> relu(W.T h + b)."""
 
-    W: np.ndarray  # [m, n]: column i is feature i's direction in the hidden space
-    b: np.ndarray  # [n]
-    importance: np.ndarray  # [n]
+    W: FloatArray  # [m, n]: column i is feature i's direction in the hidden space
+    b: FloatArray  # [n]
+    importance: FloatArray  # [n]
     sparsity: float  # S: probability that a feature is 0
     final_loss: float
 
@@ -120,13 +120,13 @@ def train_toy_model(n: int = 20, m: int = 5, sparsity: float = 0.9, importance_d
 
 
 @dataclass(frozen=True, eq=False)
-class ToyGeometry(_ToDict):
+class ToyGeometry(Result):
     """How a toy model stores its features (Elhage et al. 2022, METHODS.md section 3)."""
 
     D_star: float  # m / ||W||_F**2: hidden dimensions per feature
-    D_i: np.ndarray  # [n]: dimensions taken by each feature (0 = not learned)
-    represented: np.ndarray  # [n]: ||W[:, i]||
-    superposition: np.ndarray  # [n]: sum_{j != i} (W_hat[:, i] . W[:, j])**2
+    D_i: FloatArray  # [n]: dimensions taken by each feature (0 = not learned)
+    represented: FloatArray  # [n]: ||W[:, i]||
+    superposition: FloatArray  # [n]: sum_{j != i} (W_hat[:, i] . W[:, j])**2
 
 
 def toy_geometry(W, norm_floor: float = 1e-2) -> ToyGeometry:
@@ -221,26 +221,26 @@ def ground_truth_mass(model: ToyModel, x: np.ndarray, represented_threshold: flo
 
 
 @dataclass(frozen=True, eq=False)
-class SparsitySweep(_ToDict):
+class SparsitySweep(Result):
     """Effective features of toy models across sparsity: ground truth against SAE-measured."""
 
-    sparsity: np.ndarray
-    F_true: np.ndarray
-    F_sae: np.ndarray
-    D_star: np.ndarray
-    psi_true: np.ndarray  # F_true / m
-    psi_sae: np.ndarray  # F_sae / m
+    sparsity: FloatArray
+    F_true: FloatArray
+    F_sae: FloatArray
+    D_star: FloatArray
+    psi_true: FloatArray  # F_true / m
+    psi_sae: FloatArray  # F_sae / m
     pearson_r: float
     n_features: int
     n_hidden: int
     sae_dictionary: int
-    n_represented: np.ndarray | None = None  # features with ||W_i|| >= 0.5, per sparsity
+    n_represented: IntArray | None = None  # features with ||W_i|| >= 0.5, per sparsity
     # The toy models the sweep trained, one instance per sparsity, so a caller can show the very model
     # whose F it reports instead of training another:
-    W: np.ndarray | None = None  # [n_sparsities, m, n]
-    b: np.ndarray | None = None  # [n_sparsities, n]
-    final_loss: np.ndarray | None = None  # [n_sparsities]
-    importance: np.ndarray | None = None  # [n]
+    W: FloatArray | None = None  # [n_sparsities, m, n]
+    b: FloatArray | None = None  # [n_sparsities, n]
+    final_loss: FloatArray | None = None  # [n_sparsities]
+    importance: FloatArray | None = None  # [n]
 
     def model(self, k: int) -> ToyModel:
         """Instance k of the sweep (sparsity[k]) as a ToyModel."""

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from core.errors import CorpusError, OfflineError
+from core.sources.faces import CorpusSource
 from core.text import check_unicode
 
 SOURCES = ("world", "file", "hf_dataset")
@@ -61,7 +62,7 @@ READ_PIECE_BYTES = 1 << 20  # a longer .txt line is read in pieces
 
 @dataclass(frozen=True)
 class CorpusSpec:
-    source: str = "world"  # "world" | "file" | "hf_dataset"
+    source: CorpusSource = "world"
     path: str | None = None
     column: str | None = None
     name: str | None = None

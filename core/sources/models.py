@@ -30,6 +30,7 @@ import torch
 from core.device import pick_device
 from core.errors import AtlasError, OfflineError, PromptError, UnknownHookError, UnknownModelError
 from core.hooks import BLOCK_SITES, layer_of
+from core.sources.faces import ModelSource
 from core.sources.tokens import tokenize_batch
 
 SOURCES = ("organism", "transformer_lens", "hf_dir")
@@ -38,7 +39,7 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 @dataclass(frozen=True)
 class ModelSpec:
-    source: str = "organism"  # "organism" | "transformer_lens" | "hf_dir"
+    source: ModelSource = "organism"
     name: str = "atlas-organism"  # TL name, or the organism's name
     path: str | None = None  # hf_dir / alternative organism dir
     checkpoint: str | None = None  # organism: "final" | "step_000123"; TL: "12", "index:12", "value:143000"

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from core.errors import OfflineError, SAEMismatchError, UnknownSAEError
+from core.sources.faces import SAESource
 
 SOURCES = ("organism", "release", "dir")
 SAE_FILES = ("cfg.json", "sae_weights.safetensors")
@@ -30,7 +31,7 @@ SAE_FILES = ("cfg.json", "sae_weights.safetensors")
 
 @dataclass(frozen=True)
 class SAESpec:
-    source: str = "organism"  # "organism" | "release" | "dir"
+    source: SAESource = "organism"
     release: str | None = None
     sae_id: str | None = None
     path: str | None = None  # "dir": the SAELens directory; "organism": another organism directory
