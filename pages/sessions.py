@@ -5,9 +5,9 @@ import streamlit as st
 from app.resources import current_sources, get_session_store, get_store, session_artifacts
 from app.state import apply_session, current_session, session_url
 from app.widgets import escape_markdown, guarded
+from core.bundles import export_bundle, import_bundle
 from core.errors import AtlasError
 from core.inputs import printable
-from core.bundles import export_bundle, import_bundle
 
 st.title("Sessions")
 st.caption("A session remembers the sources, the page, the prompt, the selected feature and layer, and the "

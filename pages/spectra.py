@@ -11,8 +11,8 @@ from app.state import remember_artifact, set_page
 from app.widgets import working
 from core import analysis
 from core.analysis.results import Skipped
-from core.harvest.distributed import cluster_from_env  # Ray when $ATLAS_RAY_ADDRESS is set (docs/SCALING.md)
 from core.figures.spectral import checkpoint_heatmap_figure, eigenspectrum_figure, layer_profile_figure, phase_figure
+from core.harvest.distributed import cluster_from_env  # Ray when $ATLAS_RAY_ADDRESS is set (docs/SCALING.md)
 
 set_page("spectra")
 st.title("Spectra")
