@@ -29,6 +29,7 @@ from core.jsonable import jsonable
 from core.sessions import Session
 
 SESSION_PARAM = "session"
+FEATURE_LINK_PARAMS = ("layer", "feature")   # app.feature_links.link_params
 LEGACY_SAE_KEYS = ("sae_source", "sae_hooks", "sae_release", "sae_id", "sae_dir")
 
 
@@ -239,6 +240,11 @@ def sync_url() -> None:
             wanted[SESSION_PARAM] = opened["id"]
         else:
             st.session_state["opened_session"] = None
+    # A feature link's parameters (app.feature_links: ?layer=&feature=) belong to the Features page, which
+    # applies them and keeps them current; they are not sources, so they are kept as they are.
+    for name in FEATURE_LINK_PARAMS:
+        if name in st.query_params:
+            wanted[name] = st.query_params[name]
     current = {name: st.query_params.get_all(name) for name in st.query_params}
     if current != {k: v if isinstance(v, list) else [v] for k, v in wanted.items()}:
         st.query_params.from_dict(wanted)

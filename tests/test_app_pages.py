@@ -147,7 +147,8 @@ def test_a_reload_keeps_the_sources(app_env):
     fresh = _app("features", **params)                        # a reload is a new browser session with that URL
     assert _hooks(fresh) == ["blocks.1.hook_resid_post"] and fresh.session_state["harvest_tokens"] == 5000
     assert fresh.selectbox(key="layer").options == ["blocks.1.hook_resid_post"]
-    assert _query(fresh) == params                            # and navigation keeps the URL
+    shown = _query(fresh)                                     # navigation keeps the URL; Features adds its link
+    assert {k: shown.get(k) for k in params} == params and shown["layer"] == "blocks.1.hook_resid_post"
 
 
 def test_several_local_sae_directories_mixed_with_organism_layers(app_env, tiny_organism_dir):
