@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from core.device import single_thread
 from core.jsonable import FloatArray, IntArray, Result
 from core.metrics.spectral import MetricInputError, _finite_array
 from core.metrics.superposition import effective_features_from_mass
@@ -95,14 +96,15 @@ def train_toy_models(sparsities, n: int = 20, m: int = 5, importance_decay: floa
     importance = torch.tensor(importance_decay ** np.arange(n), dtype=torch.float32)
     optimiser = torch.optim.Adam([W, b], lr=lr)
     loss_per_instance = torch.zeros(n_inst)
-    for _ in range(int(steps)):
-        x = sample_features(batch_size, s, n, generator)
-        h = torch.einsum("imn,bin->bim", W, x)
-        x_hat = torch.relu(torch.einsum("imn,bim->bin", W, h) + b)
-        loss_per_instance = (importance * (x - x_hat) ** 2).sum(-1).mean(0)
-        optimiser.zero_grad()
-        loss_per_instance.sum().backward()
-        optimiser.step()
+    with single_thread():   # tiny tensors: threads only add hand-off cost (core.device.single_thread)
+        for _ in range(int(steps)):
+            x = sample_features(batch_size, s, n, generator)
+            h = torch.einsum("imn,bin->bim", W, x)
+            x_hat = torch.relu(torch.einsum("imn,bim->bin", W, h) + b)
+            loss_per_instance = (importance * (x - x_hat) ** 2).sum(-1).mean(0)
+            optimiser.zero_grad()
+            loss_per_instance.sum().backward()
+            optimiser.step()
     W_np, b_np = W.detach().numpy().astype(np.float64), b.detach().numpy().astype(np.float64)
     losses = loss_per_instance.detach().numpy()
     return [ToyModel(W_np[k], b_np[k], importance.numpy().astype(np.float64), float(s[k]), float(losses[k]))
@@ -193,15 +195,16 @@ def _train_saes(models: list[ToyModel], d_dict: int, l1_coefficient: float, step
     W.requires_grad_(True)
     b = torch.zeros(n_inst, d_dict, requires_grad=True)
     optimiser = torch.optim.Adam([W, b], lr=lr)
-    for _ in range(int(steps)):
-        with torch.no_grad():
-            h = torch.einsum("imn,bin->bim", W_toy, sample_features(batch_size, s, n, generator))
-        z = torch.relu(torch.einsum("bim,idm->bid", h, W) + b)
-        h_hat = torch.einsum("bid,idm->bim", z, W)
-        loss = ((h - h_hat) ** 2).mean(-1).mean(0) + l1_coefficient * z.abs().mean(-1).mean(0)
-        optimiser.zero_grad()
-        loss.sum().backward()
-        optimiser.step()
+    with single_thread():
+        for _ in range(int(steps)):
+            with torch.no_grad():
+                h = torch.einsum("imn,bin->bim", W_toy, sample_features(batch_size, s, n, generator))
+            z = torch.relu(torch.einsum("bim,idm->bid", h, W) + b)
+            h_hat = torch.einsum("bid,idm->bim", z, W)
+            loss = ((h - h_hat) ** 2).mean(-1).mean(0) + l1_coefficient * z.abs().mean(-1).mean(0)
+            optimiser.zero_grad()
+            loss.sum().backward()
+            optimiser.step()
     W_np, b_np = W.detach().numpy().astype(np.float64), b.detach().numpy().astype(np.float64)
     return [ToySAE(W_np[k], b_np[k]) for k in range(n_inst)]
 
