@@ -30,6 +30,7 @@ PAGES = [
     ("geometry.py", "Geometry", ":material/hub:", "geometry"),
     ("superposition.py", "Superposition", ":material/layers:", "superposition"),
     ("spectra.py", "Spectra", ":material/ssid_chart:", "spectra"),
+    ("steer.py", "Steer", ":material/tune:", "steer"),
     ("sessions.py", "Sessions", ":material/bookmarks:", "sessions"),
 ]
 # An emoji favicon becomes an inline data: URL in the browser; a :material/...: one would be fetched from

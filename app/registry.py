@@ -37,11 +37,33 @@ OPTIONS: dict[str, tuple[Any, ...]] = {
     "heatmap_quantity": ("recon_error", "l0", "l1", "resid_norm"),
     "map_method": ("PCA (quick)", "UMAP"),
     "map_color": ("density", "lobe", "layer"),
+    "steer_mode": ("add", "clamp"),
+    "ablate_mode": ("zero", "mean"),
 }
 HARVEST_TOKENS = (1_000, 10_000_000)   # the sidebar's number input range
 MAX_PROMPT = 20_000                    # as core.sessions allows
 MAX_FEATURE_ID = 2**31 - 1
 HOOK_RE = r"[A-Za-z0-9_.]{1,200}"
+MAX_STEER_PROMPT = 2_000               # a session's settings hold strings of up to 2,000 characters
+FEATURE_LIST_RE = r"[0-9#:.,;eE+\- ]*"  # '12:4, 87:-2' and sweeps '0.5, 1, 2' (parsed in core.interventions.requests)
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidValue("is not true or false")
+    return value
+
+
+def _number(minimum: float, maximum: float) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not minimum <= value <= maximum:
+            raise InvalidValue(f"is not a number in {minimum:g}..{maximum:g}")
+        return float(value)
+    return check
+
+
+def _steer_text(max_length: int) -> Callable[[Any], str]:
+    return lambda value: check_text(value, max_length=max_length)
 
 
 def _choice(name: str) -> Callable[[Any], Any]:
@@ -193,6 +215,32 @@ REGISTRY: tuple[StateKey, ...] = (
     StateKey("position", 1, "selected token", "settings", lambda v: check_int(v, minimum=0, maximum=1_000_000)),
     StateKey("search", "", "feature search", "settings", lambda v: check_text(v, max_length=200)),
     StateKey("page", "home", "page", "page", lambda v: check_text(v, max_length=32, pattern=r"[a-z_]{1,32}")),
+    # the Steer page's inputs (pages/steer.py; saved so a reopened session finds its stored results)
+    StateKey("steer_layer", None, "Steer page SAE", "settings",
+             optional(lambda v: check_text(v, max_length=200, pattern=HOOK_RE))),
+    StateKey("steer_prompt", "on monday the king of france went to", "steering prompt", "settings",
+             _steer_text(MAX_STEER_PROMPT)),
+    StateKey("steer_features", "", "steering features", "settings",
+             lambda v: check_text(v, max_length=400, pattern=FEATURE_LIST_RE)),
+    StateKey("steer_mode", "add", "steering mode", "settings", _choice("steer_mode")),
+    StateKey("steer_scales", "1", "steering sweep", "settings",
+             lambda v: check_text(v, max_length=200, pattern=FEATURE_LIST_RE)),
+    StateKey("steer_relative", False, "strengths relative to the max activation", "settings", _flag),
+    StateKey("steer_from", 0, "first steered position", "settings", lambda v: check_int(v, minimum=0, maximum=1_000_000)),
+    StateKey("steer_tokens", 20, "tokens to generate", "settings", lambda v: check_int(v, minimum=1, maximum=64)),
+    StateKey("steer_temperature", 0.0, "sampling temperature", "settings", _number(0.0, 5.0)),
+    StateKey("steer_seed", 0, "sampling seed", "settings", lambda v: check_int(v, minimum=0, maximum=2**31 - 1)),
+    StateKey("ablate_prompt", "on monday the king of france went to", "ablation prompt", "settings",
+             _steer_text(MAX_STEER_PROMPT)),
+    StateKey("ablate_features", "", "ablated features", "settings",
+             lambda v: check_text(v, max_length=400, pattern=FEATURE_LIST_RE)),
+    StateKey("ablate_mode", "zero", "ablation mode", "settings", _choice("ablate_mode")),
+    StateKey("ablate_target", "", "token to follow", "settings", _steer_text(200)),
+    StateKey("patch_clean", "one month after january is", "clean prompt", "settings", _steer_text(MAX_STEER_PROMPT)),
+    StateKey("patch_corrupted", "one month after march is", "corrupted prompt", "settings",
+             _steer_text(MAX_STEER_PROMPT)),
+    StateKey("patch_correct", "february", "correct answer", "settings", _steer_text(200)),
+    StateKey("patch_wrong", "april", "wrong answer", "settings", _steer_text(200)),
     # the app's own bookkeeping (never saved as such)
     StateKey("artifact_keys", {}, "artifacts in use"),      # purpose -> artifact key; a session saves the keys
     StateKey("valid_sources", None, "sources in use"),      # app.sources.Sources that last loaded

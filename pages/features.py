@@ -3,6 +3,7 @@
 import numpy as np
 import streamlit as st
 
+from app.feature_actions import feature_action
 from app.feature_data import centre_cofiring, layer_frame, unit_decoder
 from app.feature_labels import label_book, label_editor, label_texts, sync_session_labels
 from app.feature_links import (
@@ -39,6 +40,7 @@ from core.figures.features import (
     highlight_tokens_html,
     logit_effects_figure,
 )
+from core.interventions.requests import context_prompt
 from core.probe import feature_on_text
 
 PAGE_ROWS = 200
@@ -272,6 +274,14 @@ if test_text.strip():
                        f"scale runs to {scale:.3g}, the feature's top activation in the corpus or above.{cut}")
         else:
             st.caption(f"Feature {feature} does not fire on any token of this text.{cut}")
+
+st.subheader("What does this feature do?")
+if alive and (values > 0).any():
+    top_prompt = guarded(lambda: context_prompt(model, stats.top_tokens[feature, 0], windows_left))
+    if top_prompt is not None:
+        feature_action(model, sae, feature, top_prompt, key="features_effect", where="its top context")
+else:
+    st.caption("A feature that never fired has no context to ablate it on.")
 
 col_c, col_d = st.columns(2)
 with col_c:

@@ -5,6 +5,7 @@ import functools
 import numpy as np
 import streamlit as st
 
+from app.feature_actions import feature_action
 from app.feature_data import layer_frame
 from app.feature_labels import label_book, label_texts, sync_session_labels
 from app.feature_links import clickable_features, feature_link, follow_pending_open
@@ -88,6 +89,11 @@ with right:
     if st.session_state["color_by"] == "A feature" and top_value == 0:
         st.info(f"Feature {feature} does not fire anywhere in this prompt on {hook}. Pick another feature, "
                 "or colour by reconstruction error.")
+
+if st.session_state["color_by"] == "A feature":
+    st.subheader(f"What does feature {feature} do?")
+    feature_action(model, next(s for s in saes if s.hook_name == hook), feature, text, key="probe_effect",
+                   peak=top_value, where="the probed prompt")
 
 st.subheader("Tokens x layers")
 quantities = {"recon_error": "reconstruction error ||x - x_hat|| / ||x||", "l0": "active features (L0)",
