@@ -60,7 +60,7 @@ with steering_tab:
                 disabled=stats is None and not st.session_state["steer_relative"],
                 help="Needs the harvest (open the Features page once). 1 = as strongly as the feature ever fires.")
     s = st.session_state
-    request = guarded(lambda: steering_request(
+    request = None if not s["steer_features"].strip() else guarded(lambda: steering_request(
         model, sae, prompt=s["steer_prompt"], features=s["steer_features"], scales=s["steer_scales"],
         mode=s["steer_mode"], relative=s["steer_relative"], from_position=int(s["steer_from"]),
         max_new_tokens=int(s["steer_tokens"]), temperature=float(s["steer_temperature"]), seed=int(s["steer_seed"])))
@@ -76,6 +76,9 @@ with steering_tab:
                    f"{result.site}. 'differs from token': the first generated token that is not the unsteered one.")
     elif request is not None:
         st.caption("Press Steer to generate the unsteered and the steered completions side by side.")
+    elif not s["steer_features"].strip():
+        st.info("Name one or more features to steer with (feature:strength, e.g. 12:4, 87:-2); the Features "
+                "page's \u201cOpen on the Steer page\u201d fills this in for its feature.")
 
 with ablation_tab:
     st.text_area("Prompt", key="ablate_prompt", height=68)
@@ -85,7 +88,7 @@ with ablation_tab:
              format_func={"zero": "zero", "mean": "their mean (harvest)"}.get)
     c3.text_input("Token to follow (optional)", key="ablate_target", placeholder="e.g. paris",
                   help="Exactly one token of the vocabulary; its logit change is reported.")
-    request = guarded(lambda: ablation_request(model, sae, prompt=st.session_state["ablate_prompt"],
+    request = None if not st.session_state["ablate_features"].strip() else guarded(lambda: ablation_request(model, sae, prompt=st.session_state["ablate_prompt"],
                                                features=st.session_state["ablate_features"],
                                                mode=st.session_state["ablate_mode"],
                                                target=st.session_state["ablate_target"]))
@@ -106,6 +109,8 @@ with ablation_tab:
                                    for t in result.top_clean]), hide_index=True)
     elif request is not None:
         st.caption("Press Ablate to compare the next-token distribution with and without these features.")
+    elif not st.session_state["ablate_features"].strip():
+        st.info("Name the features to ablate (e.g. 12, 87).")
 
 with patching_tab:
     c1, c2 = st.columns(2)
