@@ -49,7 +49,7 @@ def test_steering_side_by_side_with_a_sweep_and_clamping(app_env):
     at.button(key="steer_run").click().run()
     assert not _errors(at), _errors(at)
     table = _frames(at)[0]
-    assert list(table["steering"])[0] == "unsteered" and len(table) == 3
+    assert table["steering"].iloc[0] == "unsteered" and len(table) == 3
     unsteered, zero, steered = table["completion"]
     assert zero == unsteered and steered != unsteered                   # scale 0 adds nothing; x1 changes the text
     links = [(link.proto.label, link.proto.query_string) for link in at.get("page_link")]

@@ -150,7 +150,7 @@ def test_figures_show_completions_shifts_and_patching(tiny_model, sae):
 
     steered = steer(tiny_model, sae, PROMPT, [(3, 40.0)], scales=(1.0, 0.0), max_new_tokens=4)
     frame = completions_frame(steered)
-    assert list(frame["steering"])[0] == "unsteered" and len(frame) == 3
+    assert frame["steering"].iloc[0] == "unsteered" and len(frame) == 3
     assert frame["differs from token"].iloc[2] == "same"                       # scale 0 adds nothing
     assert frame["steering"].iloc[1].startswith("x1 (#3 +40")
     ablated = ablate(tiny_model, sae, "<b>king</b> and the queen", [1, 2, 3])

@@ -58,7 +58,7 @@ def ablation_figure(result: AblationResult, *, k: int = 10) -> go.Figure:
         customdata=[[s.prob_before, s.prob_after, s.logit_after - s.logit_before] for s in shifts],
         hovertemplate="%{y}: p %{customdata[0]:.4f} -> %{customdata[1]:.4f}<br>logit change %{customdata[2]:+.3f}"
                       "<extra></extra>"))
-    fig.update_layout(height=max(260, 24 * len(shifts) + 110), yaxis=dict(type="category"))
+    fig.update_layout(height=max(260, 24 * len(shifts) + 110), yaxis={"type": "category"})
     names = ", ".join(f"#{f}" for f in result.features)
     return apply_layout(fig, f"Next-token probability change, {result.mode}-ablating {names} "
                              f"(KL {result.kl_divergence:.4f} nats)", x="probability after - before")
@@ -80,7 +80,7 @@ def patching_figure(result: PatchingResult) -> go.Figure:
                   for p in range(grid.shape[1])] for layer in range(grid.shape[0])]
         fig.add_trace(go.Heatmap(z=grid, x=positions, y=layers, zmin=-bound, zmax=bound, zmid=0,
                                  colorscale="RdBu", reversescale=True, showscale=(row == 1),
-                                 colorbar=dict(title="recovered"), text=hover,
+                                 colorbar={"title": "recovered"}, text=hover,
                                  hovertemplate="%{text}<br>recovered %{z:.3f}<extra></extra>"), row=row, col=1)
         fig.update_yaxes(title_text="layer", autorange="reversed", row=row, col=1)
     fig.update_layout(height=170 + 60 * sum(g.shape[0] for g in grids) + 40 * n)
