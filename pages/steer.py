@@ -12,7 +12,7 @@ from app.registry import options
 from app.state import set_page
 from app.widgets import guarded
 from core.figures.interventions import ablation_figure, completions_frame, patching_figure
-from core.interventions.requests import ablation_request, patch_request, steering_request
+from core.interventions.requests import ablation_request, patch_request, patching_note, steering_request
 
 set_page("steer")
 st.title("Steer")
@@ -104,7 +104,11 @@ with ablation_tab:
             m[2].metric(f"logit of {result.target.token!r}", f"{result.target.logit_after:.3f}",
                         f"{result.target.logit_change:+.3f} (p {result.target.prob_before:.4f} -> "
                         f"{result.target.prob_after:.4f})")
-        st.plotly_chart(ablation_figure(result), key="ablation_figure")
+        if result.rose or result.fell:
+            st.plotly_chart(ablation_figure(result), key="ablation_figure")
+        else:
+            st.info("The next-token distribution did not change: these features do not fire on this prompt "
+                    "(their activation is 0 at every ablated position).")
         st.dataframe(pd.DataFrame([{"clean top token": t.token, "p before": t.prob_before, "p after": t.prob_after}
                                    for t in result.top_clean]), hide_index=True)
     elif request is not None:
@@ -125,6 +129,8 @@ with patching_tab:
     result = guarded(lambda: stored_or_run(request, model, run_now=clicked, purpose="steer:patching")) \
         if request is not None else None
     if result is not None:
+        if note := patching_note(result):
+            st.warning(note)
         st.plotly_chart(patching_figure(result), key="patching_figure")
         st.caption("Each cell: the clean activation patched into the corrupted run at that layer and position; "
                    "(LD_patched - LD_corrupted) / (LD_clean - LD_corrupted), LD = logit(correct) - logit(wrong) at "

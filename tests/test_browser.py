@@ -296,3 +296,53 @@ def test_feature_links_labels_contexts_and_probe(server):
             expect(page.get_by_role("heading", name=re.compile(rf"^Feature {opened} on"))).to_be_visible()
         finally:
             browser.close()
+
+
+def test_steer_page_changes_the_completion(server):
+    """Steer on the organism: the steered completion differs from the unsteered one beside it; then the
+    ablation and patching figures (screenshots 20-22)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1500, "height": 2400}).new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(f"{server}/steer")
+            expect(page.get_by_role("heading", name="Steer", exact=True)).to_be_visible()
+            _wait_idle(page)
+            features = page.locator("input[aria-label='Features and strengths']")
+            features.fill("3:40, 5:-20")
+            features.press("Enter")
+            _wait_idle(page)
+            page.get_by_role("button", name="Steer", exact=True).click()
+            _wait_idle(page)
+            grid = page.get_by_test_id("stDataFrame").first
+            expect(grid).to_be_visible()
+
+            def completion(row: int) -> str:   # aria row 1 is the header; columns: steering, completion, differs
+                return grid.locator(f"tr[aria-rowindex='{row + 1}'] td[role='gridcell']").nth(1).text_content()
+
+            expect(grid.locator("tr[aria-rowindex='2'] td[role='gridcell']").first).to_have_text("unsteered")
+            unsteered, steered = completion(1), completion(2)
+            assert unsteered and steered and steered != unsteered
+            expect(page.locator("a[href*='feature=3']").first).to_be_visible()     # the feature id is a link
+            _shot(page, "20-steer")
+
+            # the other two parts draw their figures
+            page.get_by_role("tab", name="Ablation").click()
+            ablated = page.locator("input[aria-label='Features to ablate']")
+            ablated.fill("3, 5")
+            ablated.press("Enter")
+            _wait_idle(page)
+            page.get_by_role("button", name="Ablate", exact=True).click()
+            _wait_idle(page)
+            expect(page.get_by_text("KL(clean || ablated)")).to_be_visible()
+            _shot(page, "21-steer-ablation")
+            page.get_by_role("tab", name="Activation patching").click()
+            page.get_by_role("button", name="Patch", exact=True).click()
+            _wait_idle(page)
+            expect(page.locator(".js-plotly-plot").last).to_be_visible()
+            _shot(page, "22-steer-patching")
+        finally:
+            browser.close()

@@ -163,3 +163,9 @@ def test_figures_show_completions_shifts_and_patching(tiny_model, sae):
     fig = patching_figure(patched)
     assert len(fig.data) == 3 and np.allclose(fig.data[0].z, patched.grid("resid_pre"), equal_nan=True)
     assert fig.data[0].zmid == 0
+    from dataclasses import replace
+
+    from core.interventions.requests import patching_note
+
+    assert patching_note(replace(patched, ld_clean=2.0, ld_corrupted=-1.0)) is None
+    assert "almost the same logit difference" in patching_note(replace(patched, ld_clean=-1.714, ld_corrupted=-1.713))

@@ -249,6 +249,16 @@ def run_request(store: Any, key: str, request: Request, model: Any, sae: Any = N
     return kind.from_dict(result.to_dict())   # what a reader of the store gets (NaN, floats) either way
 
 
+def patching_note(result: PatchingResult, *, min_gap: float = 0.5) -> str | None:
+    """A warning when LD_clean - LD_corrupted is small: every score divides by it, so they are noise-sized."""
+    gap = result.ld_clean - result.ld_corrupted
+    if abs(gap) >= min_gap:
+        return None
+    return (f"The clean and the corrupted prompt give almost the same logit difference ({result.ld_clean:.3f} vs "
+            f"{result.ld_corrupted:.3f}); every score is divided by that gap ({gap:+.3g}), so the map shows noise "
+            "scaled up. Choose prompts on which the model prefers different answers.")
+
+
 # ---- "what does this feature do?" (the Features and Probe pages' action) ----------------------------------
 EFFECT_SCALES = (-2.0, 2.0, 6.0)
 EFFECT_NEW_TOKENS = 12
