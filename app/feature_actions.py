@@ -73,11 +73,11 @@ def feature_action(model: Any, sae: Any, feature: int, prompt: str, *, key: str,
     left, right = st.columns([2, 3])
     if ablated is not None:
         with left:
-            rose = ", ".join(f"{t.token!r} {t.prob_change:+.3f}" for t in ablated.rose[:4]) or "none"
-            fell = ", ".join(f"{t.token!r} {t.prob_change:+.3f}" for t in ablated.fell[:4]) or "none"
+            rose = ", ".join(f"{t.token!r} {t.prob_change:+.2g}" for t in ablated.rose[:4]) or "none"
+            fell = ", ".join(f"{t.token!r} {t.prob_change:+.2g}" for t in ablated.fell[:4]) or "none"
             st.markdown(f"**Zero-ablated** on {escape_markdown(where)} (activation there "
                         f"{ablated.activations[0]:.3f}): KL **{ablated.kl_divergence:.4f}** nats  \n"
-                        f"rose: {escape_markdown(rose)}  \nfell: {escape_markdown(fell)}")
+                        f"next-token probability rose: {escape_markdown(rose)}  \nfell: {escape_markdown(fell)}")
     if steered is not None:
         with right:
             unit = "x its max activation" if steered.scaled_by_max_activation else "(its activation on the prompt)"

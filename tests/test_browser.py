@@ -300,7 +300,8 @@ def test_feature_links_labels_contexts_and_probe(server):
 
 def test_steer_page_changes_the_completion(server):
     """Steer on the organism: the steered completion differs from the unsteered one beside it; then the
-    ablation and patching figures (screenshots 20-22)."""
+    ablation and patching figures; the Features page's "What does this feature do?" and its way to the Steer
+    page (screenshots 20-24)."""
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
@@ -344,5 +345,19 @@ def test_steer_page_changes_the_completion(server):
             _wait_idle(page)
             expect(page.locator(".js-plotly-plot").last).to_be_visible()
             _shot(page, "22-steer-patching")
+
+            # the feature action on the Features page, and its way back to the Steer page
+            page.get_by_role("link", name="Features").click()
+            expect(page.get_by_role("heading", name=re.compile(r"^Feature \d+ on"))).to_be_visible()
+            _wait_idle(page)
+            page.get_by_role("button", name="What does this feature do?").click()
+            _wait_idle(page)
+            expect(page.get_by_text("Zero-ablated", exact=False)).to_be_visible()
+            _shot_tall(page, "23-feature-action")
+            page.get_by_role("button", name="Open on the Steer page").click()
+            expect(page.get_by_role("heading", name="Steer", exact=True)).to_be_visible()
+            _wait_idle(page)
+            expect(page.get_by_test_id("stDataFrame").first).to_be_visible()   # its stored result, not run again
+            _shot(page, "24-steer-prefilled")
         finally:
             browser.close()

@@ -140,6 +140,9 @@ def test_feature_effect_requests_and_the_context_prompt(tiny_model, sae):
     ids = tiny_model.encode("the king and the queen")
     window = [-1, -1, tiny_model.bos_token_id, *ids, *tiny_model.encode("is")]
     assert context_prompt(tiny_model, window, 2 + len(ids)) == "the king and the queen"   # up to the centre
+    # a packed corpus joins documents with BOS: the prompt is the document the feature fired in
+    packed = [*tiny_model.encode("red cat"), tiny_model.bos_token_id, *ids, *tiny_model.encode("is")]
+    assert context_prompt(tiny_model, packed, 2 + len(ids)) == "the king and the queen"
     with pytest.raises(InterventionError, match="no harvested context"):
         context_prompt(tiny_model, [-1, -1, -1], 1)
 

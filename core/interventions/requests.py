@@ -278,10 +278,11 @@ def feature_effect_requests(model: Any, sae: Any, feature: int, prompt: str, *, 
 
 def context_prompt(model: Any, window: Any, center: int) -> str:
     """A harvested context as a prompt that ends on the token where the feature fired: the window's tokens
-    (ids, -1 outside the text) up to and including `center`, BOS left out (the prompt gets its own)."""
+    (ids, -1 outside the text) up to and including `center`, from after the last BOS before it (a packed
+    corpus joins documents with BOS: the prompt keeps the document the feature fired in, and gets its own BOS)."""
     ids = [int(t) for t in np.asarray(window)[: int(center) + 1] if int(t) >= 0]
-    if model.bos_token_id is not None:
-        ids = [t for t in ids if t != model.bos_token_id]
+    if model.bos_token_id is not None and model.bos_token_id in ids:
+        ids = ids[len(ids) - ids[::-1].index(model.bos_token_id):]
     if not ids:
         raise InterventionError("This feature has no harvested context to test on.")
     return model.to_string(ids).strip()
