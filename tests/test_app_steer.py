@@ -181,3 +181,18 @@ def test_steer_inputs_and_results_travel_with_a_session_and_a_bundle(app_env, mo
     assert not _errors(imported), _errors(imported)
     assert list(_frames(imported)[0]["completion"]) == completions
     assert ArtifactStore().load(result_key) is None                    # read from the import, not recomputed
+
+
+def test_hostile_steer_settings_are_refused_with_a_notice(app_env):
+    from app.registry import KEYS
+    from app.state import restore_values
+    from core.sessions import Session
+
+    settings = {"steer_features": "<script>alert(1)</script>", "steer_temperature": 99, "steer_relative": "yes",
+                "steer_mode": "exec", "steer_tokens": 10**6, "ablate_prompt": "monday \ud800",
+                "patch_clean": "one month after may is", "steer_scales": "1, 2"}
+    values, notices = restore_values(Session(title="t", settings=settings, created="2026-01-02T03:04:05+00:00"))
+    for name in ("steer_features", "steer_temperature", "steer_relative", "steer_mode", "steer_tokens", "ablate_prompt"):
+        assert values[name] == KEYS[name].default, name
+        assert any(KEYS[name].label in n for n in notices), (name, notices)
+    assert values["patch_clean"] == "one month after may is" and values["steer_scales"] == "1, 2"
