@@ -6,7 +6,8 @@ against the unsteered completion of the same prompt, medians side by side.
 Rows: the unsteered completion alone (Atlas's generation loop, no hook), `steer` (the unsteered and
 the steered completion in one batch of 2, hook attached), a sweep of 4 strengths (batch of 5), and
 TransformerLens's `generate` with its key-value cache (a reference: Atlas reruns the whole sequence
-each step so hooks see absolute positions). Tests assert no timings; docs/INTERVENTIONS.md records runs.
+each step so hooks see absolute positions), and the Steer page's stored result of the same steer read back
+(core.interventions.requests.run_request on an artifact store). Tests assert no timings; docs/INTERVENTIONS.md records runs.
 """
 
 from __future__ import annotations
@@ -53,11 +54,26 @@ def main(argv: list[str] | None = None) -> None:
             return model.model.generate(tokens.to(model.device), max_new_tokens=n_new, do_sample=False,
                                         verbose=False, stop_at_eos=False)
 
+    # The Steer page (core.interventions.requests): the same request, read back from the artifact store.
+    import tempfile
+
+    from core.interventions.requests import request_key, run_request, steering_request
+    from core.store import ArtifactStore
+
+    store = ArtifactStore(tempfile.mkdtemp(prefix="bench-steer-"))
+    request = steering_request(model, sae, prompt=prompt, features=f"{feature}:8", max_new_tokens=n_new)
+    key = request_key(model, request, sae_id="bench")
+    run_request(store, key, request, model, sae)
+
+    def read_back():
+        return run_request(store, key, request, model, sae)
+
     result = steered()
     plain_s = median_seconds(plain, args.repeats, args.device)
     steer_s = median_seconds(steered, args.repeats, args.device)
     sweep_s = median_seconds(sweep, args.repeats, args.device)
     tl_s = median_seconds(tl_generate, args.repeats, args.device)
+    read_s = median_seconds(read_back, args.repeats, args.device)
     print(f"{sources.label}; torch threads {torch.get_num_threads()}")
     print(f"prompt {prompt!r} ({tokens.shape[1]} tokens), {n_new} new tokens, feature {feature} of {sae.hook_name} x 8")
     print(f"  unsteered : {result.unsteered.text!r} ({len(result.unsteered.token_ids)} tokens)")
@@ -66,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  steer: unsteered + steered, batch of 2       {steer_s * 1e3:8.1f} ms   {steer_s / plain_s:5.2f}x")
     print(f"  sweep of 4 strengths + unsteered, batch of 5 {sweep_s * 1e3:8.1f} ms   {sweep_s / plain_s:5.2f}x")
     print(f"  TransformerLens generate (KV cache), ref.    {tl_s * 1e3:8.1f} ms   {tl_s / plain_s:5.2f}x")
+    print(f"  Steer page: that steer read back from store  {read_s * 1e3:8.1f} ms   {read_s / plain_s:5.3f}x")
 
 
 if __name__ == "__main__":
