@@ -11,7 +11,10 @@ table: measurement | measured | expected | status. Two kinds of rows:
   some layer's city probe R^2 >= 0.6 with whole cities held out, analogies parallel within
   families (raw and held-out LDA), hierarchical orthogonality below the shuffled baseline per
   kingdom, lobes above their permutation null (p <= 0.05), phases over checkpoints: they need a
-  trained organism and may fail on a seconds-long one (the tiny test configuration).
+  trained organism and may fail on a seconds-long one (the tiny test configuration);
+- "causal" rows (core/organism/verify_causal.py, last): turning the months / weekdays circle against a
+  random-plane control, erasing the latitude probe direction against random directions, and each SAE's
+  loss recovered when spliced in, each with the expectation stated before it was measured.
 Rows without a pass/fail expectation are "info" (galaxy alpha, birth-year probe, per-layer circles). Exit status 0 when the card printed; with
 --strict, 1 when any row failed.
 """
@@ -56,7 +59,7 @@ class CardRow(Result):
     measured: str
     expected: str
     status: str  # pass | FAIL | info | skipped
-    kind: str  # sanity | structure | info
+    kind: str  # sanity | structure | info | causal (core/organism/verify_causal.py)
 
 
 def _ok(flag: bool) -> str:
@@ -76,9 +79,11 @@ def _fmt(x: Any, digits: int = 3) -> str:
 
 
 def build_card(directory: str | Path | None = None, quick: bool = False, store: Any = None,
-               progress: Callable[[str], None] | None = None, checkpoints: bool = True) -> list[CardRow]:
+               progress: Callable[[str], None] | None = None, checkpoints: bool = True,
+               causal: bool = True) -> list[CardRow]:
     """Harvest the organism in `directory` (its eval corpus through every SAE), run core.analysis, and
-    turn the results into card rows. quick: a smaller harvest, fewer checkpoints."""
+    turn the results into card rows. quick: a smaller harvest, fewer checkpoints, fewer held-out prompts
+    for the causal rows (core/organism/verify_causal.py), which come last (`causal=False` leaves them out)."""
     from core import analysis as A
     from core.harvest import HarvestSettings, harvest_cached
     from core.sources.corpus import CorpusSpec, load_corpus
@@ -114,6 +119,10 @@ def build_card(directory: str | Path | None = None, quick: bool = False, store: 
     rows += _ground_truth_rows(results.ground_truth)
     if not isinstance(results.checkpoints, Skipped):
         rows += _phase_rows(results.checkpoints)
+    if causal:
+        from core.organism.verify_causal import causal_rows
+
+        rows += causal_rows(model, harvest, truth, quick=quick, progress=say)
     return rows
 
 
@@ -352,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small samples: a 20k-token harvest, <= 6 checkpoints")
     parser.add_argument("--cache-dir", default=None, help="artifact store (default: $ATLAS_CACHE_DIR or ~/.cache/atlas)")
     parser.add_argument("--no-checkpoints", action="store_true", help="skip the spectral phases over checkpoints")
+    parser.add_argument("--no-causal", action="store_true",
+                        help="skip the causal rows (circle turns, latitude erasure, SAE loss recovered)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any row fails")
     args = parser.parse_args(argv)
@@ -364,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.redirect_stdout(sys.stderr):
             rows = build_card(args.dir, quick=args.quick, store=ArtifactStore(args.cache_dir),
                               progress=lambda text: print(f"... {text}", file=sys.stderr),
-                              checkpoints=not args.no_checkpoints)
+                              checkpoints=not args.no_checkpoints, causal=not args.no_causal)
     except AtlasError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
