@@ -5,6 +5,7 @@ categorical simplices and hierarchies, to linear probes of space and time (METHO
 import numpy as np
 import streamlit as st
 
+from app.circle_dial import render_circle_dial
 from app.page import cached_view, load_view_inputs
 from app.resources import decoder_weights, get_store
 from app.state import remember_artifact, set_page
@@ -187,6 +188,8 @@ with tabs[3]:
                        f"{', '.join(cycle.words[i] for i in c.visit_order)}).")
     elif not truth:
         st.info(NO_TRUTH)
+    if truth:
+        render_circle_dial(model, truth)
     st.markdown("**Decoder clusters** (Engels et al. 2024): spectral clusters of decoder directions; the PCA of each "
                 "cluster's reconstructions over the harvest's token samples.")
     hook = st.selectbox("SAE", hooks, key="geo_cluster_hook")

@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from app.resources import current_sources, get_model, get_saes
+from app.resources import current_sources, get_model, get_saes, peek_harvest
+from app.splice_tables import render_splice_tables
 from app.state import set_page
 from app.widgets import guarded
 
@@ -31,6 +32,16 @@ if model is not None:
                  "from": corpus.path or corpus.name or "the organism's synthetic world",
                  "version": f"split {corpus.split}, {corpus.context_size}-token chunks"})
     st.dataframe(rows, hide_index=True, width="stretch")
+    if saes:
+        st.subheader("How well each SAE stands in for its site")
+        # Never harvests here: the table shows once a page that needs the harvest has computed it.
+        stored = guarded(lambda: peek_harvest(sources))
+        if stored is None:
+            st.info("Splice-in quality (CE loss with each SAE spliced in, loss recovered, KL) is measured by the "
+                    "harvest, which is not computed yet for these sources. Open Superposition, Geometry or Features "
+                    "(or run `python -m core analyze`) to harvest the corpus once; the tables then show here.")
+        else:
+            render_splice_tables(stored[0])
 
 st.subheader("Pages")
 st.markdown("""

@@ -5,6 +5,7 @@ import streamlit as st
 
 from app.page import cached_view, load_view_inputs
 from app.resources import get_store
+from app.splice_tables import SPLICE_CAPTION, splice_columns
 from app.state import remember_artifact, set_page
 from app.widgets import guarded
 from core import analysis
@@ -73,8 +74,13 @@ with tab_model:
                    "mid-depth and re-expand. F <= alive features <= dictionary size always.")
         st.dataframe([{"site": e.hook_name, "F": e.effective.F, "psi": e.effective.psi,
                        "alive": e.effective.alive, "dictionary": e.d_sae,
-                       "mean L0": e.effective.mean_l0, "explained variance": e.explained_variance}
-                      for e in fired], hide_index=True)
+                       "mean L0": e.effective.mean_l0, "explained variance": e.explained_variance,
+                       **splice_columns(harvest, e.hook_name)}
+                      for e in fired], hide_index=True, key="sup_table")
+        st.caption("Loss recovered: how much of the next-token loss the model keeps with the SAE's reconstruction "
+                   "spliced in (1 = all, 0 = as bad as zero- or mean-ablating the site); KL spliced = KL(clean || "
+                   "spliced) per token. The full definitions are on the Overview page.",
+                   help=SPLICE_CAPTION)
     curves = {e.hook_name: e.convergence for e in result.per_sae if not isinstance(e.convergence, Skipped)}
     shown = st.multiselect("Sites on the convergence curve", list(curves), default=list(curves), key="sup_curve_sites")
     if shown:

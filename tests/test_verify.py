@@ -23,7 +23,7 @@ def test_card_rows_are_well_formed(card):
     assert rows
     for row in rows:
         assert row.status in {verify.PASS, verify.FAIL, verify.INFO, verify.SKIPPED}
-        assert row.kind in {"sanity", "structure", "info"}
+        assert row.kind in {"sanity", "structure", "info", "causal"}
         assert row.measurement and row.measured
         assert row.expected or row.status == verify.SKIPPED
 

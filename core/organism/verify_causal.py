@@ -228,7 +228,8 @@ def erasure_card_rows(experiment: Any) -> list[CardRow]:
     """Three rows of one ErasureExperiment against ERASURE_EXPECTATION: the direction answers, the
     unrelated families, the random-direction control."""
     e = ERASURE_EXPECTATION
-    where = f"({site_label(experiment.site)}, probe R^2 {_fmt(experiment.r2_held_out, 2)})"
+    site = site_label(experiment.site) if experiment.site.endswith("hook_resid_post") else experiment.site
+    where = f"({site}, probe R^2 {_fmt(experiment.r2_held_out, 2)})"
     by_name = {f.family: f for f in experiment.families}
     rows = []
     ns, ew = by_name.get(NORTH_SOUTH), by_name.get(EAST_WEST)

@@ -1,0 +1,106 @@
+"""AppTest: the circle dial (app/circle_dial.py) and the splice-in quality tables (app/splice_tables.py on the
+Overview and Superposition pages), on the tiny organism; and the dial's core against a planted circle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+TIMEOUT = 300
+
+
+def _dial_script():
+    from app.circle_dial import render_circle_dial
+    from app.resources import get_model
+    from core.sources.models import ModelSpec
+    from core.sources.organism import load_ground_truth
+
+    render_circle_dial(get_model(ModelSpec(source="organism", device="cpu")), load_ground_truth())
+
+
+def test_circle_dial_turns_and_shows_before_after_and_control(app_env):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_dial_script, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    labels = [m.label for m in at.metric]
+    assert labels[0] == "Answer before" and labels[1].startswith("After turning 1 step") and labels[2].startswith("Control")
+    assert len(at.get("plotly_chart")) == 2
+    sites = at.selectbox(key="geo_dial_site").options
+    assert len(sites) >= 2 and any("strongest" in s for s in sites)
+    at.slider(key="geo_dial_steps").set_value(3.0).run()
+    assert not at.exception and at.metric[1].label == "After turning 3 step(s)"
+    concepts = at.selectbox(key="geo_dial_concept").options
+    assert set(concepts) <= {"months", "weekdays"} and concepts
+    at.selectbox(key="geo_dial_concept").set_value(concepts[-1]).run()
+    assert not at.exception
+    at.text_input(key="geo_dial_own").input("   ").run()  # blank: the chosen fact is used
+    assert not at.exception and len(at.metric) == 3
+
+
+def test_circle_dial_reports_a_prompt_the_model_cannot_read(app_env):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_dial_script, default_timeout=TIMEOUT)
+    at.run()
+    at.text_input(key="geo_dial_own").input("one " * 60).run()  # 60 words: longer than the tiny organism's context (32)
+    assert not at.exception
+    assert at.error and "context" in at.error[0].value  # the AtlasError in place, the rest of the page drawn
+    assert not at.metric
+
+
+def test_overview_says_how_to_get_splice_quality_then_shows_it(app_env):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(MAIN, default_timeout=TIMEOUT)
+    at.session_state["harvest_tokens"] = 4000
+    at.run()
+    assert not at.exception, at.exception
+    assert any("not computed yet" in i.value for i in at.info)  # the Overview never harvests
+    assert not [d for d in at.dataframe if (d.proto.id or "").find("splice_") >= 0]
+    at.switch_page("../pages/superposition.py").run()
+    assert not at.exception, at.exception
+    table = at.dataframe(key="sup_table").value
+    assert {"loss recovered (zero-abl.)", "KL spliced"} <= set(table.columns)
+    assert table["loss recovered (zero-abl.)"].notna().all()
+    at.switch_page("../pages/home.py").run()
+    assert not at.exception, at.exception
+    assert not any("not computed yet" in i.value for i in at.info)
+    splice_tables = [d.value for d in at.dataframe if "measure" in d.value.columns]
+    assert len(splice_tables) == len(table)  # one per SAE
+    measures = list(splice_tables[0]["measure"])
+    assert measures[:5] == ["CE clean", "CE spliced", "CE zero-ablated", "CE mean-ablated", "loss recovered (zero)"]
+    assert "KL spliced" in measures
+    assert any("ce_loss_score" in c.value and "SAEBench" in c.value for c in at.caption)
+    recovered = float(splice_tables[0].set_index("measure").loc["loss recovered (zero)", "value"])
+    assert abs(recovered - table["loss recovered (zero-abl.)"].iloc[0]) < 1e-3
+
+
+WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+
+def test_circle_dial_core_moves_a_planted_circle_and_the_control_does_not(tiny_hooked):
+    """A planted model that answers a weekday with the nearest weekday on a frequency-1 circle: turning by
+    s steps gives item a + s with the chord's norm; the random-plane control of that norm leaves it alone."""
+    from core.interventions import active_hook_count
+    from core.interventions.circles import fit_cycle
+    from core.interventions.dial import CircleDial, circle_dial
+    from tests.interventions_helpers import circle_vectors, planted_model
+
+    points = circle_vectors(7, 1, seed=4)
+    embed = dict(zip(WEEKDAYS, points))
+    model = planted_model(tiny_hooked.tokenizer, embed, embed)
+    fit = fit_cycle(model, [(w, w) for w in WEEKDAYS], WEEKDAYS, site="blocks.0.hook_resid_post")
+    dial = circle_dial(model, fit, "tuesday", 2, top_k=3)
+    assert dial.turn.answer_before == "tuesday" and dial.turn.answer_after == "thursday"
+    assert dial.expected_answer == "thursday" and dial.moved_as_expected
+    assert dial.top_after[0].token == "thursday" and len(dial.top_before) == 3
+    assert np.isclose(dial.change_norm, 2 * 3.0 * np.sin(np.pi * 2 / 7), atol=1e-4)  # the chord of 2 steps, radius 3
+    assert dial.control_answer == "tuesday"
+    assert CircleDial.from_dict(dial.to_dict()) == dial
+    assert circle_dial(model, fit, "tuesday", 0.5).expected_answer == ""  # half a step: no expected item
+    assert active_hook_count(model) == 0
