@@ -183,8 +183,9 @@ def rotation_card_row(concept: str, experiment: Any) -> CardRow:
     expectation = ROTATION_EXPECTATIONS[concept]
     circle, control = experiment.outcome("circle"), experiment.outcome("random plane")
     target, every = experiment.outcome("circle to target mean"), experiment.outcome("all Fourier planes")
-    ratio = (circle.success_rate / control.success_rate if control.moved_by_steps else math.inf)
-    measured = (f"circle {_share(circle)} vs random plane {_share(control)} ({_fmt(ratio, 2)}x); "
+    ratio = (f"{_fmt(circle.success_rate / control.success_rate, 2)}x" if control.moved_by_steps
+             else "the control never moved it")
+    measured = (f"circle {_share(circle)} vs random plane {_share(control)} ({ratio}); "
                 f"to target mean {_share(target)}, all Fourier planes {_share(every)}; f = {experiment.frequency} "
                 f"(share {_fmt(experiment.share, 2)}), {experiment.n_prompts} held-out prompts "
                 f"({experiment.n_excluded} left out: clean answer not an item)")
@@ -240,9 +241,9 @@ def erasure_card_rows(experiment: Any) -> list[CardRow]:
         ns_drop, ew_drop = _drop_points(ns), _drop_points(ew)
         rows.append(CardRow(
             label,
-            f"north/south correct {ns.correct_before} -> {ns.correct_after} of {ns.n} ({_fmt(-ns_drop, 3)} points; "
+            f"north/south correct {ns.correct_before} -> {ns.correct_after} of {ns.n} ({_points(ns_drop)}; "
             f"random directions -> {ns.control_correct_after:.1f}); east/west {ew.correct_before} -> "
-            f"{ew.correct_after} of {ew.n} ({_fmt(-ew_drop, 3)} points)",
+            f"{ew.correct_after} of {ew.n} ({_points(ew_drop)})",
             _directions_text(), PASS if e.directions_met(ns_drop, ew_drop) else FAIL, CAUSAL))
     unrelated = [f for f in experiment.families if f.family not in (NORTH_SOUTH, EAST_WEST)]
     rows.append(CardRow(
@@ -258,6 +259,11 @@ def erasure_card_rows(experiment: Any) -> list[CardRow]:
         PASS if experiment.families and e.control_met([f.control_changed / f.n for f in experiment.families])
         else FAIL, CAUSAL))
     return rows
+
+
+def _points(drop: float) -> str:
+    """An accuracy change for the card: "-4.2 points", "+1.0 points", "no change"."""
+    return "no change" if abs(drop) < 0.05 else f"{-drop:+.1f} points"
 
 
 def _drop_points(family: Any) -> float:
