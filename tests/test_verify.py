@@ -38,8 +38,11 @@ def test_card_has_every_required_row(card):
             assert any(n.startswith(label) and f"({layer})" in n for n in names), (label, layer)
     for label in ("interference of unembedding rows", "weekdays circle found", "months circle found",
                   "city probe R^2", "birth-year probe R^2", "analogy parallelism", "hierarchical orthogonality (animal)",
-                  "spectral phases seen"):
+                  "spectral phases seen", "loss recovered, SAE spliced in (L0)", "months: circle turn vs random plane",
+                  "weekdays: circle turn vs random plane", "latitude erasure: north/south answers"):
         assert any(n.startswith(label) for n in names), label
+    causal = [i for i, r in enumerate(rows) if r.kind == "causal"]
+    assert causal and causal == list(range(len(rows) - len(causal), len(rows)))  # last, after the other rows
     alpha_rows = [r for r in rows if r.measurement.startswith("alpha-ReQ")]
     assert all("over ranks" in r.measured and "adapted" in r.measured for r in alpha_rows)  # fit range stated
 
@@ -57,11 +60,13 @@ def test_main_prints_the_table_and_json(tiny_organism_dir, card, capsys):
     assert code == 0
     assert out.splitlines()[0].split(" | ")[0].strip() == "measurement"
     assert "pass," in out.splitlines()[-1]
+    assert "months: circle turn vs random plane" in out  # the causal rows come last
     code = verify.main(["--dir", str(tiny_organism_dir), "--quick", "--cache-dir", str(store.root), "--json",
-                        "--no-checkpoints"])
+                        "--no-checkpoints", "--no-causal"])
     rows = json.loads(capsys.readouterr().out)
     assert code == 0 and {"measurement", "measured", "expected", "status", "kind"} <= set(rows[0])
     assert not any(r["measurement"].startswith("spectral phases") for r in rows)
+    assert not any(r["kind"] == "causal" for r in rows)
 
 
 def test_main_reports_a_missing_directory(tmp_path, capsys):

@@ -119,9 +119,13 @@ def test_held_out_subset_is_seeded_and_keeps_order():
 
 
 def test_without_ground_truth_the_intervention_rows_are_skipped():
+    import torch
+
+    threads = torch.get_num_threads()
     harvest = SimpleNamespace(saes={})
     rows = vc.causal_rows(None, harvest, None)
     assert rows and all(r.status == verify.SKIPPED and r.expected for r in rows)
+    assert torch.get_num_threads() == threads  # the rows' one-thread block gives the threads back
 
 
 @pytest.fixture(scope="module")

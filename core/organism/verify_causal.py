@@ -22,7 +22,8 @@ minutes: `python -m core.interventions organism` runs every held-out fact at eve
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,7 +101,30 @@ def causal_rows(model: Any, harvest: Any, ground_truth: dict | None, *, quick: b
                 progress: Callable[[str], None] | None = None) -> list[CardRow]:
     """Every causal row of the module docstring: the splice rows from `harvest`, the intervention rows
     from `model` (a LoadedModel) and its ground truth. A part that cannot run is a skipped row saying why."""
-    say = progress or (lambda _text: None)
+    with _one_thread():
+        return _causal_rows(model, harvest, ground_truth, quick=quick, seed=seed,
+                            say=progress or (lambda _text: None))
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Torch and BLAS on one thread for the block, restored after. The rows are many small forward passes
+    and ridge fits, where thread hand-offs cost more than they save; on the shared 2-core machine two
+    threads made them 3-4x slower (docs/INTERVENTIONS.md). The numbers are the same either way."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _causal_rows(model: Any, harvest: Any, ground_truth: dict | None, *, quick: bool, seed: int,
+                 say: Callable[[str], None]) -> list[CardRow]:
     rows = splice_rows(harvest)
     n_prompts = QUICK_PROMPTS if quick else CARD_PROMPTS
     if not ground_truth or not ground_truth.get("eval_facts"):
