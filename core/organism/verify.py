@@ -26,13 +26,11 @@ import json
 import math
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from core.analysis.results import Skipped
 from core.figures.style import site_label
-from core.jsonable import Result
 
 if TYPE_CHECKING:
     from core.analysis.results import (
@@ -50,32 +48,7 @@ if TYPE_CHECKING:
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-PASS, FAIL, INFO, SKIPPED = "pass", "FAIL", "info", "skipped"
-
-
-@dataclass(frozen=True, eq=False)
-class CardRow(Result):
-    measurement: str
-    measured: str
-    expected: str
-    status: str  # pass | FAIL | info | skipped
-    kind: str  # sanity | structure | info | causal (core/organism/verify_causal.py)
-
-
-def _ok(flag: bool) -> str:
-    return PASS if flag else FAIL
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
-
-
-def _fmt(x: Any, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):  # NaN: a number that could not be measured
-        return "n/a"
-    if isinstance(x, float):
-        return f"{x:.{digits}g}"
-    return str(x)
+from core.organism.card_rows import FAIL, INFO, PASS, SKIPPED, CardRow, _finite, _fmt, _ok
 
 
 def build_card(directory: str | Path | None = None, quick: bool = False, store: Any = None,

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from core.figures.style import site_label
-from core.organism.verify import FAIL, PASS, SKIPPED, CardRow, _fmt
+from core.organism.card_rows import FAIL, PASS, SKIPPED, CardRow, _fmt
 
 CAUSAL = "causal"  # CardRow.kind of every row here
 CARD_PROMPTS = 24  # held-out facts per family on the card (a seeded subset; every fact when fewer)
@@ -132,9 +132,9 @@ def _causal_rows(model: Any, harvest: Any, ground_truth: dict | None, *, quick: 
         return rows + [CardRow(f"{c}: circle turn vs random plane", reason, ROTATION_EXPECTATIONS[c].text(), SKIPPED,
                                CAUSAL) for c in ROTATION_EXPECTATIONS] + [
             CardRow("latitude erasure: north/south answers", reason, _directions_text(), SKIPPED, CAUSAL)]
-    for concept in ROTATION_EXPECTATIONS:
+    for concept, expectation in ROTATION_EXPECTATIONS.items():
         say(f"causal rows: turning the {concept} circle ({n_prompts} held-out prompts)")
-        rows.append(_guarded(f"{concept}: circle turn vs random plane", ROTATION_EXPECTATIONS[concept].text(),
+        rows.append(_guarded(f"{concept}: circle turn vs random plane", expectation.text(),
                              lambda concept=concept: [rotation_row(model, ground_truth, concept, n_prompts, seed)]))
     say(f"causal rows: erasing the latitude probe direction ({n_prompts} held-out prompts per family)")
     rows += _guarded("latitude erasure: north/south answers", _directions_text(),
@@ -165,7 +165,7 @@ def splice_rows(harvest: Any) -> list[CardRow]:
     expected = (f"loss recovered >= {LOSS_RECOVERED_MIN} vs zero-ablation; "
                 "KL(clean || spliced) < KL(clean || mean-ablated)")
     rows = []
-    for label, sae in harvest.saes.items():
+    for sae in harvest.saes.values():
         name = f"loss recovered, SAE spliced in ({site_label(sae.hook_name)})"
         q = sae.splice
         if q is None:
