@@ -42,7 +42,7 @@ def dial_top_tokens_figure(dial: Any, title: str = "Top next tokens") -> go.Figu
     from plotly.subplots import make_subplots
 
     panels = (("before", dial.top_before), ("turned", dial.top_after), ("control", dial.top_control))
-    fig = make_subplots(rows=1, cols=3, subplot_titles=[name for name, _ in panels], shared_xaxes=True)
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[name for name, _ in panels], horizontal_spacing=0.14)
     for col, ((name, tops), colour) in enumerate(zip(panels, SERIES_COLOURS), start=1):
         tokens = [t.token for t in tops][::-1]
         fig.add_trace(go.Bar(x=[t.probability for t in tops][::-1], y=[f"{tok!r}" for tok in tokens], orientation="h",
