@@ -104,3 +104,16 @@ def test_circle_dial_core_moves_a_planted_circle_and_the_control_does_not(tiny_h
     assert CircleDial.from_dict(dial.to_dict()) == dial
     assert circle_dial(model, fit, "tuesday", 0.5).expected_answer == ""  # half a step: no expected item
     assert active_hook_count(model) == 0
+
+
+def test_geometry_page_shows_the_dial_on_its_circles_tab(app_env):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(MAIN, default_timeout=TIMEOUT)
+    at.session_state["harvest_tokens"] = 4000
+    at.run()
+    at.switch_page("../pages/geometry.py").run()
+    assert not at.exception, at.exception
+    assert [m.label for m in at.metric][:1] == ["Answer before"]
+    at.slider(key="geo_dial_steps").set_value(2.0).run()
+    assert not at.exception and any(m.label == "After turning 2 step(s)" for m in at.metric)
