@@ -108,19 +108,15 @@ def causal_rows(model: Any, harvest: Any, ground_truth: dict | None, *, quick: b
 
 @contextmanager
 def _one_thread() -> Iterator[None]:
-    """Torch and BLAS on one thread for the block, restored after. The rows are many small forward passes
-    and ridge fits, where thread hand-offs cost more than they save; on the shared 2-core machine two
-    threads made them 3-4x slower (docs/INTERVENTIONS.md). The numbers are the same either way."""
-    import torch
+    """Torch (core.device.single_thread) and BLAS on one thread for the block, restored after. The rows are
+    many small forward passes and ridge fits, where thread hand-offs cost more than they save: on the shared
+    2-core machine two threads made them 8-12x slower (docs/INTERVENTIONS.md). The numbers are the same."""
     from threadpoolctl import threadpool_limits
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        torch.set_num_threads(threads)
+    from core.device import single_thread
+
+    with single_thread(), threadpool_limits(limits=1):
+        yield
 
 
 def _causal_rows(model: Any, harvest: Any, ground_truth: dict | None, *, quick: bool, seed: int,
