@@ -67,8 +67,8 @@ def test_erasure_rows_against_planted_outcomes():
     assert [r.measurement.split(" (")[0] for r in rows] == [
         "latitude erasure: north/south answers", "latitude erasure: unrelated answers",
         "latitude erasure: random-direction control"]
-    assert "(L0" not in rows[0].measurement and "blocks.0.hook_resid_pre, probe R^2 0.75" in rows[0].measurement
-    assert "45 -> 30 of 50" in rows[0].measured
+    assert rows[0].measurement.endswith("(embeddings)")  # blocks.0.hook_resid_pre, not L0's output
+    assert rows[0].measured.startswith("probe R^2 0.75; north/south correct 45 -> 30 of 50 (-30.0 points")
     # north/south only -10 points: the first row fails, the others do not depend on it
     rows = vc.erasure_card_rows(_erasure(ns_after=40, ew_after=90, unrelated_changed=1, control_changed=1.0))
     assert [r.status for r in rows] == [verify.FAIL, verify.PASS, verify.PASS]
@@ -96,7 +96,7 @@ def test_splice_rows_against_planted_values():
     rows = vc.splice_rows(harvest)
     assert [r.status for r in rows] == [verify.PASS, verify.FAIL, verify.FAIL, verify.FAIL, verify.SKIPPED]
     assert rows[0].measurement == "loss recovered, SAE spliced in (L0)"
-    assert rows[0].measured.startswith("0.97 vs zero-ablation, 0.95 vs mean-ablation") and "2000 tokens" in rows[0].measured
+    assert rows[0].measured.startswith("0.97 vs zero-abl., 0.95 vs mean-abl.; CE clean 1") and "2000 tokens" in rows[0].measured
     assert rows[3].measured.startswith("n/a")
 
 

@@ -169,10 +169,9 @@ def splice_rows(harvest: Any) -> list[CardRow]:
             continue
         rows.append(CardRow(
             name,
-            f"{_fmt(q.loss_recovered_zero)} vs zero-ablation, {_fmt(q.loss_recovered_mean)} vs mean-ablation "
-            f"(CE clean {_fmt(q.ce_clean)}, spliced {_fmt(q.ce_spliced)}, zero {_fmt(q.ce_zero_ablated)}, "
-            f"mean {_fmt(q.ce_mean_ablated)} nats; KL spliced {_fmt(q.kl_spliced)}, mean-ablated "
-            f"{_fmt(q.kl_mean_ablated)}; {q.tokens} tokens)",
+            f"{_fmt(q.loss_recovered_zero)} vs zero-abl., {_fmt(q.loss_recovered_mean)} vs mean-abl.; CE clean "
+            f"{_fmt(q.ce_clean)}, spliced {_fmt(q.ce_spliced)}, zero {_fmt(q.ce_zero_ablated)}, mean "
+            f"{_fmt(q.ce_mean_ablated)}; KL {_fmt(q.kl_spliced)} (mean-abl. {_fmt(q.kl_mean_ablated)}); {q.tokens} tokens",
             expected, PASS if splice_met(q) else FAIL, CAUSAL))
     return rows
 
@@ -206,13 +205,17 @@ def rotation_card_row(concept: str, experiment: Any) -> CardRow:
     ratio = (f"{_fmt(circle.success_rate / control.success_rate, 2)}x" if control.moved_by_steps
              else "the control never moved it")
     measured = (f"circle {_share(circle)} vs random plane {_share(control)} ({ratio}); "
-                f"to target mean {_share(target)}, all Fourier planes {_share(every)}; f = {experiment.frequency} "
-                f"(share {_fmt(experiment.share, 2)}), {experiment.n_prompts} held-out prompts "
-                f"({experiment.n_excluded} left out: clean answer not an item)")
+                f"target mean {_rate(target)}, all planes {_rate(every)}; f = {experiment.frequency} "
+                f"(share {_fmt(experiment.share, 2)}); {experiment.n_prompts} held-out prompts"
+                + (f" ({experiment.n_excluded} left out: clean answer not an item)" if experiment.n_excluded else ""))
     return CardRow(f"{concept}: circle turn vs random plane ({site_label(experiment.site)})", measured,
                    expectation.text(),
                    PASS if expectation.met(circle.moved_by_steps, circle.n_trials, control.moved_by_steps,
                                            control.n_trials) else FAIL, CAUSAL)
+
+
+def _rate(outcome: Any) -> str:
+    return f"{outcome.moved_by_steps / outcome.n_trials:.1%}" if outcome.n_trials else "n/a"
 
 
 def _share(outcome: Any) -> str:
@@ -249,8 +252,8 @@ def erasure_card_rows(experiment: Any) -> list[CardRow]:
     """Three rows of one ErasureExperiment against ERASURE_EXPECTATION: the direction answers, the
     unrelated families, the random-direction control."""
     e = ERASURE_EXPECTATION
-    site = site_label(experiment.site) if experiment.site.endswith("hook_resid_post") else experiment.site
-    where = f"({site}, probe R^2 {_fmt(experiment.r2_held_out, 2)})"
+    where = f"({_site_name(experiment.site)})"
+    probe = f"probe R^2 {_fmt(experiment.r2_held_out, 2)}; "
     by_name = {f.family: f for f in experiment.families}
     rows = []
     ns, ew = by_name.get(NORTH_SOUTH), by_name.get(EAST_WEST)
@@ -261,24 +264,32 @@ def erasure_card_rows(experiment: Any) -> list[CardRow]:
         ns_drop, ew_drop = _drop_points(ns), _drop_points(ew)
         rows.append(CardRow(
             label,
-            f"north/south correct {ns.correct_before} -> {ns.correct_after} of {ns.n} ({_points(ns_drop)}; "
+            f"{probe}north/south correct {ns.correct_before} -> {ns.correct_after} of {ns.n} ({_points(ns_drop)}; "
             f"random directions -> {ns.control_correct_after:.1f}); east/west {ew.correct_before} -> "
             f"{ew.correct_after} of {ew.n} ({_points(ew_drop)})",
             _directions_text(), PASS if e.directions_met(ns_drop, ew_drop) else FAIL, CAUSAL))
     unrelated = [f for f in experiment.families if f.family not in (NORTH_SOUTH, EAST_WEST)]
     rows.append(CardRow(
         f"latitude erasure: unrelated answers {where}",
-        ", ".join(f"{f.family} {f.changed}/{f.n}" for f in unrelated) + " changed",
+        probe + ", ".join(f"{f.family} {f.changed}/{f.n}" for f in unrelated) + " changed",
         f"under {e.max_unrelated_changed:.0%} of each unrelated family's answers change",
         PASS if unrelated and e.unrelated_met([f.changed / f.n for f in unrelated]) else FAIL, CAUSAL))
     rows.append(CardRow(
         f"latitude erasure: random-direction control {where}",
-        ", ".join(f"{f.family} {f.control_changed:.1f}/{f.n}" for f in experiment.families)
-        + f" changed (mean over {experiment.n_random} random directions)",
+        f"mean of {experiment.n_random} random directions: "
+        + ", ".join(f"{f.family.removeprefix('city_direction ')} {f.control_changed:.1f}/{f.n}"
+                    for f in experiment.families) + " changed",
         f"under {e.max_control_changed:.0%} of every family's answers change",
         PASS if experiment.families and e.control_met([f.control_changed / f.n for f in experiment.families])
         else FAIL, CAUSAL))
     return rows
+
+
+def _site_name(site: str) -> str:
+    """"embeddings" for blocks.0.hook_resid_pre, "L2" for blocks.2.hook_resid_post, else the hook name."""
+    if site == "blocks.0.hook_resid_pre":
+        return "embeddings"
+    return site_label(site) if site.endswith("hook_resid_post") else site
 
 
 def _points(drop: float) -> str:
