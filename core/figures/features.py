@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import plotly.express as px
 import plotly.graph_objects as go
+
+from core.figures.style import category_colours, category_order, group_small_categories
 
 HIGHLIGHT_RGB = (230, 97, 1)     # activations: orange
 ERROR_RGB = (94, 60, 153)        # reconstruction error: purple
@@ -134,15 +135,48 @@ def logit_lens_figure(probs: np.ndarray, words: list[list[str]], layer_labels: S
 
 
 def activation_histogram(hist: np.ndarray, edges: np.ndarray, feature: int) -> go.Figure:
-    """Histogram of a feature's nonzero activations over the corpus (counts on a log axis)."""
+    """Histogram of a feature's nonzero activations over the corpus, fitted to its data.
+
+    `hist` is the harvest's row: [bins + 2] counts with the tokens under the first edge first and over
+    the last edge last (or the [bins] inner counts alone); `edges` are the [bins + 1] inner edges. The x
+    range covers only the bins that hold tokens (and one empty bin either side), so a feature that fires
+    between 0.1 and 0.6 is not a sliver of a 0.001-1000 axis; log-spaced bins (the harvest's) sit on a
+    log x axis, where they are equally wide; counts are on a log y axis. Tokens outside the edges are
+    counted in the title.
+    """
     hist = np.asarray(hist, dtype=np.float64)
     edges = np.asarray(edges, dtype=np.float64)
-    centers = (edges[:-1] + edges[1:]) / 2
-    fig = go.Figure(go.Bar(x=centers, y=hist, width=np.diff(edges), marker_color="rgb(230,97,1)",
-                           hovertemplate="activation %{x:.3f}<br>tokens %{y}<extra></extra>"))
-    fig.update_layout(title=f"Feature {feature}: activation histogram (active tokens)", height=280,
-                      xaxis_title="activation", yaxis_title="tokens", yaxis={"type": "log", "dtick": 1},
-                      margin={"l": 10, "r": 10, "t": 40, "b": 10}, bargap=0)
+    under = over = 0
+    if hist.size == edges.size + 1:
+        under, over, hist = int(hist[0]), int(hist[-1]), hist[1:-1]
+    elif hist.size != edges.size - 1:
+        raise ValueError(f"{hist.size} counts do not fit {edges.size} edges: pass [bins] or [bins + 2] counts.")
+    filled = np.flatnonzero(hist)
+    lo, hi = (max(int(filled[0]) - 1, 0), min(int(filled[-1]) + 2, hist.size)) if filled.size else (0, hist.size)
+    hist, edges = hist[lo:hi], edges[lo:hi + 1]
+    steps = np.diff(np.log(edges)) if np.all(edges > 0) else np.array([np.nan])
+    log_x = bool(edges.size > 2 and np.all(np.isfinite(steps)) and np.allclose(steps, steps[0], rtol=1e-3))
+    if log_x:
+        # On a log axis Plotly reads bar positions and widths in log10 units.
+        x, width = np.log10(edges[:-1]) + np.diff(np.log10(edges)) / 2, np.diff(np.log10(edges))
+        x = 10 ** x
+    else:
+        x, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    low, high = edges[:-1], edges[1:]
+    fig = go.Figure(go.Bar(x=x, y=hist, width=width, marker_color="rgb(230,97,1)", customdata=np.c_[low, high],
+                           hovertemplate="activation %{customdata[0]:.3g} to %{customdata[1]:.3g}<br>"
+                                         "tokens %{y}<extra></extra>"))
+    outside = [f"{under:,} below {edges[0]:.3g}" if under else "", f"{over:,} above {edges[-1]:.3g}" if over else ""]
+    note = "; ".join(t for t in outside if t)
+    title = f"Feature {feature}: activation histogram ({int(hist.sum() + under + over):,} active tokens)"
+    fig.update_layout(title=title + (f"<br><sup>outside the bins: {note}</sup>" if note else ""), height=300,
+                      xaxis_title="activation" + (" (log scale)" if log_x else ""), yaxis_title="tokens (log scale)",
+                      yaxis={"type": "log", "dtick": 1}, margin={"l": 10, "r": 10, "t": 60 if note else 40, "b": 10},
+                      bargap=0, template="plotly_white")
+    if log_x:
+        fig.update_xaxes(type="log", range=[np.log10(edges[0]), np.log10(edges[-1])])
+    else:
+        fig.update_xaxes(range=[float(edges[0]), float(edges[-1])])
     return fig
 
 
@@ -172,12 +206,14 @@ def _marker_size(n: int) -> int:
 def feature_map_figure(coords: np.ndarray, color: np.ndarray, color_label: str, *, categorical: bool,
                        hover: Sequence[str] | None = None, highlight: dict[int, float] | None = None,
                        selected: int | None = None, title: str = "", matches: np.ndarray | None = None,
-                       match_label: str = "search") -> go.Figure:
+                       match_label: str = "search", axis_titles: tuple[str, str] | None = None) -> go.Figure:
     """The feature map: one WebGL point per feature (Scattergl: 24k+ points stay responsive).
 
     `highlight` (id -> value) rings the prompt's active features, `matches` (ids) rings search results,
     `selected` stars the open feature. Each point's `customdata` is its feature id, so a click tells the
-    page which feature to open.
+    page which feature to open. Categories (`categorical=True`) each get a distinct colour and are listed
+    in natural order ("lobe 2" before "lobe 10"), the smallest merged into "other" past 24. `axis_titles`
+    (from `map_axis_titles`) name the axes; the coordinates themselves carry no meaning, so no tick labels.
     """
     coords = np.asarray(coords, dtype=np.float32)
     n = len(coords)
@@ -187,13 +223,14 @@ def feature_map_figure(coords: np.ndarray, color: np.ndarray, color_label: str, 
     template = "feature %{customdata}<br>%{text}<extra></extra>"
     fig = go.Figure()
     if categorical:
-        labels = np.asarray([str(c) for c in color])
-        palette = px.colors.qualitative.Dark24 + px.colors.qualitative.Light24
-        for i, category in enumerate(dict.fromkeys(sorted(labels))):
+        labels = group_small_categories(color)
+        order = category_order(labels)
+        colours = category_colours(order)
+        for category in order:
             mask = labels == category
             fig.add_trace(go.Scattergl(x=coords[mask, 0], y=coords[mask, 1], mode="markers", name=category,
                                        customdata=ids[mask], text=text[mask], hovertemplate=template,
-                                       marker={"size": size, "opacity": 0.8, "color": palette[i % len(palette)]}))
+                                       marker={"size": size, "opacity": 0.8, "color": colours[category]}))
     else:
         fig.add_trace(go.Scattergl(x=coords[:, 0], y=coords[:, 1], mode="markers", name="features", customdata=ids,
                                    text=text, hovertemplate=template, showlegend=False,
@@ -219,8 +256,26 @@ def feature_map_figure(coords: np.ndarray, color: np.ndarray, color_label: str, 
                                    marker={"size": 16, "symbol": "star", "color": "gold",
                                            "line": {"width": 1, "color": "black"}},
                                    hovertemplate="feature %{customdata} (open)<br>%{text}<extra></extra>"))
+    hidden = {"visible": False}
+    axes = [{"title": t, "showticklabels": False, "showgrid": False, "zeroline": False} for t in axis_titles] \
+        if axis_titles else [hidden, hidden]
     fig.update_layout(title=title, height=520, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                      xaxis={"visible": False}, yaxis={"visible": False},
+                      xaxis=axes[0], yaxis=axes[1],
                       legend={"itemsizing": "constant", "orientation": "h", "yanchor": "top", "y": -0.02, "x": 0},
                       clickmode="event+select", dragmode="pan", template="plotly_white")
     return fig
+
+
+def map_axis_titles(method: str, coords: np.ndarray, W_dec: np.ndarray | None = None) -> tuple[str, str]:
+    """Axis titles of a feature map: "UMAP 1" / "UMAP 2", or "PC 1 (31% var)" / "PC 2 (12% var)" where
+    the share is each axis's variance over the total variance of the unit-normalised decoder rows
+    (`core.feature_map.pca_layout`'s input); without `W_dec`, "PC 1" / "PC 2"."""
+    if method != "pca":
+        return f"{method.upper()} 1", f"{method.upper()} 2"
+    if W_dec is None or not len(W_dec):
+        return "PC 1", "PC 2"
+    W = np.asarray(W_dec, dtype=np.float64)
+    W = W / np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1e-8)
+    total = float(np.sum(W.var(axis=0)))
+    shares = np.asarray(coords, dtype=np.float64).var(axis=0) / total if total > 0 else np.zeros(2)
+    return f"PC 1 ({shares[0]:.0%} var)", f"PC 2 ({shares[1]:.0%} var)"

@@ -12,7 +12,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from core.figures.style import apply_layout
+from core.figures.declutter import label_mask
+from core.figures.style import CATEGORY_COLOURS, apply_layout, category_colours, category_order, group_small_categories
 from core.metrics.circles import Circularity
 from core.metrics.concepts import HierarchicalOrthogonality, SimplexProjection
 from core.metrics.geometry import GalaxySpectrum, LobeAgreement
@@ -77,17 +78,26 @@ def lobe_agreement_figure(result: LobeAgreement, title: str = "Lobes vs geometry
 
 
 def lobe_map_figure(coords: np.ndarray, labels: Sequence[int], hover: Sequence[str] | None = None,
-                    title: str = "Feature lobes") -> go.Figure:
-    """Features at 2-D coordinates (UMAP/PCA of decoder rows), coloured by lobe."""
+                    title: str = "Feature lobes", axis_titles: tuple[str, str] = ("map 1", "map 2")) -> go.Figure:
+    """Features at 2-D coordinates (UMAP/PCA of decoder rows), coloured by lobe.
+
+    Every lobe gets its own colour from a palette of distinct ones (`style.CATEGORY_COLOURS`); beyond
+    that many lobes the smallest are merged into a grey "other". The legend lists the lobes in their
+    order (lobe 0, 1, 2, ..., 10, then other) with their sizes. `axis_titles` name the axes
+    (e.g. `map_axis_titles(...)`: "PC 1 (31% var)" or "UMAP 1")."""
     xy = np.asarray(coords, dtype=float)
-    labels = np.asarray(labels)
+    names = group_small_categories([f"lobe {label}" for label in np.asarray(labels)])
+    order = category_order(names)
+    colours = category_colours(order)
     fig = go.Figure()
-    for j, lobe in enumerate(np.unique(labels)):
-        sel = labels == lobe
-        text = None if hover is None else [hover[i] for i in np.flatnonzero(sel)]
-        fig.add_trace(go.Scattergl(x=xy[sel, 0], y=xy[sel, 1], mode="markers", name=f"lobe {lobe}",
-                                   text=text, marker=dict(size=5, color=_colour(j))))
-    return _layout(fig, title, "map x", "map y")
+    for name in order:
+        sel = np.flatnonzero(names == name)
+        text = None if hover is None else [hover[i] for i in sel]
+        fig.add_trace(go.Scattergl(x=xy[sel, 0], y=xy[sel, 1], mode="markers", name=f"{name} ({sel.size})",
+                                   text=text, marker=dict(size=5, color=colours[name]),
+                                   hovertemplate=f"{name}<br>%{{text}}<extra></extra>"))
+    fig.update_layout(legend=dict(title="lobe (features)", traceorder="normal", itemsizing="constant"))
+    return _layout(fig, title, *axis_titles)
 
 
 # ---------------------------------------------------------------- crystals
@@ -96,31 +106,51 @@ def lobe_map_figure(coords: np.ndarray, labels: Sequence[int], hover: Sequence[s
 def crystals_figure(points_a: np.ndarray, points_b: np.ndarray, relation_labels: Sequence,
                     words_a: Sequence[str] | None = None, words_b: Sequence[str] | None = None,
                     use_lda: bool = False) -> go.Figure:
-    """Word pairs in 2-D (from `crystal_projection`) with an arrow a -> b per pair, coloured by relation."""
+    """Word pairs in 2-D (from `crystal_projection`) with an arrow a -> b per pair, coloured by relation.
+
+    Words are written only where their label overlaps no other (`declutter.label_mask`; the first pair
+    of each relation is placed first, as an anchor); every pair names itself in the hover text.
+    """
     A = np.asarray(points_a, dtype=float)
     B = np.asarray(points_b, dtype=float)
-    labels = np.asarray(relation_labels)
+    labels = np.asarray([str(r) for r in relation_labels], dtype=object)
+    order = category_order(labels)
+    colours = category_colours(order) if len(order) <= len(CATEGORY_COLOURS) else {r: _colour(j) for j, r in
+                                                                                   enumerate(order)}
+    n = len(labels)
+    shown_a = shown_b = np.zeros(n, dtype=bool)
+    if words_a is not None and words_b is not None:
+        first_of_relation = np.zeros(n)
+        for rel in order:
+            first_of_relation[np.flatnonzero(labels == rel)[0]] = 1.0
+        texts = [str(w) for w in words_a] + [str(w) for w in words_b]
+        shown = label_mask(np.vstack([A, B]), texts, priority=np.concatenate([first_of_relation, first_of_relation]),
+                           above=np.r_[np.ones(n, dtype=bool), np.zeros(n, dtype=bool)])
+        shown_a, shown_b = shown[:n], shown[n:]
     fig = go.Figure()
-    for j, rel in enumerate(np.unique(labels)):
+    for rel in order:
         idx = np.flatnonzero(labels == rel)
-        colour = _colour(j)
+        colour = colours[rel]
         xs = np.stack([A[idx, 0], B[idx, 0], np.full(idx.size, np.nan)], 1).ravel()
         ys = np.stack([A[idx, 1], B[idx, 1], np.full(idx.size, np.nan)], 1).ravel()
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=colour), name=str(rel),
-                                 legendgroup=str(rel)))
-        text = [f"{words_a[i]} -> {words_b[i]}" if words_a is not None and words_b is not None else "" for i in idx]
-        fig.add_trace(go.Scatter(x=B[idx, 0], y=B[idx, 1], mode="markers", showlegend=False, legendgroup=str(rel),
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=colour), name=rel, legendgroup=rel,
+                                 hoverinfo="skip"))
+        pair = ([f"{words_a[i]} -> {words_b[i]} ({rel})" for i in idx] if words_a is not None and words_b is not None
+                else [rel] * idx.size)
+        fig.add_trace(go.Scatter(x=B[idx, 0], y=B[idx, 1], mode="markers+text", showlegend=False, legendgroup=rel,
                                  marker=dict(symbol="arrow", angleref="previous", size=11, color=colour),
-                                 hovertext=text))
-        fig.add_trace(go.Scatter(x=A[idx, 0], y=A[idx, 1], mode="markers+text" if words_a is not None else "markers",
-                                 text=[words_a[i] for i in idx] if words_a is not None else None,
-                                 textposition="top center", showlegend=False, legendgroup=str(rel),
-                                 marker=dict(size=6, color=colour)))
-        if words_b is not None:
-            fig.add_trace(go.Scatter(x=B[idx, 0], y=B[idx, 1], mode="text", text=[words_b[i] for i in idx],
-                                     textposition="bottom center", showlegend=False, legendgroup=str(rel)))
+                                 text=[str(words_b[i]) if shown_b[i] else "" for i in idx] if words_b is not None else None,
+                                 textposition="bottom center", hovertext=pair, hoverinfo="text"))
+        fig.add_trace(go.Scatter(x=A[idx, 0], y=A[idx, 1], mode="markers+text", showlegend=False, legendgroup=rel,
+                                 text=[str(words_a[i]) if shown_a[i] else "" for i in idx] if words_a is not None else None,
+                                 textposition="top center", marker=dict(size=6, color=colour),
+                                 hovertext=pair, hoverinfo="text"))
     view = "LDA directions" if use_lda else "PCA"
-    return _layout(fig, f"Analogy parallelograms ({view})", f"{view} 1", f"{view} 2")
+    fig.update_layout(legend=dict(title="relation", traceorder="normal"))
+    title = f"Analogy parallelograms ({view})"
+    if words_a is not None and int(shown_a.sum() + shown_b.sum()) < 2 * n:
+        title += "; overlapping words hidden (hover a point)"
+    return _layout(fig, title, f"{view} 1", f"{view} 2")
 
 
 # ---------------------------------------------------------------- circles
@@ -224,9 +254,11 @@ def probe_r2_figure(result: LayerProbes, attribute: str = "attribute") -> go.Fig
 
 
 def probe_map_figure(result: ProbeResult, names: Sequence[str] | None = None,
-                     title: str = "Probe: predicted vs true coordinates") -> go.Figure:
+                     title: str = "Probe: predicted vs true coordinates",
+                     target_names: Sequence[str] = ()) -> go.Figure:
     """Held-out items: true 2-D coordinates and the probe's predictions, joined by a line per item
-    (1-D targets are shown as predicted against true)."""
+    (1-D targets are shown as predicted against true). `target_names` name the target's coordinates
+    on the axes (e.g. ("longitude", "latitude") or ("birth year",))."""
     y, p = np.asarray(result.y_test, dtype=float), np.asarray(result.y_pred, dtype=float)
     labels = None if names is None else [names[i] for i in np.asarray(result.test_indices)]
     fig = go.Figure()
@@ -237,11 +269,13 @@ def probe_map_figure(result: ProbeResult, names: Sequence[str] | None = None,
         fig.add_trace(go.Scatter(x=y[:, 0], y=y[:, 1], mode="markers", text=labels, name="true"))
         fig.add_trace(go.Scatter(x=p[:, 0], y=p[:, 1], mode="markers", text=labels, name="predicted",
                                  marker=dict(symbol="x")))
-        return _layout(fig, f"{title} (R^2 = {result.r2:.2f})", "x", "y")
+        first, second = (list(target_names) + ["target 1", "target 2"][len(target_names):])[:2]
+        return _layout(fig, f"{title} (R^2 = {result.r2:.2f})", first, second)
     fig.add_trace(go.Scatter(x=y[:, 0], y=p[:, 0], mode="markers", text=labels, name="items"))
     lo, hi = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
     fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dash"), name="y = x"))
-    return _layout(fig, f"{title} (R^2 = {result.r2:.2f})", "true", "predicted")
+    target = target_names[0] if target_names else "target"
+    return _layout(fig, f"{title} (R^2 = {result.r2:.2f})", f"true {target}", f"predicted {target}")
 
 
 def probe_figures_from_layers(results: Mapping[str, LayerProbes]) -> go.Figure:

@@ -13,12 +13,17 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from core.figures.declutter import label_mask, spread_positions
+from core.figures.features import plotly_text
+from core.figures.style import CATEGORY_COLOURS, STANDARD_MARGIN, category_colours, short_site
 from core.figures.style import apply_layout as _layout
 from core.metrics.spectral import MetricInputError
 from core.metrics.superposition import ConvergenceCurve, EffectiveFeatures, InterferenceStats
 from core.metrics.toy import DIMENSIONALITY_REFERENCES, SparsitySweep, ToyGeometry
 
 PALETTE = qualitative.Plotly
+SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "x", "star", "hexagon")
+REFERENCE_LABEL_GAP = 0.05   # dimensions per feature between two reference labels (~14 px on a 1.1-high axis)
 REFERENCE_LABELS = {1.0: "1", 3 / 4: "3/4", 2 / 3: "2/3", 1 / 2: "1/2 (antipodal)", 2 / 5: "2/5 (pentagon)",
                     3 / 8: "3/8"}
 
@@ -27,29 +32,34 @@ def effective_features_figure(sites: Sequence[str], results: Sequence[EffectiveF
                               title: str = "Effective features per site") -> go.Figure:
     """Left: F = exp(H) and alive features per site; right: psi = F / N (features per neuron).
 
-    Traces, in order: F (bars), alive features (markers), psi (bars; 0 where N is unknown).
+    Traces, in order: F (bars), alive features (markers), psi (bars; 0 where N is unknown); the psi = 1
+    reference is a line shape named in the legend. Sites are written short ("L3 resid_post").
     """
     if len(sites) != len(results):
         raise MetricInputError("One result per site is needed.")
-    names = [str(s) for s in sites]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(
-        "effective features F = exp(H) (bars) and alive features (diamonds)",
-        "psi = F / N (features per neuron)"))
+    names = [short_site(str(s)) for s in sites]
+    full = [str(s) for s in sites]
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.14,
+                        subplot_titles=("F = exp(H)", "psi = F / N"))
     fig.add_trace(go.Bar(x=names, y=[r.F for r in results], name="effective features F",
-                         marker_color=PALETTE[0],
-                         hovertemplate="%{x}<br>F = %{y:.1f}<extra></extra>"), row=1, col=1)
+                         marker_color=PALETTE[0], customdata=full,
+                         hovertemplate="%{customdata}<br>F = %{y:.1f}<extra></extra>"), row=1, col=1)
     fig.add_trace(go.Scatter(x=names, y=[r.alive for r in results], mode="markers", name="alive features",
-                             marker=dict(symbol="diamond", size=10, color=PALETTE[1])), row=1, col=1)
+                             marker=dict(symbol="diamond", size=10, color=PALETTE[1]), customdata=full,
+                             hovertemplate="%{customdata}<br>alive = %{y}<extra></extra>"), row=1, col=1)
     fig.add_trace(go.Bar(x=names, y=[r.psi if r.psi is not None else 0.0 for r in results], name="psi = F / N",
-                         marker_color=PALETTE[2],
-                         hovertemplate="%{x}<br>psi = %{y:.2f}<extra></extra>"), row=1, col=2)
-    fig.add_hline(y=1.0, line_dash="dot", line_color="grey", row=1, col=2,
-                  annotation_text="one feature per neuron", annotation_position="top left")
+                         marker_color=PALETTE[2], customdata=full,
+                         hovertemplate="%{customdata}<br>psi = %{y:.2f}<extra></extra>"), row=1, col=2)
+    # The psi = 1 reference is named in the legend, not by a text annotation that would sit on the bars.
+    fig.add_hline(y=1.0, line_dash="dot", line_color="grey", row=1, col=2, showlegend=True,
+                  name="psi = 1: one feature per neuron")
     fig.update_xaxes(title_text="site", row=1, col=1)
     fig.update_xaxes(title_text="site", row=1, col=2)
     fig.update_yaxes(title_text="features", row=1, col=1)
     fig.update_yaxes(title_text="features per neuron", row=1, col=2)
-    return _layout(fig, title)
+    # Legend under the plots: on the right it takes the width the two panels' titles need.
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.32, x=0))
+    return _layout(fig, title, margin=dict(STANDARD_MARGIN, b=120))
 
 
 def convergence_figure(curves: Mapping[str, ConvergenceCurve],
@@ -71,24 +81,30 @@ def interference_figure(names: Sequence[str], stats: Sequence[InterferenceStats]
     line y = 1/m that random unit vectors sit on (strong superposition lies near it; below it the
     directions avoid each other more than chance, above it they crowd together).
 
-    Traces, in order: the measured points, the random-vector line.
+    Traces, in order: one per matrix (named in the legend, no text beside the points), the random-vector line.
     """
     if len(names) != len(stats):
         raise MetricInputError("One name per interference result is needed.")
     x = np.array([s.reference_msq for s in stats])
     y = np.array([s.msq_overlap for s in stats])
     fig = go.Figure()
-    fig.add_trace(go.Scatter(
-        x=x, y=y, mode="markers+text", text=[str(n) for n in names], textposition="top center",
-        name="measured", marker=dict(size=10, color=PALETTE[0]),
-        customdata=np.c_[[s.mean_overlap for s in stats], [s.n_rows for s in stats], [s.width for s in stats]],
-        hovertemplate=("%{text}<br>msq |cos| = %{y:.4g}<br>1/m = %{x:.4g}<br>mean |cos| = %{customdata[0]:.3f}"
-                       "<br>rows %{customdata[1]}, m = %{customdata[2]}<extra></extra>")))
+    # One legend entry per matrix instead of text beside the points: nearby points' labels would overlap.
+    colours = category_colours([str(n) for n in names]) if len(names) <= len(CATEGORY_COLOURS) else {}
+    for i, (name, stat) in enumerate(zip(names, stats)):
+        fig.add_trace(go.Scatter(
+            x=[x[i]], y=[y[i]], mode="markers", name=str(name), legendgroup="measured",
+            legendgrouptitle_text="measured" if i == 0 else None,
+            marker=dict(size=11, color=colours.get(str(name), PALETTE[i % len(PALETTE)]),
+                        symbol=SYMBOLS[i % len(SYMBOLS)], line=dict(width=1, color="white")),
+            customdata=[[stat.mean_overlap, stat.n_rows, stat.width]],
+            hovertemplate=(f"{plotly_text(name)}<br>msq |cos| = %{{y:.4g}}<br>1/m = %{{x:.4g}}<br>mean |cos| = "
+                           "%{customdata[0]:.3f}<br>rows %{customdata[1]}, m = %{customdata[2]}<extra></extra>")))
     lo, hi = float(min(x.min(), y.min())) * 0.7, float(max(x.max(), y.max())) * 1.4
     fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="random unit vectors: msq = 1/m",
                              line=dict(dash="dash", color="grey")))
     fig.update_xaxes(type="log")
     fig.update_yaxes(type="log")
+    fig.update_layout(legend=dict(traceorder="grouped"))
     return _layout(fig, title, "1/m (m = width of the space, log scale)",
                    "mean-squared |cos| between rows (log scale)")
 
@@ -118,18 +134,29 @@ def toy_weights_figure(W, importance=None, title: str = "Toy model: feature dire
     if importance is not None:
         marker = dict(size=11, color=np.asarray(importance, dtype=float), colorscale="Viridis",
                       colorbar=dict(title="importance"), showscale=True)
-    fig.add_trace(go.Scatter(x=w[0], y=w[1], mode="markers+text", text=[str(i) for i in range(w.shape[1])],
-                             textposition="top center", name="feature", marker=marker,
-                             hovertemplate="feature %{text}<br>(%{x:.2f}, %{y:.2f})<extra></extra>"))
+    numbers = [str(i) for i in range(w.shape[1])]
+    shown = label_mask(w.T, numbers, priority=-np.arange(w.shape[1]), above=np.ones(w.shape[1], dtype=bool))
+    fig.add_trace(go.Scatter(x=w[0], y=w[1], mode="markers+text", text=[t if k else "" for t, k in zip(numbers, shown)],
+                             textposition="top center", name="feature i (tip of W[:, i])", marker=marker,
+                             customdata=numbers, hovertemplate="feature %{customdata}<br>(%{x:.2f}, %{y:.2f})<extra></extra>"))
     fig.update_yaxes(scaleanchor="x", scaleratio=1)
-    return _layout(fig, title, "hidden dimension 1", "hidden dimension 2")
+    # The legend goes under the plot: on the right it would sit on the importance colour bar.
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.18, x=0))
+    return _layout(fig, title, "hidden dimension 1", "hidden dimension 2", margin=dict(l=55, r=20, t=60, b=90))
 
 
-def _reference_lines(fig: go.Figure) -> None:
+def _reference_lines(fig: go.Figure, extra: Mapping[str, float] | None = None) -> None:
+    """Dotted lines at the reference dimensionalities, labelled in the right margin at heights spread
+    apart (2/5 and 3/8 are 0.025 apart: their labels would overlap at their own heights)."""
+    labels = {REFERENCE_LABELS.get(v, f"{v:.3g}"): v for v in DIMENSIONALITY_REFERENCES}
     for value in DIMENSIONALITY_REFERENCES:
-        fig.add_hline(y=value, line_dash="dot", line_color="rgba(0,0,0,0.35)",
-                      annotation_text=REFERENCE_LABELS.get(value, f"{value:.3g}"),
-                      annotation_position="right", annotation_font_size=10)
+        fig.add_hline(y=value, line_dash="dot", line_color="rgba(0,0,0,0.35)")
+    labels.update(extra or {})
+    heights = spread_positions(list(labels.values()), REFERENCE_LABEL_GAP)
+    for (text, value), height in zip(labels.items(), heights):
+        fig.add_annotation(x=1.0, xref="paper", xanchor="left", y=float(height), yref="y", text=text,
+                           showarrow=False, font=dict(size=10), xshift=4)
+    fig.update_layout(margin=dict(STANDARD_MARGIN, r=110))
 
 
 def feature_dimensionality_figure(geometry: ToyGeometry,
@@ -150,11 +177,11 @@ def feature_dimensionality_figure(geometry: ToyGeometry,
                              customdata=np.c_[geometry.represented, geometry.superposition],
                              hovertemplate=("feature %{x}<br>D_i = %{y:.3f}<br>||W_i|| = %{customdata[0]:.2f}"
                                             "<br>superposition = %{customdata[1]:.2f}<extra></extra>")))
-    _reference_lines(fig)
-    fig.add_hline(y=geometry.D_star, line_dash="dash", line_color=PALETTE[1],
-                  annotation_text=f"D* = {geometry.D_star:.2f}", annotation_position="top left")
+    fig.add_hline(y=geometry.D_star, line_dash="dash", line_color=PALETTE[1])
     fig.update_yaxes(range=[0, 1.1])
-    return _layout(fig, title, "feature i (importance falls to the right)", "dimensions per feature")
+    _layout(fig, title, "feature i (importance falls to the right)", "dimensions per feature")
+    _reference_lines(fig, {f"D* = {geometry.D_star:.2f}": float(geometry.D_star)})
+    return fig
 
 
 def dimensionality_sweep_figure(sparsity, D_i: Sequence, D_star,
@@ -176,10 +203,11 @@ def dimensionality_sweep_figure(sparsity, D_i: Sequence, D_star,
                              marker=dict(size=6, opacity=0.6, color=PALETTE[0])))
     fig.add_trace(go.Scatter(x=x, y=np.asarray(D_star, dtype=float), mode="lines+markers", name="D*",
                              line=dict(color=PALETTE[1], width=3)))
-    _reference_lines(fig)
     fig.update_xaxes(type="log")
     fig.update_yaxes(range=[0, 1.1])
-    return _layout(fig, title, "1 / (1 - S) = 1 / feature probability (log scale)", "dimensions per feature")
+    _layout(fig, title, "1 / (1 - S) = 1 / feature probability (log scale)", "dimensions per feature")
+    _reference_lines(fig)
+    return fig
 
 
 def toy_sweep_figure(sweep: SparsitySweep,
