@@ -19,7 +19,13 @@ def report_figures(session: Session) -> list[tuple[str, Any]]:
     from app.sources import request
     from app.state import layout_method, restore_values
     from core import feature_map as fm
-    from core.figures.features import activation_histogram, feature_map_figure, probe_heatmap
+    from core.figures.features import (
+        activation_histogram,
+        feature_map_figure,
+        log_density,
+        map_axis_titles,
+        probe_heatmap,
+    )
     from core.harvest import HarvestResult
     from core.probe import probe_prompt
 
@@ -36,28 +42,35 @@ def report_figures(session: Session) -> list[tuple[str, Any]]:
             result = probe_prompt(model, saes, values["prompt"])
             figures.append(("Prompt: reconstruction error per token and layer",
                             probe_heatmap(result.layer_matrix("recon_error"), result.str_tokens, result.hook_names,
-                                          "error", result.unknown_positions)))
+                                          "error", result.unknown_positions,
+                                          title="Reconstruction error ||x - x_hat|| / ||x|| per token and SAE site")))
         except AtlasError:
             pass
     store = get_store()
     sae = next((s for s in saes if s.hook_name == values["layer"]), saes[0] if saes else None)
     feature = values["feature"]
-    if sae is not None:
-        fmap = fm.feature_map(decoder_weights(sae), store, layout_method(values["map_method"]))
-        figures.append((f"Feature map of {sae.hook_name} ({fmap.method.upper()})",
-                        feature_map_figure(fmap.coords, np.zeros(len(fmap.coords)), "-", categorical=False,
-                                           selected=feature if feature is not None and feature < sae.d_sae else None)))
-        for key in session.artifact_keys:
-            artifact = store.load(key)
-            if artifact is None or artifact.meta.get("kind") != "harvest":
-                continue
-            harvest = HarvestResult.from_arrays(artifact.arrays, artifact.meta)
-            stats = harvest.saes.get(sae.hook_name)
-            if stats is not None and feature is not None and 0 <= feature < stats.d_sae:
-                hist = np.asarray(stats.hist[feature])[1:-1]
-                figures.append((f"Feature {feature}: activation histogram",
-                                activation_histogram(hist, np.asarray(stats.hist_edges), feature)))
+    if sae is None:
+        return figures
+    stats = None
+    for key in session.artifact_keys:
+        artifact = store.load(key)
+        if artifact is not None and artifact.meta.get("kind") == "harvest":
+            stats = HarvestResult.from_arrays(artifact.arrays, artifact.meta).saes.get(sae.hook_name)
             break
+    W_dec = decoder_weights(sae)
+    fmap = fm.feature_map(W_dec, store, layout_method(values["map_method"]))
+    selected = feature if feature is not None and 0 <= feature < sae.d_sae else None
+    if stats is not None and stats.d_sae == len(fmap.coords):
+        colour, caption = log_density(stats.fire_count, stats.n_tokens), "colour: log10 firing density"
+    else:
+        colour, caption = np.zeros(len(fmap.coords)), "one colour: the session holds no harvest of this SAE"
+    figures.append((f"Feature map of {sae.hook_name} ({fmap.method.upper()}; {caption})",
+                    feature_map_figure(fmap.coords, colour, "log10 density", categorical=False, selected=selected,
+                                       axis_titles=map_axis_titles(fmap.method, fmap.coords, W_dec),
+                                       title=f"{sae.hook_name}: decoder directions")))
+    if stats is not None and selected is not None and selected < stats.d_sae:
+        figures.append((f"Feature {selected}: activation histogram",
+                        activation_histogram(np.asarray(stats.hist[selected]), np.asarray(stats.hist_edges), selected)))
     return figures
 
 

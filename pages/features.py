@@ -38,7 +38,9 @@ from core.figures.features import (
     contexts_html,
     feature_map_figure,
     highlight_tokens_html,
+    log_density,
     logit_effects_figure,
+    map_axis_titles,
 )
 from core.interventions.requests import context_prompt
 from core.probe import feature_on_text
@@ -144,6 +146,7 @@ with right:
         offset = dict(zip(hooks, np.cumsum([0] + [s.d_sae for s in saes]))).get(hook, 0) if same_width else 0
         if fmap is not None:
             fig = feature_map_figure(fmap.coords, layer_of_point, "layer", categorical=True,
+                                     axis_titles=map_axis_titles(fmap.method, fmap.coords, stack),
                                      selected=offset + feature_now if feature_now is not None else None,
                                      matches=offset + hits if hits is not None else None,
                                      match_label=f"search \u201c{query}\u201d",
@@ -166,8 +169,9 @@ with right:
                     lobe_of[lobes.features] = lobes.labels
                 color, categorical = np.array([f"lobe {c}" if c >= 0 else "no lobe" for c in lobe_of]), True
             else:
-                color, categorical = np.log10(np.maximum(frame["density"].to_numpy(), 1e-7)), False
+                color, categorical = log_density(stats.fire_count, stats.n_tokens), False
             fig = feature_map_figure(fmap.coords, color, "log10 density" if color_kind == "density" else "lobe",
+                                     axis_titles=map_axis_titles(fmap.method, fmap.coords, W_dec),
                                      categorical=categorical, hover=labels.str.slice(0, 80).tolist(),
                                      selected=feature_now, matches=hits, match_label=f"search \u201c{query}\u201d",
                                      title=f"{hook}: decoder directions ({fmap.method.upper()})")
@@ -217,12 +221,9 @@ def _shaded(window, acts, caption: str) -> ShadedContext:
 col_a, col_b = st.columns(2)
 with col_a:
     hist = np.asarray(stats.hist[feature])
-    edges = np.asarray(stats.hist_edges)
-    nonzero = np.flatnonzero(hist[1:-1])
-    if len(nonzero):
-        lo, hi = nonzero[0], nonzero[-1] + 1
-        st.plotly_chart(activation_histogram(hist[1:-1][lo:hi], edges[lo:hi + 1], feature), key="feature_hist")
-        st.caption(f"Log-spaced bins. Outside the range: {int(hist[0])} below {edges[0]:g}, {int(hist[-1])} above {edges[-1]:g}.")
+    if hist.any():
+        st.plotly_chart(activation_histogram(hist, np.asarray(stats.hist_edges), feature), key="feature_hist")
+        st.caption("Log-spaced bins on a log axis, fitted to the bins that hold tokens; counts on a log axis.")
     effects = fm.logit_effects(W_dec[feature], model.W_U, k=10)
     decode = model.to_str_tokens
     st.plotly_chart(logit_effects_figure(list(zip(decode(effects.top_ids), effects.top_values)),

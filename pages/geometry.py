@@ -18,6 +18,8 @@ from core.figures.analysis_views import (
     cluster_pca_figure,
     crystal_quality_figure,
 )
+from core.figures.captions import clustering_entropy_caption, galaxy_alpha_caption, isotropic_galaxy_alpha
+from core.figures.features import map_axis_titles
 from core.figures.geometry import (
     alpha_per_layer_figure,
     circle_pcs_figure,
@@ -70,17 +72,18 @@ def _words(ids):
 with tabs[0]:
     fitted = [e for e in geo.per_sae if not isinstance(e.galaxy, Skipped)]
     if fitted:
+        shape = next(s for s in saes if s.hook_name == fitted[0].hook_name)
+        null_alpha = isotropic_galaxy_alpha(shape.d_sae, shape.d_in)
         st.plotly_chart(alpha_per_layer_figure([e.layer for e in fitted], [e.galaxy.alpha for e in fitted],
-                                               isotropic_reference=0.03), key="geo_alpha_layers")
-        st.caption("Power-law exponent of the decoder-direction cloud's eigenvalues per layer. Expected (Gemma Scope, "
-                   "Li et al. 2024): 0.24 rising to ~0.48 mid-depth then falling; an isotropic Gaussian cloud gives ~0.03.")
+                                               isotropic_reference=null_alpha), key="geo_alpha_layers")
+        st.caption(galaxy_alpha_caption([e.galaxy for e in fitted], n_features=shape.d_sae, d=shape.d_in,
+                                        null_alpha=null_alpha))
         hook = st.selectbox("SAE", [e.hook_name for e in fitted], key="geo_galaxy_hook")
         entry = geo.at(hook)
         st.plotly_chart(galaxy_spectrum_figure(entry.galaxy, title=f"Decoder-cloud spectrum of {hook}"), key="geo_galaxy")
         ce = entry.clustering_entropy
         if not isinstance(ce, Skipped):
-            st.caption(f"Clustering entropy: H_gauss - H_kNN = {ce.gap:.2f} nats (calibrated gap "
-                       f"{ce.gap_calibrated:.2f}); larger = more clustered than a Gaussian of the same covariance.")
+            st.caption(clustering_entropy_caption(ce))
     else:
         st.info("No decoder spectrum could be fitted: " + "; ".join(e.galaxy.reason for e in geo.per_sae))
 
@@ -106,9 +109,11 @@ with tabs[1]:
         left, right = st.columns(2)
         left.plotly_chart(lobe_agreement_figure(ag, title=f"Lobes ({affinity}) vs decoder geometry: AMI"),
                           key="geo_lobe_ami")
-        coords = pca_layout(decoder_weights(sae)[lobes.features])
+        rows = decoder_weights(sae)[lobes.features]
+        coords = pca_layout(rows)
         right.plotly_chart(lobe_map_figure(coords, lobes.labels, hover=[f"feature {i}" for i in lobes.features],
-                                           title="Features on the top-2 PCs of their decoder rows, coloured by lobe"),
+                                           title="Features on the top-2 PCs of their decoder rows, coloured by lobe",
+                                           axis_titles=map_axis_titles("pca", coords, rows)),
                            key="geo_lobe_map")
         st.caption(f"{len(lobes.features)} features in {lobes.n_lobes} lobes over {lobes.n_chunks} chunks. "
                    "Lobes: spectral clusters of how features fire together in the same chunk; geometry: spectral "
@@ -258,4 +263,6 @@ with tabs[5]:
         names = list(ok[attribute].item_names)
         st.plotly_chart(probe_map_figure(p.results[layer], names,
                                          title="Held-out cities: true vs predicted (lon, lat)" if attribute == "space"
-                                         else "Held-out people: true vs predicted birth year"), key="geo_probe_map")
+                                         else "Held-out people: true vs predicted birth year",
+                                         target_names=("longitude", "latitude") if attribute == "space"
+                                         else ("birth year",)), key="geo_probe_map")

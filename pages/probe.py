@@ -22,6 +22,7 @@ from core.figures.features import (
     feature_map_figure,
     highlight_tokens_html,
     logit_lens_figure,
+    map_axis_titles,
     probe_heatmap,
 )
 from core.hooks import layer_of
@@ -147,6 +148,7 @@ if fmap is not None:
     for fid, value in active.items():
         peak[fid] = value
     fig = feature_map_figure(fmap.coords, peak, "max activation in prompt", categorical=False, highlight=active,
+                             axis_titles=map_axis_titles(fmap.method, fmap.coords, W_dec),
                              hover=[text[:80] for text in layer_labels(hook)],
                              title=f"{hook}: {len(active)} of {len(W_dec)} features fire in the prompt ({fmap.method.upper()})")
     st.plotly_chart(fig, key="probe_map")

@@ -361,3 +361,88 @@ def test_steer_page_changes_the_completion(server):
             _shot(page, "24-steer-prefilled")
         finally:
             browser.close()
+
+
+def _tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name, exact=True).click()
+    _wait_idle(page)
+
+
+def test_figures_pages_and_report(server, tmp_path):
+    """Screenshots of every figure issue 16 found hard to read, and of the exported report.html opened from disk
+    (offline: no request leaves file://). The figures' legibility itself is unit-tested in test_figures_legibility."""
+    import zipfile
+
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1500, "height": 2400}, accept_downloads=True)
+            page = context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(f"{server}/probe")
+            box = page.locator("textarea[aria-label='Prompt']")
+            box.fill("on monday the king of france went to paris")
+            box.press("Control+Enter")
+            _wait_idle(page)
+            expect(page.get_by_text("token (position:text)").first).to_be_attached()   # the heatmap's axis title
+
+            page.get_by_role("link", name="Geometry").click()
+            expect(page.get_by_role("heading", name="Geometry")).to_be_visible()
+            _wait_idle(page)
+            expect(page.get_by_text(re.compile("Gemma Scope .* finds 0.24-0.48")).first).to_be_visible()
+            expect(page.get_by_text(re.compile("calibrated gap -?[0-9.]+ nats")).first).to_be_visible()
+            _shot_tall(page, "30-geometry-galaxy", 3000)
+            _tab(page, "Lobes")
+            _shot(page, "31-geometry-lobes")
+            _tab(page, "Crystals")
+            _shot(page, "32-geometry-crystals")
+            _tab(page, "Probes")
+            _shot(page, "33-geometry-probes")
+
+            page.get_by_role("link", name="Superposition").click()
+            expect(page.get_by_role("heading", name="Superposition")).to_be_visible()
+            _wait_idle(page)
+            _shot_tall(page, "34-superposition", 3000)
+            _tab(page, "Toy-model lab")
+            page.get_by_role("button", name="Train the toy model").click()
+            _wait_idle(page)
+            expect(page.get_by_text("Trained:", exact=False)).to_be_visible()
+            _shot(page, "35-toy-lab")
+
+            page.get_by_role("link", name="Spectra").click()
+            expect(page.get_by_role("heading", name="Spectra")).to_be_visible()
+            _wait_idle(page)
+            _shot_tall(page, "36-spectra", 3600)
+
+            # The report: open a feature, save the session, prepare its bundle, download it, open report.html.
+            page.get_by_role("link", name="Features").click()
+            expect(page.get_by_role("heading", name=re.compile(r"^Feature \d+ on"))).to_be_visible()
+            _wait_idle(page)
+            page.get_by_role("link", name="Sessions").click()
+            page.locator("input[aria-label='Title']").fill("figures")
+            page.get_by_role("button", name="Save session").click()
+            expect(page.get_by_text(re.compile(r"Saved as session [0-9a-f]+"))).to_be_visible()
+            _wait_idle(page)
+            page.get_by_role("button", name="Prepare bundle").click()
+            _wait_idle(page)
+            with page.expect_download() as download:
+                page.get_by_role("button", name=re.compile("Download bundle")).click()
+            bundle = tmp_path / "bundle.zip"
+            download.value.save_as(bundle)
+            report = tmp_path / "report.html"
+            report.write_bytes(zipfile.ZipFile(bundle).read("report.html"))
+
+            offline = browser.new_context(viewport={"width": 1300, "height": 3600})
+            requested: list[str] = []
+            offline.on("request", lambda request: requested.append(request.url))
+            view = offline.new_page()
+            view.goto(report.as_uri())
+            expect(view.locator(".plotly-graph-div")).to_have_count(3)       # heatmap, map, histogram
+            expect(view.get_by_text("log10 density").first).to_be_attached()  # the map is coloured by density
+            view.wait_for_timeout(1500)
+            view.screenshot(path=str(ARTIFACTS / "37-report.png"), full_page=True)
+            assert not [url for url in requested if not url.startswith(("file:", "data:", "blob:", "about:"))]
+        finally:
+            browser.close()

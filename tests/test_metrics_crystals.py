@@ -85,5 +85,5 @@ def test_crystal_figure_builds():
     words_b = [f"b{i}" for i in range(12)]
     fig = crystals_figure(pa, pb, labels, words_a, words_b, use_lda=True)
     assert "LDA" in fig.layout.title.text
-    assert len(fig.data) == 4 * 4
+    assert len(fig.data) == 4 * 3     # per relation: arrows, heads (with b words), tails (with a words)
     crystals_figure(pa, pb, labels).to_json()

@@ -144,4 +144,4 @@ def test_superposition_figures_build_with_expected_traces():
     rng = np.random.default_rng(0)
     stats = [interference(rng.standard_normal((50, m))) for m in (8, 16)]
     fig = interference_figure(["decoder L0", "unembedding"], stats)
-    assert len(fig.data) == 2 and list(fig.data[0].x) == pytest.approx([1 / 8, 1 / 16])
+    assert len(fig.data) == 3 and [t.x[0] for t in fig.data[:2]] == pytest.approx([1 / 8, 1 / 16])

@@ -39,23 +39,38 @@ def boxes_overlap(centres: np.ndarray, half: np.ndarray, i: int, j: int) -> bool
 
 
 def label_mask(points: np.ndarray, texts: Sequence[str], *, priority: Sequence[float] | None = None,
-               char_width: float = CHAR_WIDTH, line_height: float = LINE_HEIGHT,
-               above: Sequence[bool] | None = None) -> np.ndarray:
+               groups: Sequence[object] | None = None, char_width: float = CHAR_WIDTH,
+               line_height: float = LINE_HEIGHT, above: Sequence[bool] | None = None) -> np.ndarray:
     """Which points get their text drawn: greedily, highest `priority` first (ties: earlier first), a label
-    is kept when its box overlaps no kept box. Points with a non-finite coordinate get no label."""
+    is kept when its box overlaps no kept box. With `groups` (e.g. each point's relation), a first pass
+    gives every group one label (its first that fits) before any group gets a second. Points with a
+    non-finite coordinate get no label."""
     n = len(texts)
     if n == 0:
         return np.zeros(0, dtype=bool)
     centres, half = label_boxes(points, texts, char_width=char_width, line_height=line_height, above=above)
     rank = np.zeros(n) if priority is None else -np.asarray(priority, dtype=np.float64)
+    order = np.argsort(rank, kind="stable")
     keep = np.zeros(n, dtype=bool)
     kept: list[int] = []
-    for i in np.argsort(rank, kind="stable"):
-        if not np.isfinite(centres[i]).all():
-            continue
-        if all(not boxes_overlap(centres, half, i, j) for j in kept):
-            keep[i] = True
-            kept.append(int(i))
+
+    def place(i: int) -> bool:
+        if keep[i] or not np.isfinite(centres[i]).all():
+            return False
+        if any(boxes_overlap(centres, half, i, j) for j in kept):
+            return False
+        keep[i] = True
+        kept.append(int(i))
+        return True
+
+    if groups is not None:
+        labelled: set[object] = set()
+        for i in order:
+            group = groups[i]
+            if group not in labelled and place(int(i)):
+                labelled.add(group)
+    for i in order:
+        place(int(i))
     return keep
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.graph_objects as go
 
-from core.figures.style import category_colours, category_order, group_small_categories
+from core.figures.style import category_colours, category_order, group_small_categories, short_site
 
 HIGHLIGHT_RGB = (230, 97, 1)     # activations: orange
 ERROR_RGB = (94, 60, 153)        # reconstruction error: purple
@@ -101,15 +101,26 @@ def contexts_html(contexts: Sequence[ShadedContext], *, vmax: float | None, labe
 
 
 def probe_heatmap(matrix: np.ndarray, str_tokens: Sequence[str], layer_labels: Sequence[str],
-                  quantity_label: str, unknown_positions: Sequence[int] = ()) -> go.Figure:
-    """Tokens (x) by layers (y) heatmap of one per-token quantity."""
+                  quantity_label: str, unknown_positions: Sequence[int] = (), *, title: str = "") -> go.Figure:
+    """Tokens (x) by layers (y) heatmap of one per-token quantity.
+
+    Every token gets its tick label ("3:king"; Plotly would thin out long category axes) and every row
+    its site ("L2 resid_post"; the full hook name in the hover); both axes are titled, so the figure
+    reads on its own in a report.
+    """
     unknown = set(unknown_positions)
-    x = [f"{i}:{plotly_text(t)}{' (UNK)' if i in unknown else ''}" for i, t in enumerate(str_tokens)]
-    fig = go.Figure(go.Heatmap(z=matrix, x=x, y=list(layer_labels), colorscale="Viridis",
+    x = [f"{i}:{plotly_text(_show_token(t))}{' (UNK)' if i in unknown else ''}" for i, t in enumerate(str_tokens)]
+    rows = [short_site(str(label)) for label in layer_labels]
+    full = [[plotly_text(str(label))] * len(x) for label in layer_labels]
+    fig = go.Figure(go.Heatmap(z=matrix, x=x, y=rows, colorscale="Viridis", customdata=full,
                                colorbar={"title": quantity_label},
-                               hovertemplate="token %{x}<br>%{y}<br>" + quantity_label + " %{z:.3f}<extra></extra>"))
-    fig.update_layout(height=120 + 40 * len(layer_labels), margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                      xaxis={"tickangle": -45, "type": "category"}, yaxis={"type": "category", "autorange": "reversed"})
+                               hovertemplate="token %{x}<br>%{customdata}<br>" + quantity_label
+                                             + " %{z:.3f}<extra></extra>"))
+    fig.update_layout(title=title or None, height=(170 if title else 140) + 40 * len(layer_labels),
+                      margin={"l": 10, "r": 10, "t": 40 if title else 30, "b": 10}, template="plotly_white",
+                      xaxis={"tickangle": -45, "type": "category", "tickmode": "array", "tickvals": x, "ticktext": x,
+                             "title": "token (position:text)", "automargin": True},
+                      yaxis={"type": "category", "autorange": "reversed", "title": "SAE site", "automargin": True})
     return fig
 
 
@@ -279,3 +290,10 @@ def map_axis_titles(method: str, coords: np.ndarray, W_dec: np.ndarray | None = 
     total = float(np.sum(W.var(axis=0)))
     shares = np.asarray(coords, dtype=np.float64).var(axis=0) / total if total > 0 else np.zeros(2)
     return f"PC 1 ({shares[0]:.0%} var)", f"PC 2 ({shares[1]:.0%} var)"
+
+
+def log_density(fire_count: np.ndarray, n_tokens: int, floor: float = 1e-7) -> np.ndarray:
+    """log10 of each feature's firing density (fire_count / n_tokens), dead features at log10(`floor`):
+    the feature map's colour on the Features page and in the report."""
+    density = np.asarray(fire_count, dtype=np.float64) / max(int(n_tokens), 1)
+    return np.log10(np.maximum(density, floor))

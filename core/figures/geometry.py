@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 
 from core.figures.declutter import label_mask
+from core.figures.features import plotly_text
 from core.figures.style import CATEGORY_COLOURS, apply_layout, category_colours, category_order, group_small_categories
 from core.metrics.circles import Circularity
 from core.metrics.concepts import HierarchicalOrthogonality, SimplexProjection
@@ -108,8 +109,8 @@ def crystals_figure(points_a: np.ndarray, points_b: np.ndarray, relation_labels:
                     use_lda: bool = False) -> go.Figure:
     """Word pairs in 2-D (from `crystal_projection`) with an arrow a -> b per pair, coloured by relation.
 
-    Words are written only where their label overlaps no other (`declutter.label_mask`; the first pair
-    of each relation is placed first, as an anchor); every pair names itself in the hover text.
+    Words are written only where their label overlaps no other (`declutter.label_mask`; every relation
+    gets one written word first, as an anchor); every pair names itself in the hover text.
     """
     A = np.asarray(points_a, dtype=float)
     B = np.asarray(points_b, dtype=float)
@@ -120,11 +121,8 @@ def crystals_figure(points_a: np.ndarray, points_b: np.ndarray, relation_labels:
     n = len(labels)
     shown_a = shown_b = np.zeros(n, dtype=bool)
     if words_a is not None and words_b is not None:
-        first_of_relation = np.zeros(n)
-        for rel in order:
-            first_of_relation[np.flatnonzero(labels == rel)[0]] = 1.0
         texts = [str(w) for w in words_a] + [str(w) for w in words_b]
-        shown = label_mask(np.vstack([A, B]), texts, priority=np.concatenate([first_of_relation, first_of_relation]),
+        shown = label_mask(np.vstack([A, B]), texts, groups=np.concatenate([labels, labels]),
                            above=np.r_[np.ones(n, dtype=bool), np.zeros(n, dtype=bool)])
         shown_a, shown_b = shown[:n], shown[n:]
     fig = go.Figure()
@@ -135,14 +133,16 @@ def crystals_figure(points_a: np.ndarray, points_b: np.ndarray, relation_labels:
         ys = np.stack([A[idx, 1], B[idx, 1], np.full(idx.size, np.nan)], 1).ravel()
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=colour), name=rel, legendgroup=rel,
                                  hoverinfo="skip"))
-        pair = ([f"{words_a[i]} -> {words_b[i]} ({rel})" for i in idx] if words_a is not None and words_b is not None
+        named = words_a is not None and words_b is not None
+        pair = ([plotly_text(f"{words_a[i]} -> {words_b[i]} ({rel})") for i in idx] if named
                 else [rel] * idx.size)
+        text_b = [plotly_text(words_b[i]) if shown_b[i] else "" for i in idx] if words_b is not None else None
+        text_a = [plotly_text(words_a[i]) if shown_a[i] else "" for i in idx] if words_a is not None else None
         fig.add_trace(go.Scatter(x=B[idx, 0], y=B[idx, 1], mode="markers+text", showlegend=False, legendgroup=rel,
-                                 marker=dict(symbol="arrow", angleref="previous", size=11, color=colour),
-                                 text=[str(words_b[i]) if shown_b[i] else "" for i in idx] if words_b is not None else None,
+                                 marker=dict(symbol="arrow", angleref="previous", size=11, color=colour), text=text_b,
                                  textposition="bottom center", hovertext=pair, hoverinfo="text"))
         fig.add_trace(go.Scatter(x=A[idx, 0], y=A[idx, 1], mode="markers+text", showlegend=False, legendgroup=rel,
-                                 text=[str(words_a[i]) if shown_a[i] else "" for i in idx] if words_a is not None else None,
+                                 text=text_a,
                                  textposition="top center", marker=dict(size=6, color=colour),
                                  hovertext=pair, hoverinfo="text"))
     view = "LDA directions" if use_lda else "PCA"

@@ -138,7 +138,8 @@ def toy_weights_figure(W, importance=None, title: str = "Toy model: feature dire
     shown = label_mask(w.T, numbers, priority=-np.arange(w.shape[1]), above=np.ones(w.shape[1], dtype=bool))
     fig.add_trace(go.Scatter(x=w[0], y=w[1], mode="markers+text", text=[t if k else "" for t, k in zip(numbers, shown)],
                              textposition="top center", name="feature i (tip of W[:, i])", marker=marker,
-                             customdata=numbers, hovertemplate="feature %{customdata}<br>(%{x:.2f}, %{y:.2f})<extra></extra>"))
+                             customdata=numbers,
+                             hovertemplate="feature %{customdata}<br>(%{x:.2f}, %{y:.2f})<extra></extra>"))
     fig.update_yaxes(scaleanchor="x", scaleratio=1)
     # The legend goes under the plot: on the right it would sit on the importance colour bar.
     fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.18, x=0))
