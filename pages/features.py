@@ -172,7 +172,7 @@ with right:
                 color, categorical = log_density(stats.fire_count, stats.n_tokens), False
             fig = feature_map_figure(fmap.coords, color, "log10 density" if color_kind == "density" else "lobe",
                                      axis_titles=map_axis_titles(fmap.method, fmap.coords, W_dec),
-                                     categorical=categorical, hover=labels.str.slice(0, 80).tolist(),
+                                     categorical=categorical, hover=labels.tolist(),
                                      selected=feature_now, matches=hits, match_label=f"search \u201c{query}\u201d",
                                      title=f"{hook}: decoder directions ({fmap.method.upper()})")
             st.plotly_chart(fig, key="feature_map", on_select=_open_from_map, selection_mode="points")

@@ -149,7 +149,7 @@ if fmap is not None:
         peak[fid] = value
     fig = feature_map_figure(fmap.coords, peak, "max activation in prompt", categorical=False, highlight=active,
                              axis_titles=map_axis_titles(fmap.method, fmap.coords, W_dec),
-                             hover=[text[:80] for text in layer_labels(hook)],
+                             hover=list(layer_labels(hook)),
                              title=f"{hook}: {len(active)} of {len(W_dec)} features fire in the prompt ({fmap.method.upper()})")
     st.plotly_chart(fig, key="probe_map")
     st.caption("One point per feature (its decoder direction); red rings: features active in the prompt, "

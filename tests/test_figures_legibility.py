@@ -233,3 +233,15 @@ def test_isotropic_alpha_for_large_shapes_matches_a_drawn_sample():
     drawn = [galaxy_spectrum(np.random.default_rng(s).standard_normal((20_000, 300))).alpha for s in range(3)]
     assert isotropic_galaxy_alpha(20_000, 300) == pytest.approx(np.mean(drawn), abs=0.01)
     assert isotropic_galaxy_alpha(65_536, 2304) < 0.06                     # the paper's ~0.03 at Gemma Scope's shape
+
+
+def test_map_hover_keeps_long_labels_in_lines_instead_of_cutting_them():
+    from core.figures.features import HOVER_LINE, hover_lines
+
+    label = "[auto] " + ", ".join(f"'token{i}' {i}/16" for i in range(12))       # ~170 characters
+    fig = feature_map_figure(np.zeros((2, 2), dtype=np.float32), np.zeros(2), "density", categorical=False,
+                             hover=[label, "<b>short</b>"])
+    lines = fig.data[0].text[0].split("<br>")
+    assert "".join(lines) == label and all(len(line) <= HOVER_LINE for line in lines)   # 'token11' survives
+    assert fig.data[0].text[1] == "&lt;b&gt;short&lt;/b&gt;"
+    assert hover_lines("x" * 1000).endswith("\u2026") and hover_lines("x" * 1000).count("<br>") == 3

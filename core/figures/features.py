@@ -210,6 +210,22 @@ def logit_effects_figure(top: list[tuple[str, float]], bottom: list[tuple[str, f
     return fig
 
 
+HOVER_LINE = 70        # characters per hover line
+HOVER_LINES = 4        # lines per hover text: a feature's label and its top tokens, not cut at 80 characters
+
+
+def hover_lines(text: str, width: int = HOVER_LINE, max_lines: int = HOVER_LINES) -> str:
+    """Hover text in lines of `width` characters (escaped for Plotly), at most `max_lines`, with an ellipsis
+    when longer: a long label keeps its top tokens instead of being cut to one line. Fixed-width cuts, not
+    word wrapping: the map's hover is built for every feature on every rerun (24k+ strings)."""
+    text = str(text)
+    if len(text) <= width:
+        return plotly_text(text)
+    cut = text[:width * max_lines]
+    lines = [plotly_text(cut[i:i + width]) for i in range(0, len(cut), width)]
+    return "<br>".join(lines) + ("\u2026" if len(text) > len(cut) else "")
+
+
 def _marker_size(n: int) -> int:
     return 4 if n > 5000 else 5 if n > 2000 else 7
 
@@ -229,7 +245,7 @@ def feature_map_figure(coords: np.ndarray, color: np.ndarray, color_label: str, 
     coords = np.asarray(coords, dtype=np.float32)
     n = len(coords)
     ids = np.arange(n)
-    text = np.asarray([plotly_text(h) for h in hover] if hover is not None else [""] * n, dtype=object)
+    text = np.asarray([hover_lines(h) for h in hover] if hover is not None else [""] * n, dtype=object)
     size = _marker_size(n)
     template = "feature %{customdata}<br>%{text}<extra></extra>"
     fig = go.Figure()
@@ -285,9 +301,14 @@ def map_axis_titles(method: str, coords: np.ndarray, W_dec: np.ndarray | None = 
         return f"{method.upper()} 1", f"{method.upper()} 2"
     if W_dec is None or not len(W_dec):
         return "PC 1", "PC 2"
-    W = np.asarray(W_dec, dtype=np.float64)
-    W = W / np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1e-8)
-    total = float(np.sum(W.var(axis=0)))
+    # Unit rows u_i: total variance = mean ||u_i - mean u||^2 = 1 - ||mean u||^2, with no normalised copy
+    # of W (a 24k x 768 decoder is read once, by a product, on every rerun of the page).
+    W = np.asarray(W_dec, dtype=np.float32)
+    norms = np.sqrt(np.einsum("ij,ij->i", W, W))
+    alive = norms > 1e-8
+    inverse = np.where(alive, 1.0 / np.maximum(norms, 1e-8), 0.0).astype(np.float32)
+    mean = (W.T @ inverse).astype(np.float64) / len(W)
+    total = float(alive.mean() - mean @ mean)
     shares = np.asarray(coords, dtype=np.float64).var(axis=0) / total if total > 0 else np.zeros(2)
     return f"PC 1 ({shares[0]:.0%} var)", f"PC 2 ({shares[1]:.0%} var)"
 

@@ -51,19 +51,24 @@ def galaxy_spectrum_figure(result: GalaxySpectrum, title: str = "Decoder-cloud e
                              line=dict(dash="dash", width=3)))
     fig.update_xaxes(type="log")
     fig.update_yaxes(type="log")
-    _layout(fig, title, "rank", "eigenvalue")
-    fig.add_annotation(text=result.note, xref="paper", yref="paper", x=0, y=-0.18, showarrow=False,
-                       font=dict(size=11), xanchor="left")
-    return fig
+    # The fit note goes under the title: below the plot it sat on the x-axis title.
+    shown = f"{title}<br><sup>{plotly_text(result.note)}</sup>" if result.note else title
+    return _layout(fig, shown, "rank (log scale)", "eigenvalue (log scale)")
 
 
 def alpha_per_layer_figure(layers: Sequence[str | int], alphas: Sequence[float],
                            isotropic_reference: float | None = None) -> go.Figure:
-    """Galaxy power-law exponent alpha per layer (Li et al. 2024 find it peaks mid-depth)."""
-    fig = go.Figure(go.Scatter(x=[str(layer) for layer in layers], y=list(alphas), mode="lines+markers",
-                               name="alpha"))
+    """Galaxy power-law exponent alpha per layer (Li et al. 2024 find it peaks mid-depth), with the alpha of
+    random Gaussian directions of the same shape (`captions.isotropic_galaxy_alpha`) as a dotted line named in
+    the legend; the y axis starts at 0 so the distance from that null reads true."""
+    x = [str(layer) for layer in layers]
+    fig = go.Figure(go.Scatter(x=x, y=list(alphas), mode="lines+markers", name="alpha (decoder cloud)"))
     if isotropic_reference is not None:
-        fig.add_hline(y=isotropic_reference, line_dash="dot", annotation_text="isotropic Gaussian")
+        fig.add_hline(y=isotropic_reference, line_dash="dot", line_color="grey", showlegend=True,
+                      name=f"random directions, same shape: {isotropic_reference:.2f}")
+    top = max([float(a) for a in alphas] + [isotropic_reference or 0.0])
+    fig.update_yaxes(range=[0, top * 1.15 if top > 0 else 1])
+    fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0))
     return _layout(fig, "Power-law exponent of the decoder cloud per layer", "layer", "alpha")
 
 
@@ -131,8 +136,8 @@ def crystals_figure(points_a: np.ndarray, points_b: np.ndarray, relation_labels:
         colour = colours[rel]
         xs = np.stack([A[idx, 0], B[idx, 0], np.full(idx.size, np.nan)], 1).ravel()
         ys = np.stack([A[idx, 1], B[idx, 1], np.full(idx.size, np.nan)], 1).ravel()
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=colour), name=rel, legendgroup=rel,
-                                 hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=colour, width=1.5), opacity=0.6,
+                                 name=rel, legendgroup=rel, hoverinfo="skip"))
         named = words_a is not None and words_b is not None
         pair = ([plotly_text(f"{words_a[i]} -> {words_b[i]} ({rel})") for i in idx] if named
                 else [rel] * idx.size)
@@ -146,7 +151,9 @@ def crystals_figure(points_a: np.ndarray, points_b: np.ndarray, relation_labels:
                                  textposition="top center", marker=dict(size=6, color=colour),
                                  hovertext=pair, hoverinfo="text"))
     view = "LDA directions" if use_lda else "PCA"
-    fig.update_layout(legend=dict(title="relation", traceorder="normal"))
+    # Tall enough that the written words have room; the words in near-black over the lighter arrows.
+    fig.update_layout(legend=dict(title="relation", traceorder="normal"), height=620,
+                      font=dict(color="#222"))
     title = f"Analogy parallelograms ({view})"
     if words_a is not None and int(shown_a.sum() + shown_b.sum()) < 2 * n:
         title += "; overlapping words hidden (hover a point)"
