@@ -392,7 +392,7 @@ def test_figures_pages_and_report(server, tmp_path):
             expect(page.get_by_role("heading", name="Geometry")).to_be_visible()
             _wait_idle(page)
             expect(page.get_by_text(re.compile("Gemma Scope .* finds 0.24-0.48")).first).to_be_visible()
-            expect(page.get_by_text(re.compile("calibrated gap -?[0-9.]+ nats")).first).to_be_visible()
+            expect(page.get_by_text(re.compile("calibrated gap of -?[0-9.]+ nats")).first).to_be_visible()
             _shot_tall(page, "30-geometry-galaxy", 3000)
             _tab(page, "Lobes")
             _shot(page, "31-geometry-lobes")
