@@ -158,6 +158,7 @@ def test_toy_lab_legend_sits_below_and_reference_labels_are_spread():
     fig = toy_weights_figure(W, importance=np.ones(5))
     assert fig.layout.legend.orientation == "h" and fig.layout.legend.y < 0        # not on the colour bar
     dims = feature_dimensionality_figure(toy_geometry(W))
+    assert dims.layout.legend.orientation == "h" and dims.layout.margin.r >= 100   # labels own the right margin
     labels = [a for a in dims.layout.annotations if a.xref == "paper"]
     heights = sorted(a.y for a in labels)
     assert {a.text for a in labels} >= {"2/5 (pentagon)", "3/8"} and any(a.text.startswith("D* =") for a in labels)
@@ -245,3 +246,13 @@ def test_map_hover_keeps_long_labels_in_lines_instead_of_cutting_them():
     assert "".join(lines) == label and all(len(line) <= HOVER_LINE for line in lines)   # 'token11' survives
     assert fig.data[0].text[1] == "&lt;b&gt;short&lt;/b&gt;"
     assert hover_lines("x" * 1000).endswith("\u2026") and hover_lines("x" * 1000).count("<br>") == 3
+
+
+def test_checkpoint_heatmap_cells_show_their_values():
+    from core.figures.spectral import checkpoint_heatmap_figure
+
+    table = np.array([[16.5, 15.2, np.nan], [14.1, 14.0, 13.9]])
+    heat = checkpoint_heatmap_figure(table, [0, 10, 100], [0, 1]).data[0]
+    assert heat.texttemplate == "%{text}" and [list(r) for r in heat.text] == [["16.5", "15.2", ""],
+                                                                              ["14.1", "14", "13.9"]]
+    assert checkpoint_heatmap_figure(np.ones((20, 20)), list(range(20)), list(range(20))).data[0].text is None

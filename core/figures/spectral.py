@@ -24,6 +24,7 @@ from core.metrics.spectral import (
 )
 
 PALETTE = qualitative.Plotly
+MAX_ANNOTATED_CELLS = 240
 PHASE_COLOURS = {PHASE_WARMUP: "rgba(150,150,150,0.18)", PHASE_ENTROPY: "rgba(44,160,44,0.15)",
                  PHASE_COMPRESSION: "rgba(214,39,40,0.13)"}
 
@@ -101,9 +102,13 @@ def checkpoint_heatmap_figure(values, steps: Sequence[int], layers: Sequence,
         raise MetricInputError(
             f"The table must be [layers, checkpoints] = [{len(layers)}, {len(steps)}]; got {table.shape}."
         )
+    # Each cell shows its value (tables up to MAX_ANNOTATED_CELLS cells; beyond, the text would not fit).
+    text = [[f"{v:.3g}" if np.isfinite(v) else "" for v in row] for row in table] \
+        if table.size <= MAX_ANNOTATED_CELLS else None
     fig = go.Figure(go.Heatmap(
         z=np.where(np.isfinite(table), table, None).tolist(), x=[f"{int(s):,}" for s in steps],
         y=[str(layer) for layer in layers], colorscale="Viridis", colorbar=dict(title=metric),
+        text=text, texttemplate="%{text}" if text is not None else None, textfont=dict(size=11),
         hovertemplate="layer %{y}<br>step %{x}<br>" + metric + " %{z:.3g}<extra></extra>"))
     fig.update_xaxes(type="category")
     fig.update_yaxes(type="category")

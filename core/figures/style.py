@@ -1,4 +1,5 @@
-"""The house style shared by the figure modules: one place for title, axis titles, template and margins."""
+"""The house style shared by the figure modules: title, axis titles, template and margins; category colours
+that stay distinct, in natural order, with small categories grouped; short site names for tick labels."""
 
 from __future__ import annotations
 

@@ -157,7 +157,9 @@ def _reference_lines(fig: go.Figure, extra: Mapping[str, float] | None = None) -
     for (text, value), height in zip(labels.items(), heights):
         fig.add_annotation(x=1.0, xref="paper", xanchor="left", y=float(height), yref="y", text=text,
                            showarrow=False, font=dict(size=10), xshift=4)
-    fig.update_layout(margin=dict(STANDARD_MARGIN, r=110))
+    # The right margin holds the labels, so the legend goes under the plot.
+    fig.update_layout(margin=dict(STANDARD_MARGIN, r=110, b=100),
+                      legend=dict(orientation="h", yanchor="top", y=-0.22, x=0))
 
 
 def feature_dimensionality_figure(geometry: ToyGeometry,
