@@ -10,7 +10,8 @@ through sessions and bundles (see core/labels.py for the design).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import streamlit as st
@@ -80,7 +81,7 @@ def sync_session_labels(saes: Sequence[Any]) -> None:
             continue
         if artifact is None or artifact.meta.get("kind") != core_labels.LABELS_KIND:
             continue
-        changed = guarded(lambda meta=artifact.meta: label_store().merge(core_labels.books_from_snapshot(meta)))
+        changed = guarded(partial(_merge_snapshot, artifact.meta))
         if changed:
             st.toast(f"{changed} feature label(s) from the opened session were added.")
     snapshot = core_labels.snapshot(label_book(sae) for sae in saes)
@@ -92,6 +93,11 @@ def sync_session_labels(saes: Sequence[Any]) -> None:
         store.save(key, {}, meta)
     seen.add(key)
     remember_artifact(SNAPSHOT_PURPOSE, key)
+
+
+def _merge_snapshot(meta: Mapping[str, Any]) -> int:
+    """Merge the label books of a session's snapshot into the server's labels; how many labels changed."""
+    return label_store().merge(core_labels.books_from_snapshot(meta))
 
 
 def label_texts(book: core_labels.LabelBook) -> dict[int, str]:

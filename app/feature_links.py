@@ -61,7 +61,7 @@ def apply_feature_link(hooks: Sequence[str], d_sae_of: dict[str, int]) -> str | 
     if st.session_state.get("_applied_link") == link:
         return None
     st.session_state["_applied_link"] = link
-    if layer not in hooks:
+    if not isinstance(layer, str) or layer not in hooks:
         return f"The link names layer {layer!r}, which the loaded SAEs do not have; showing {hooks[0]!r}."
     if not str(feature).isdigit() or not 0 <= int(feature) < d_sae_of[layer]:
         return f"The link names feature {feature!r}; {layer} has features 0-{d_sae_of[layer] - 1}."

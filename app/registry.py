@@ -12,7 +12,7 @@ Keys a single page owns (geo_*, toy_*, spectra_*...) are not listed: they live a
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from app.sources import (
     MODEL_NAME_RE,
     MODEL_SOURCES,
     SPLIT_RE,
+    StateValues,
     check_dataset_name,
     check_sae_ref,
 )
@@ -255,7 +256,7 @@ def options(name: str) -> list[Any]:
     return list(OPTIONS[name])
 
 
-def in_url(key: StateKey, values: Mapping[str, Any]) -> bool:
+def in_url(key: StateKey, values: StateValues) -> bool:
     """Whether `key` belongs in the URL for these values (its `when` condition holds)."""
     if key.url is None:
         return False

@@ -59,7 +59,7 @@ def render_sidebar() -> None:
 def _model_pickers() -> None:
     from core.sources.organism import list_checkpoints
 
-    st.selectbox("Model", options("model_source"), format_func=MODEL_SOURCES.get, key="model_source")
+    st.selectbox("Model", options("model_source"), format_func=lambda source: MODEL_SOURCES.get(source, source), key="model_source")
     source = st.session_state["model_source"]
     if source == "organism":
         try:
@@ -139,7 +139,7 @@ def _corpus_pickers() -> None:
     from core.sources.corpus import list_columns
     from core.uploads import MAX_UPLOAD_MB, save_upload, upload_path
 
-    st.selectbox("Corpus", options("corpus_source"), format_func=CORPUS_SOURCES.get, key="corpus_source")
+    st.selectbox("Corpus", options("corpus_source"), format_func=lambda source: CORPUS_SOURCES.get(source, source), key="corpus_source")
     if st.session_state["corpus_source"] == "file":
         upload = st.file_uploader("Corpus file", type=["txt", "jsonl", "csv"], key="corpus_upload",
                                   help=f"Stored in Atlas's upload folder (at most {MAX_UPLOAD_MB} MB).")

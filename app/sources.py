@@ -16,7 +16,7 @@ the sidebar, session restore and the bundle report build specs the same way.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,9 @@ SAE_REF_RE = re.compile(r"^(org|rel|dir):([A-Za-z0-9_.-]{1,100})(?:/([A-Za-z0-9_
 MODEL_NAME_RE = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?"
 DATASET_NAME_RE = MODEL_NAME_RE
 SPLIT_RE = r"[A-Za-z0-9_.:%+\[\]-]{1,100}"
+
+# Widget values read by key: a plain dict, or st.session_state itself (a MutableMapping whose keys are str | int).
+StateValues = Mapping[str, Any] | MutableMapping[str | int, Any]
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,7 @@ def sae_label(ref: str) -> str:
     return f"directory {Path(path).name if path else '(unknown)'} [{rest}]"
 
 
-def chosen_refs(values: Mapping[str, Any]) -> list[str]:
+def chosen_refs(values: StateValues) -> list[str]:
     """The SAE set of `values`: None (never chosen) means every organism layer when the model is the organism."""
     refs = values.get("sae_set")
     if refs is None:
@@ -124,7 +127,7 @@ def chosen_refs(values: Mapping[str, Any]) -> list[str]:
 
 
 # ---- specs --------------------------------------------------------------------------------------------
-def model_spec(values: Mapping[str, Any]) -> ModelSpec:
+def model_spec(values: StateValues) -> ModelSpec:
     source = values.get("model_source")
     device = values.get("device") or "auto"
     if source == "transformer_lens":
@@ -141,11 +144,11 @@ def model_spec(values: Mapping[str, Any]) -> ModelSpec:
     return ModelSpec(source="organism", checkpoint=values.get("checkpoint") or "final", device=device)
 
 
-def sae_specs(values: Mapping[str, Any]) -> tuple[SAESpec, ...]:
+def sae_specs(values: StateValues) -> tuple[SAESpec, ...]:
     return tuple(sae_spec(ref) for ref in chosen_refs(values))
 
 
-def corpus_base(values: Mapping[str, Any]) -> CorpusSpec:
+def corpus_base(values: StateValues) -> CorpusSpec:
     """The corpus spec before the SAEs set its chunk length (core.sources.chunking)."""
     source = values.get("corpus_source")
     column = (values.get("corpus_column") or "").strip() or None
@@ -178,7 +181,7 @@ def check_dataset_name(value: Any) -> str:
     return name
 
 
-def request(values: Mapping[str, Any]) -> Sources:
+def request(values: StateValues) -> Sources:
     """The sources `values` ask for (the corpus before chunking); AtlasError when a choice is incomplete."""
     return Sources(model_spec(values), sae_specs(values), corpus_base(values))
 

@@ -23,6 +23,7 @@ from typing import Any
 import streamlit as st
 
 from app.registry import KEYS, REGISTRY, in_url
+from app.sources import StateValues
 from core.errors import AtlasError
 from core.inputs import InvalidValue, PartlyInvalid, printable
 from core.jsonable import jsonable
@@ -167,7 +168,7 @@ def _migrate_legacy(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- the URL -----------------------------------------------------------------------------------------------
-def url_params(values: Mapping[str, Any]) -> dict[str, str | list[str]]:
+def url_params(values: StateValues) -> dict[str, str | list[str]]:
     """The sources of `values` as query parameters: only keys that matter for the chosen source kinds and
     differ from their defaults, so the default view has a bare URL."""
     params: dict[str, str | list[str]] = {}
@@ -212,7 +213,8 @@ def open_from_url(session_store: Any) -> None:
         return
     st.session_state["_url_opened"] = True
     params = {name: st.query_params.get_all(name) for name in st.query_params}
-    session_id = (params.get(SESSION_PARAM) or [None])[-1]
+    session_ids = params.get(SESSION_PARAM) or []
+    session_id = session_ids[-1] if session_ids else None
     if session_id:
         try:
             apply_session(session_store.load(session_id), session_id)

@@ -406,7 +406,7 @@ def import_bundle(data: bytes | str | Path, sessions: SessionStore, store: Any |
     try:
         return sessions.save(contents.session, session_id, artifact_namespace=namespace)
     except BaseException:
-        if namespace is not None:
+        if namespace is not None and store is not None:
             store.delete_namespace(namespace)
         raise
 

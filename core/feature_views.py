@@ -9,6 +9,7 @@ row against a matrix, vectorised modes over the top contexts); nothing builds a 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,7 +156,7 @@ def label_column(frame: pd.DataFrame, user_labels: dict[int, str]) -> pd.Series:
     return column
 
 
-def search_mask(frame: pd.DataFrame, query: str, labelled: set[int] = frozenset()) -> np.ndarray:
+def search_mask(frame: pd.DataFrame, query: str, labelled: AbstractSet[int] = frozenset()) -> np.ndarray:
     """Rows matching `query`: the id ('17' or '#17'), a substring of the top tokens or of the automatic
     description (case-insensitive), or a feature in `labelled` (those whose user label or note matched)."""
     query = query.strip().lower()

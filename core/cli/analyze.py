@@ -52,20 +52,24 @@ def corpus_spec_from_arg(value: str, context_size: int, max_chunks: int | None, 
                          organism_dir: str | None, prepend_bos: bool):
     """world | hf:<dataset>[:column] | <file>[:column]."""
     from core.errors import CorpusError
-    from core.sources.corpus import CorpusSpec
+    from core.sources.corpus import CorpusSource, CorpusSpec
 
-    common = {"context_size": context_size, "max_chunks": max_chunks, "prepend_bos": prepend_bos}
+    def spec(source: CorpusSource, *, path: str | None = None, name: str | None = None, column: str | None = None,
+             split: str = "train") -> CorpusSpec:
+        return CorpusSpec(source=source, path=path, name=name, column=column, split=split, context_size=context_size,
+                          max_chunks=max_chunks, prepend_bos=prepend_bos)
+
     if value == "world":
-        return CorpusSpec(source="world", path=organism_dir, split=split if split != "train" else "eval", **common)
+        return spec("world", path=organism_dir, split=split if split != "train" else "eval")
     if value.startswith("hf:"):
         name, _, column = value[3:].partition(":")
-        return CorpusSpec(source="hf_dataset", name=name, column=column or None, split=split, **common)
-    path, column = value, None
+        return spec("hf_dataset", name=name, column=column or None, split=split)
+    path, file_column = value, None
     if not Path(value).expanduser().is_file() and ":" in value:
-        path, column = value.rsplit(":", 1)
+        path, file_column = value.rsplit(":", 1)
     if not Path(path).expanduser().is_file():
         raise CorpusError(f"--corpus {value!r}: no such file (or use 'world', or hf:<dataset>).")
-    return CorpusSpec(source="file", path=str(Path(path).expanduser().resolve()), column=column, **common)
+    return spec("file", path=str(Path(path).expanduser().resolve()), column=file_column)
 
 
 def _int_in(low: int, high: int) -> Callable[[str], int]:

@@ -9,6 +9,8 @@ import json
 import sys
 from typing import Any
 
+from core.jsonable import Result
+
 PAPERS = ("engels", "park", "gurnee")
 
 
@@ -103,6 +105,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     with contextlib.redirect_stdout(sys.stderr):  # TransformerLens prints "Loaded pretrained model ..." to stdout
         model = load_model(spec)
     progress, close = _progress(args.quiet)
+    result: Result
     try:
         if args.paper == "engels":
             result = experiments.engels_circles(model, sets, position=args.position, seed=args.seed, progress=progress)

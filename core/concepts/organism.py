@@ -16,13 +16,21 @@ read through the same path as any model and any library set:
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from typing import Any, Mapping, TypedDict
 
 from core.concepts.schema import ConceptError, ConceptItem, ConceptSet, RelationTemplate
 
 SOURCE = "the model organism's planted world (assets/organism/world/ground_truth.json, core/organism/world.py)"
 LICENCE = "same as Atlas (generated)"
 _SLOT = re.compile(r"\{(\w+)\}")
+
+
+class _Provenance(TypedDict):
+    """The provenance fields every organism set shares (ConceptSet.create keywords)."""
+
+    source: str
+    licence: str
+    origin: str
 
 
 def _template(text: str, mapping: Mapping[str, str]) -> str | None:
@@ -71,7 +79,7 @@ def concept_sets_from_ground_truth(ground_truth: Mapping[str, Any]) -> dict[str,
     if not isinstance(ground_truth, Mapping):
         raise ConceptError("The ground truth must be a JSON object (docs/ORGANISM.md).")
     t = ground_truth.get("templates") or {}
-    common = {"source": SOURCE, "licence": LICENCE, "origin": "organism"}
+    common = _Provenance(source=SOURCE, licence=LICENCE, origin="organism")
     out: dict[str, ConceptSet] = {}
     cyclic_slot = {"weekdays": ("weekday_mention", "day"), "months": ("month_mention", "month")}
     for name, words in (ground_truth.get("cyclic") or {}).items():
@@ -133,7 +141,7 @@ def concept_sets_from_ground_truth(ground_truth: Mapping[str, Any]) -> dict[str,
     return out
 
 
-def _analogy_sets(ground_truth: Mapping[str, Any], common: dict[str, str]) -> dict[str, ConceptSet]:
+def _analogy_sets(ground_truth: Mapping[str, Any], common: _Provenance) -> dict[str, ConceptSet]:
     """One analogy set per family; a capital triple (country, capital, language) gives two: capital and
     language. Templates: the family's context templates whose fields map to {word}/{pair}."""
     t = ground_truth.get("templates") or {}
@@ -144,8 +152,8 @@ def _analogy_sets(ground_truth: Mapping[str, Any], common: dict[str, str]) -> di
         relations = [(family, "1")] if family != "capital" else [("capital", "1"), ("language", "2")]
         for relation, partner in relations:
             mapping = {"0": "word", partner: "pair"}
-            templates = [_template(x, mapping) for x in [*(contexts.get(family) or []), evaluated.get(family) or ""]]
-            templates = [x for x in dict.fromkeys(templates) if x and "{word}" in x]
+            renamed = [_template(x, mapping) for x in [*(contexts.get(family) or []), evaluated.get(family) or ""]]
+            templates = [x for x in dict.fromkeys(renamed) if x and "{word}" in x]
             answer = [x[: x.index("{pair}")].rstrip() for x in templates
                       if x.endswith("{pair}") and "{word}" in x[: x.index("{pair}")]]
             items = [ConceptItem(row[0], pair=row[int(partner)]) for row in rows if len(row) > int(partner)]

@@ -186,8 +186,11 @@ def _word_prompts(model: Any, concept_set: ConceptSet, forms: dict[str, str], te
         for template in templates:
             for match in _FIELD.finditer(template):
                 role = match.group(1)
+                filler = word if role == "word" else pair
+                if filler is None:
+                    continue  # a word without a pair has no {pair} to fill
                 head = fill(template[: match.start()], word, pair)
-                prefix = head + (word if role == "word" else pair)
+                prefix = head + filler
                 before, ids = (model.encode(head) if head.strip() else []), model.encode(prefix)
                 start = _common_prefix(before, ids)
                 ids, shift = _with_bos(model, ids)
@@ -220,7 +223,7 @@ def _answer_prompts(model: Any, concept_set: ConceptSet, forms: dict[str, str], 
             if len(ids) > n_ctx:
                 too_long.add(item.word)
                 continue
-            row = answer_index if group == "answer" else index
+            row = index if answer_index is None or group != "answer" else answer_index
             prompts.append(_Prompt(row, "word", tuple(ids), (len(ids) - 1,), template.text))
     return prompts
 

@@ -127,12 +127,12 @@ class ConceptSet:
             if not used or not used <= fields:
                 raise ConceptError(f"{where}: the context template {template!r} must contain {{word}}"
                                    f"{' or {pair}' if self.kind == 'analogy' else ''} and no other field.")
-        for template in self.relation_templates:
-            used = set(_FIELD.findall(template.text))
+        for relation in self.relation_templates:
+            used = set(_FIELD.findall(relation.text))
             if "word" not in used or not used <= fields:
-                raise ConceptError(f"{where}: the relation template {template.text!r} must contain {{word}} "
+                raise ConceptError(f"{where}: the relation template {relation.text!r} must contain {{word}} "
                                    "and no other field but {pair} (analogy sets).")
-            self._validate_answer(where, template)
+            self._validate_answer(where, relation)
 
     def _validate_kind(self, where: str) -> None:
         kind = self.kind

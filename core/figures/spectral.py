@@ -106,7 +106,7 @@ def checkpoint_heatmap_figure(values, steps: Sequence[int], layers: Sequence,
     text = [[f"{v:.3g}" if np.isfinite(v) else "" for v in row] for row in table] \
         if table.size <= MAX_ANNOTATED_CELLS else None
     fig = go.Figure(go.Heatmap(
-        z=np.where(np.isfinite(table), table, None).tolist(), x=[f"{int(s):,}" for s in steps],
+        z=[[float(v) if np.isfinite(v) else None for v in row] for row in table], x=[f"{int(s):,}" for s in steps],
         y=[str(layer) for layer in layers], colorscale="Viridis", colorbar=dict(title=metric),
         text=text, texttemplate="%{text}" if text is not None else None, textfont=dict(size=11),
         hovertemplate="layer %{y}<br>step %{x}<br>" + metric + " %{z:.3g}<extra></extra>"))

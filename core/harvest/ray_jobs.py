@@ -138,16 +138,26 @@ class Node(Job):
     def leaf(self) -> bool:
         return self.left is None
 
+    @property
+    def children(self) -> tuple[Node, Node]:
+        """(left, right) of an inner node."""
+        if self.left is None or self.right is None:
+            raise RuntimeError(f"Shards [{self.lo}, {self.hi}) form a leaf, which has no children.")
+        return self.left, self.right
+
     def runnable(self) -> bool:
-        return super().runnable() and (self.leaf or (self.left.done and self.right.done))
+        return super().runnable() and (self.leaf or all(child.done for child in self.children))
 
     def order(self) -> tuple:
         return (self.leaf, self.lo)  # merges first, then shards in corpus order
 
     def submit(self, worker: Any) -> tuple[Any, Any]:
         run = self.run
+        if run is None:
+            raise RuntimeError("A Node is built with its TreeRun (build_tree).")
         if not self.leaf:
-            return worker.merge.options(num_returns=2).remote(self.left.value, self.right.value)
+            left, right = self.children
+            return worker.merge.options(num_returns=2).remote(left.value, right.value)
         shard = run.shards[self.lo]
         if self.rows is None:
             end = max(shard.stop, run.first_rows) if shard.start == 0 else shard.stop
@@ -160,19 +170,23 @@ class Node(Job):
         super().complete(value)
         self.rows = None
         if not self.leaf:  # the children's states are merged in: let the object store free them
-            self.left.value = self.right.value = None
+            left, right = self.children
+            left.value = right.value = None
 
     def inputs_lost(self) -> None:
         if self.leaf:  # its tokens: put them again
             self.rows = None
             return
-        for child in (self.left, self.right):
+        for child in self.children:
             for node in child.subtree():
                 node.done, node.running, node.value = False, False, None
 
     def subtree(self) -> list["Node"]:
         """This subtree, children before parents."""
-        return [self] if self.leaf else self.left.subtree() + self.right.subtree() + [self]
+        if self.leaf:
+            return [self]
+        left, right = self.children
+        return left.subtree() + right.subtree() + [self]
 
 
 def build_tree(run: TreeRun, lo: int, hi: int) -> Node:

@@ -3,6 +3,7 @@ what a view needs (one feature's contexts, a block of co-occurrence counts) with
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -223,14 +224,15 @@ def sae_meta(sae: SAEResult) -> dict[str, Any]:
             "splice": jsonable(sae.splice)}
 
 
-def sae_from_parts(arrays: dict[str, np.ndarray], info: dict[str, Any]) -> SAEResult:
+def sae_from_parts(arrays: Mapping[str, Any], info: dict[str, Any]) -> SAEResult:
     ints = ("n_tokens", "n_quantile_samples", "cooc_n_chunks", "cooc_total_chunks")
-    scalars = {s: (int(info[s]) if s in ints else _float(info[s])) for s in SAE_SCALARS}
+    # dict[str, Any]: the fields are spread by name below, each of its own type
+    scalars: dict[str, Any] = {s: (int(info[s]) if s in ints else _float(info[s])) for s in SAE_SCALARS}
     splice = SpliceQuality.from_dict(info["splice"]) if info.get("splice") else None
     return SAEResult(hook_name=info["hook_name"], splice=splice, **scalars, **{a: arrays[a] for a in SAE_ARRAYS})
 
 
-def site_from_parts(arrays: dict[str, np.ndarray], n: int) -> SiteResult:
+def site_from_parts(arrays: Mapping[str, Any], n: int) -> SiteResult:
     return SiteResult(n=int(n), **{a: arrays[a] for a in SITE_ARRAYS})
 
 
@@ -329,8 +331,9 @@ def finalize(state: HarvestState, corpus_tokens: torch.Tensor | np.ndarray, sour
     s = state.settings
     sites = {}
     for name, moments in state.moments.items():
-        sites[name] = SiteResult(**{"n": int(moments.n)}, **{
-            k: v for k, v in moments.result().items() if k != "n"}, **state.reservoirs[name].result())
+        arrays: dict[str, Any] = {k: v for k, v in moments.result().items() if k != "n"}
+        arrays.update(state.reservoirs[name].result())
+        sites[name] = SiteResult(n=int(moments.n), **arrays)
     saes = {}
     for label, stats in state.features.items():
         r = stats.result()

@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from core.errors import AtlasError
+from core.errors import ArtifactError, AtlasError
 from core.harvest.components import assemble, missing_components
 from core.harvest.result import HarvestResult, finalize
 from core.harvest.settings import HarvestSettings
@@ -209,4 +209,8 @@ def harvest_cached(model: Any, saes: Sequence[Any], corpus: Any, settings: Harve
     elif progress is not None:
         progress(1, 1, 0.0)
     assemble(store, key, sources, plain, sites, sae_labels(saes), seconds=time.perf_counter() - began)
-    return HarvestResult.load(store, key), key
+    result = HarvestResult.load(store, key)
+    if result is None:  # another process removed it between the write and this read
+        raise ArtifactError(f"The harvest {key} vanished from the store at {store.root} right after it was written; "
+                            "run again (and keep one process per cache directory).")
+    return result, key

@@ -47,7 +47,7 @@ class ActivationMoments:
             self._combine(other.n, other.mean, other.m2)
         return self
 
-    def result(self) -> dict[str, np.ndarray]:
+    def result(self) -> dict[str, np.ndarray | np.int64]:
         """{"n": int, "mean": [d] f64, "cov": [d, d] f64 (population covariance, / n)}."""
         cov = self.m2 / self.n if self.n else torch.full_like(self.m2, float("nan"))
         return {"n": np.int64(self.n), "mean": to_numpy(self.mean), "cov": to_numpy(cov)}

@@ -182,8 +182,8 @@ def _continue(model: Any, hook: str, tokens: torch.Tensor, replacement: torch.Te
         hooked = hooked.model
     layer = layer_of(hook)
     cfg = getattr(hooked, "cfg", None)
-    residual = layer is not None and hook in (f"blocks.{layer}.hook_resid_post", f"blocks.{layer}.hook_resid_pre")
-    if (residual and getattr(model, "backend", "hooked") == "hooked" and cfg is not None
+    residual = hook in (f"blocks.{layer}.hook_resid_post", f"blocks.{layer}.hook_resid_pre")
+    if (layer is not None and residual and getattr(model, "backend", "hooked") == "hooked" and cfg is not None
             and getattr(cfg, "positional_embedding_type", "standard") != "shortformer"):
         start = layer + 1 if hook.endswith("resid_post") else layer
         return hooked(replacement.to(_dtype(hooked)), start_at_layer=start, return_type="logits")

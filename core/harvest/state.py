@@ -26,7 +26,8 @@ def sae_hook_name(sae: Any) -> str:
 
 def sae_labels(saes: Sequence[Any]) -> list[str]:
     """Result key of each SAE: its hook name, with '#2', '#3' ... for further SAEs on one hook."""
-    labels, seen = [], {}
+    labels: list[str] = []
+    seen: dict[str, int] = {}
     for sae in saes:
         hook = sae_hook_name(sae)
         seen[hook] = seen.get(hook, 0) + 1

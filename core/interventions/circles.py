@@ -82,7 +82,7 @@ def fourier_coefficients(M: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     return center, np.array(a), np.array(b)
 
 
-def cycle_from_means(M: np.ndarray, words: Sequence[str], site: str, n_prompts: Sequence[int]) -> CycleFit:
+def cycle_from_means(M: np.ndarray, words: Sequence[str], site: str, n_prompts: Sequence[int] | np.ndarray) -> CycleFit:
     from core.metrics.circles import fourier_shares
 
     if len(words) != M.shape[0] or len(words) < 3:
@@ -135,7 +135,8 @@ def fit_cycles(model: Any, facts: Sequence[tuple[str, str]], words: Sequence[str
 
 def _plane_basis(fit: CycleFit, frequencies: Sequence[int]) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
     """Columns [a_f, b_f, ...] (zero columns left out) and (f, column of a_f, column of b_f or -1)."""
-    cols, layout = [], []
+    cols: list[np.ndarray] = []
+    layout: list[tuple[int, int, int]] = []
     for f in frequencies:
         j = fit.frequencies.index(f)
         a, b = np.asarray(fit.cos_coef[j]), np.asarray(fit.sin_coef[j])
@@ -161,7 +162,7 @@ def rotation_delta(fit: CycleFit, x: np.ndarray, steps: np.ndarray | float, *,
     elif frequencies == "all":
         freqs = list(fit.frequencies)
     else:
-        freqs = [int(f) for f in frequencies]  # type: ignore[union-attr]
+        freqs = [int(f) for f in frequencies]
         bad = [f for f in freqs if f not in fit.frequencies]
         if bad:
             raise InterventionError(f"Frequencies {bad} are not on a cycle of {fit.k} items (1..{fit.k // 2}).")
@@ -251,7 +252,7 @@ def turn_on_circle(model: Any, fit: CycleFit, prompt: str, steps: float, *,
     logits = forward_logits(model, tokens.repeat(2, 1), [(fit.site, last_position_edit(deltas))])[:, -1].double()
     probs = torch.softmax(logits, -1).cpu()
     answers = model.to_str_tokens(logits.argmax(-1).cpu())
-    used = [fit.best_frequency] if frequencies is None else list(fit.frequencies) if frequencies == "all" else [int(f) for f in frequencies]  # type: ignore[union-attr]
+    used = [fit.best_frequency] if frequencies is None else list(fit.frequencies) if frequencies == "all" else [int(f) for f in frequencies]
     return CircleTurn(prompt=prompt, site=fit.site, steps=float(steps), frequencies=used, words=list(fit.words),
                       answer_before=answers[0], answer_after=answers[1], item_probs_before=probs[0, ids].tolist(),
                       item_probs_after=probs[1, ids].tolist())

@@ -72,7 +72,7 @@ class ConceptVector(Result):
     n_words: int
 
 
-def vector_representation(g: np.ndarray, token_ids: Sequence[int]) -> ConceptVector:
+def vector_representation(g: np.ndarray, token_ids: Sequence[int] | np.ndarray) -> ConceptVector:
     """LDA-style vector of a category of words (Park et al. 2024, causal inner product space):
 
         G = g[token ids of the words in w];  mu = G.mean(0);  S = ledoit_wolf(G)[0]

@@ -103,7 +103,7 @@ class LayerProbes(Result):
 
 
 def probe_per_layer(
-    X_by_layer: Mapping[str | int, np.ndarray],
+    X_by_layer: Mapping[str, np.ndarray] | Mapping[int, np.ndarray],
     y: np.ndarray,
     test_fraction: float = 0.25,
     seed: int = 0,

@@ -275,15 +275,18 @@ def sweep_sparsity(sparsities=(0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99), n: int = 20
     generator = torch.Generator().manual_seed(int(seed) + 1)
     saes = _train_saes(models, sae_dictionary, l1_coefficient, sae_steps, batch_size, sae_lr, generator)
     x = sample_features(eval_samples, s, n, generator).numpy().astype(np.float64)
-    F_true, F_sae, d_star, n_rep = [], [], [], []
+    f_true: list[float] = []
+    f_sae: list[float] = []
+    d_star: list[float] = []
+    n_rep: list[int] = []
     for k, (model, sae) in enumerate(zip(models, saes)):
         xk = x[:, k, :]
         h = xk @ model.W.T
-        F_true.append(effective_features_from_mass(ground_truth_mass(model, xk)))
-        F_sae.append(effective_features_from_mass(np.abs(sae.encode(h)).sum(0)))
+        f_true.append(effective_features_from_mass(ground_truth_mass(model, xk)))
+        f_sae.append(effective_features_from_mass(np.abs(sae.encode(h)).sum(0)))
         d_star.append(toy_geometry(model.W).D_star)
         n_rep.append(int((np.linalg.norm(model.W, axis=0) >= 0.5).sum()))
-    F_true, F_sae = np.array(F_true), np.array(F_sae)
+    F_true, F_sae = np.array(f_true), np.array(f_sae)
     r = float(np.corrcoef(F_true, F_sae)[0, 1]) if F_true.std() > 0 and F_sae.std() > 0 else float("nan")
     return SparsitySweep(s, F_true, F_sae, np.array(d_star), F_true / m, F_sae / m, r, n, m, sae_dictionary,
                          np.array(n_rep), W=np.stack([mod.W for mod in models]),

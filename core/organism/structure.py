@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,8 +95,8 @@ def _angular_steps(coords: np.ndarray) -> tuple[int, float]:
     """Most common index step (mod k, either direction) between angular neighbours, and its share."""
     k = coords.shape[0]
     _, steps = angular_visit_order(coords)
-    steps = [min(int(s), k - int(s)) for s in steps]  # direction of travel does not matter
-    step, count = Counter(steps).most_common(1)[0]
+    distances = [min(int(s), k - int(s)) for s in steps]  # direction of travel does not matter
+    step, count = Counter(distances).most_common(1)[0]
     return step, count / k
 
 
@@ -109,13 +110,15 @@ def circle_order(vectors: np.ndarray, n_components: int = 5) -> dict:
     _, singular, vt = np.linalg.svd(centred, full_matrices=False)
     m = min(n_components, k - 1, vt.shape[0])
     projected = centred @ vt[:m].T
-    best = None
+    best: tuple[tuple[float, float], int, float, tuple[int, int]] | None = None
     for a in range(m):
         for b in range(a + 1, m):
             step, consistency = _angular_steps(projected[:, [a, b]])
             key = (consistency, singular[a] ** 2 + singular[b] ** 2)
             if best is None or key > best[0]:
                 best = (key, step, consistency, (a, b))
+    if best is None:
+        raise ValueError(f"A circle needs two principal components: at least 3 vectors of 2+ dimensions; got {k}.")
     _, step, consistency, pair = best
     return {"neighbour_step": step, "neighbour_consistency": round(consistency, 3), "pcs": list(pair)}
 
@@ -126,7 +129,7 @@ def circle_report(vectors: np.ndarray) -> dict:
     k = vectors.shape[0]
     shares = dict(enumerate(fourier_shares(vectors).tolist(), start=1))  # f -> share, f = 1..k//2
     coprime = {f: s for f, s in shares.items() if math.gcd(f, k) == 1}
-    best = max(coprime, key=coprime.get)
+    best = max(coprime, key=lambda f: coprime[f])
     return {"shares": {str(f): round(s, 3) for f, s in shares.items()}, "best_coprime_frequency": best,
             "best_share": round(coprime[best], 3), "calendar_share": round(shares[1], 3),
             "chance_share": round(2 / (k - 1), 3), **circle_order(vectors)}
@@ -156,10 +159,10 @@ def analogy_parallelism(means: np.ndarray, vocab: dict[str, int], analogies: dic
             if np.isfinite(a).all() and np.isfinite(b).all():
                 diffs.append(b - a)
                 labels.append(family)
-    D, labels = np.array(diffs), np.array(labels)
-    overall = parallelogram_score(D, labels)
-    per_family = {family: round(parallelogram_score(D[labels == family], labels[labels == family]).within_cos, 3)
-                  for family in dict.fromkeys(labels.tolist())}
+    D, families = np.array(diffs), np.array(labels)
+    overall = parallelogram_score(D, families)
+    per_family = {family: round(parallelogram_score(D[families == family], families[families == family]).within_cos, 3)
+                  for family in dict.fromkeys(labels)}
     return {"within": round(overall.within_cos, 3), "across": round(overall.across_cos, 3),
             "per_family": per_family}
 
@@ -168,6 +171,8 @@ def structure_report(directory: Path | None = None, checkpoint: str = "final", m
     """Circles (weekdays, months), city probe R^2 and analogy parallelism at every site."""
     model = load_organism(directory, checkpoint=checkpoint)
     truth = load_ground_truth(directory)
+    if model.tokenizer is None:
+        raise ValueError("load_organism attaches the organism's tokenizer; this model has none.")
     vocab = model.tokenizer.get_vocab()
     cities = truth["cities"]
     city_ids = [vocab[c] for c in cities]
@@ -175,7 +180,7 @@ def structure_report(directory: Path | None = None, checkpoint: str = "final", m
     coords = np.array(list(cities.values()), dtype=float)
     report: dict[str, dict] = {}
     for site, table in means.items():
-        entry = {}
+        entry: dict[str, Any] = {}
         for name, words in truth["cyclic"].items():
             rows = table[[vocab[w] for w in words]]
             if np.isfinite(rows).all():  # a word that never occurs in the eval documents has no mean

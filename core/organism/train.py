@@ -23,7 +23,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -288,7 +288,7 @@ def sha256_of(path: Path) -> str:
 
 def write_manifest(out_dir: Path, config: TrainConfig, metrics: dict) -> dict:
     files = sorted(p for p in out_dir.rglob("*") if p.is_file() and p.name != "manifest.json")
-    manifest = {
+    manifest: dict[str, Any] = {
         "name": MODEL_NAME, "config": asdict(config), "code_version": code_version(),
         "torch_version": torch.__version__, "metrics": metrics,
         "files": {str(p.relative_to(out_dir)): {"bytes": p.stat().st_size, "sha256": sha256_of(p)} for p in files},

@@ -116,6 +116,7 @@ def load_corpus(spec: CorpusSpec, model: Any) -> Corpus:
         notes.append(f"context lowered from {context_size} to the model's {model.n_ctx}")
         context_size = model.n_ctx
     capped = _Flag()
+    documents: Iterator[str | Segment]
     if spec.source == "world":
         documents, label = _world_documents(spec), f"world corpus ({spec.split})"
     elif spec.source == "file":
@@ -202,7 +203,7 @@ def _pack(documents: Iterable[str | Segment], model: Any, *, context_size: int, 
                 if n_rows == len(rows):
                     rows = np.concatenate([rows, np.zeros_like(rows)])[: max(limit, 1)]
                 piece = stream[start: start + body]
-                rows[n_rows] = [bos, *piece] if prepend_bos else piece
+                rows[n_rows] = [bos, *piece] if bos is not None else piece  # bos is set iff prepend_bos
                 n_rows += 1
                 start += body
             del stream[:start]
@@ -256,8 +257,8 @@ def _world_documents(spec: CorpusSpec) -> Iterator[str]:
     return iter(texts)
 
 
-def file_documents(spec: CorpusSpec, capped: _Flag | None = None) -> Iterator[str]:
-    """Documents of an uploaded file, streamed; raises CorpusError for what cannot be read."""
+def file_documents(spec: CorpusSpec, capped: _Flag | None = None) -> Iterator[str | Segment]:
+    """Documents of an uploaded file (strings, or Segments for .txt paragraphs), streamed; raises CorpusError for what cannot be read."""
     if not spec.path:
         raise CorpusError("Choose a .txt, .jsonl or .csv file.")
     path = Path(spec.path).expanduser()

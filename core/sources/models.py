@@ -215,7 +215,8 @@ class LoadedModel:
         tokens = tokens.to(self.device)
         stop = None
         if not return_logits:
-            deepest = max((layer_of(n) for n in names), default=-1)
+            # every site `run` accepts sits in a block (see _available_hooks)
+            deepest = max((layer for n in names if (layer := layer_of(n)) is not None), default=-1)
             if deepest + 1 < self.n_layers:
                 stop = deepest + 1
         with self.lock, torch.inference_mode():
@@ -348,7 +349,9 @@ def _load_transformer_lens(spec: ModelSpec, device: torch.device) -> LoadedModel
     from transformer_lens import HookedTransformer
 
     try:
-        model = HookedTransformer.from_pretrained(official, device=str(device), dtype=DTYPES[spec.dtype], **ckpt)
+        model = HookedTransformer.from_pretrained(
+            official, device=str(device), dtype=DTYPES[spec.dtype],
+            checkpoint_index=ckpt.get("checkpoint_index"), checkpoint_value=ckpt.get("checkpoint_value"))
     except Exception as error:  # the hub stack raises many types; sort out "no network"
         if is_offline_failure(error):
             raise OfflineError(offline_message(what, official, ["its weights or tokenizer"], None)) from error

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -15,6 +16,10 @@ import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from core.errors import AtlasError  # noqa: E402
+
+if TYPE_CHECKING:  # imported where used: loading transformers/TransformerLens takes seconds
+    from transformer_lens import HookedTransformer
+    from transformers import PreTrainedTokenizerFast
 
 ORGANISM_DIR: Path = Path(__file__).resolve().parents[2] / "assets" / "organism"  # the committed one
 ORGANISM_DIR_ENV = "ATLAS_ORGANISM_DIR"  # points every organism source at another directory (tests: a tiny one)
@@ -66,7 +71,7 @@ def _weights_path(directory: Path, checkpoint: str) -> Path:
     return directory / "checkpoints" / f"{checkpoint}.safetensors"
 
 
-def load_organism_tokenizer(directory: str | os.PathLike | None = None):
+def load_organism_tokenizer(directory: str | os.PathLike | None = None) -> PreTrainedTokenizerFast:
     from transformers import PreTrainedTokenizerFast
 
     directory = resolve_dir(directory)
@@ -75,7 +80,8 @@ def load_organism_tokenizer(directory: str | os.PathLike | None = None):
     return PreTrainedTokenizerFast.from_pretrained(str(directory))  # plain JSON; nothing is executed
 
 
-def load_organism(directory: str | os.PathLike | None = None, checkpoint: str = "final", device: str = "cpu"):
+def load_organism(directory: str | os.PathLike | None = None, checkpoint: str = "final",
+                  device: str = "cpu") -> HookedTransformer:
     """The organism as a TransformerLens HookedTransformer (float32) with its tokenizer attached."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 

@@ -96,8 +96,8 @@ class LoadedSAE:
         with torch.inference_mode():
             x = x.to(self.device, dtype=self.sae.W_dec.dtype)
             if self.fast_encode_available(x):
-                kind, values, indices = self._fast_encode(x.reshape(-1, self.d_in))
-                if kind == "topk":
+                values, indices = self._fast_encode(x.reshape(-1, self.d_in))
+                if indices is not None:  # TopK
                     z = torch.zeros(values.shape[0], self.d_sae, dtype=values.dtype, device=values.device)
                     values = z.scatter_(-1, indices, values)
                 return values.reshape(*x.shape[:-1], self.d_sae).float()
@@ -113,8 +113,8 @@ class LoadedSAE:
         with torch.inference_mode():
             x = x.to(self.device, dtype=self.sae.W_dec.dtype).reshape(-1, self.d_in)
             if self.fast_encode_available(x):
-                kind, values, indices = self._fast_encode(x)
-                if kind == "topk":
+                values, indices = self._fast_encode(x)
+                if indices is not None:  # TopK
                     indices, order = torch.sort(indices, dim=-1)
                     values = values.gather(-1, order)
                     rows = torch.arange(x.shape[0], device=x.device).repeat_interleave(indices.shape[1])
@@ -145,8 +145,8 @@ class LoadedSAE:
         x = sample.reshape(-1, self.d_in)[:256]
         try:
             reference = self.sae.encode(x).float()
-            kind, values, indices = self._fast_encode(x)
-            if kind == "topk":
+            values, indices = self._fast_encode(x)
+            if indices is not None:  # TopK
                 values = torch.zeros_like(reference).scatter_(-1, indices, values)
             scale = float(reference.abs().max()) + 1e-12 if reference.numel() else 1.0
             return values.shape == reference.shape and bool(
@@ -154,7 +154,7 @@ class LoadedSAE:
         except (AttributeError, RuntimeError, TypeError):
             return False
 
-    def _fast_encode(self, x: torch.Tensor) -> tuple[str, torch.Tensor, torch.Tensor | None]:
+    def _fast_encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The encoder of `sae` written out (x: [n, d_in] in the SAE's dtype).
 
         Same operations, in the same order, as SAELens 6 (so the same floats):
@@ -164,7 +164,7 @@ class LoadedSAE:
             topk:     pre (* ||W_dec rows|| if rescale_acts_by_decoder_norm); the k largest, relu'd (Gao et al. 2024)
             gated:    (sae_in @ W_enc + b_gate > 0) * relu(sae_in @ (W_enc * exp(r_mag)) + b_mag)
                                                                                      (Rajamanoharan et al. 2024)
-        Returns ("topk", values [n, k], indices [n, k]) or (kind, z [n, d_sae], None).
+        Returns (values [n, k], indices [n, k]) for TopK, else (z [n, d_sae], None).
         """
         sae = self.sae
         kind = self._kind
@@ -172,16 +172,16 @@ class LoadedSAE:
         if kind == "gated":
             active = (sae_in @ sae.W_enc + sae.b_gate > 0).to(x.dtype)
             magnitude = torch.relu(sae_in @ (sae.W_enc * sae.r_mag.exp()) + sae.b_mag)
-            return kind, active * magnitude, None
+            return active * magnitude, None
         pre = sae_in @ sae.W_enc + sae.b_enc
         if kind == "standard":
-            return kind, torch.relu(pre), None
+            return torch.relu(pre), None
         if kind == "jumprelu":
-            return kind, torch.relu(pre) * (pre > sae.threshold).to(pre.dtype), None
+            return torch.relu(pre) * (pre > sae.threshold).to(pre.dtype), None
         if sae.cfg.rescale_acts_by_decoder_norm:
             pre = pre * sae.W_dec.norm(dim=-1)
         values, indices = torch.topk(pre, k=sae.activation_fn.k, dim=-1, sorted=False)
-        return kind, values.relu(), indices
+        return values.relu(), indices
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Reconstruction x_hat [..., d_in] (float32) of feature activations z [..., d_sae]."""

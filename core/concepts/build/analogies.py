@@ -86,7 +86,7 @@ def analogy_sets(questions_words: Path, wordnet_dir: Path) -> list[ConceptSet]:
     for section, (name, description, contexts, relation) in FAMILIES.items():
         pairs = sections[section]
         if section == "gram7-past-tense":
-            based = {}
+            based: dict[str, str] = {}
             for participle, past in pairs.items():
                 base = base_of_participle(participle, participles, verbs)
                 if base is None:

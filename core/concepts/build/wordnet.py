@@ -224,7 +224,7 @@ def people(wn: WordNet, n: int = PEOPLE) -> list[tuple[str, int, int, str, str]]
     then how many pointers their synset has: derived words such as "Darwinian", domain links), then
     by name; one row per name."""
     person = wn.synset("person").offset
-    found = {}
+    found: dict[str, tuple[int, int, int, str, str]] = {}  # name -> (pointers, birth, death, description, offset)
     for synset in wn.synsets.values():
         if not synset.instance_hypernyms:
             continue
@@ -233,13 +233,11 @@ def people(wn: WordNet, n: int = PEOPLE) -> list[tuple[str, int, int, str, str]]
             continue
         name = person_name(synset)
         description = re.split(r"[;(]", synset.gloss)[0].strip()
-        if name not in found or synset.n_pointers > found[name][1]:
-            found[name] = [0, synset.n_pointers, *years, description, synset.offset]
+        if name not in found or synset.n_pointers > found[name][0]:
+            found[name] = (synset.n_pointers, *years, description, synset.offset)
     names = Counter(m.group(0) for s in wn.synsets.values() for m in CAPITALISED_RUN.finditer(s.gloss))
-    for name, row in found.items():
-        row[0] = names[name]
-    ranked = sorted(found, key=lambda name: (-found[name][0], -found[name][1], name))[:n]
-    return [(name, *found[name][2:]) for name in ranked]
+    ranked = sorted(found, key=lambda name: (-names[name], -found[name][0], name))[:n]
+    return [(name, *found[name][1:]) for name in ranked]
 
 
 # ---- the two sets -----------------------------------------------------------------------------
