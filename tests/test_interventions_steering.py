@@ -19,6 +19,7 @@ from core.interventions import (
     steer_vector,
 )
 from core.interventions.generation import additive_edit, clamp_edit
+from core.jsonable import ResultFormatError
 
 PROMPT = "the cat sat on the"
 
@@ -149,11 +150,15 @@ def test_result_round_trips_through_json(tiny_model, sae0):
     assert back == result
     data = result.to_dict()
     data["steered"][0]["token_ids"] = ["x"]
-    with pytest.raises(InterventionError, match=r"steered\[0\].token_ids\[0\] should be int"):
+    with pytest.raises(ResultFormatError, match=r"Completion.token_ids\[0\]: expected int, got str"):
         SteeringResult.from_dict(data)
     data = result.to_dict()
     data.pop("seed")
-    with pytest.raises(InterventionError, match="lacks \\['seed'\\]"):
+    with pytest.raises(ResultFormatError, match="SteeringResult: the field 'seed' is missing"):
+        SteeringResult.from_dict(data)
+    data = result.to_dict()
+    data["comment"] = "?"
+    with pytest.raises(ResultFormatError, match=r"SteeringResult: unknown field\(s\) comment"):
         SteeringResult.from_dict(data)
 
 

@@ -1,8 +1,8 @@
 """Interventions (issue 14): steer with a feature, ablate it, patch activations, turn a concept's circle.
 
 Every intervention goes through one hook mechanism, `intervene(model, hooks)` (hooks.py): TransformerLens
-hooks added under the model's lock and removed however the block is left. Results are frozen
-dataclasses with `to_dict` / `from_dict` (plain JSON). Definitions and measured numbers:
+hooks added under the model's lock and removed however the block is left. Results are
+`core.jsonable.Result` dataclasses with `to_dict` / `from_dict` (plain JSON). Definitions and measured numbers:
 docs/INTERVENTIONS.md.
 """
 
@@ -19,7 +19,7 @@ from core.interventions.circles import (
     rotation_experiment,
     turn_on_circle,
 )
-from core.interventions.common import InterventionError, ProgressFn, Result
+from core.interventions.common import InterventionError, ProgressFn
 from core.interventions.hooks import active_hook_count, forward_logits, intervene
 from core.interventions.linear import (
     ErasureExperiment,
@@ -33,6 +33,7 @@ from core.interventions.linear import (
 )
 from core.interventions.patching import PATCH_COMPONENTS, PatchingResult, patch_activations
 from core.interventions.steering import Completion, SteeringFeature, SteeringResult, clamp, steer, steer_vector
+from core.jsonable import Result
 
 __all__ = [
     "ABLATION_MODES",

@@ -22,7 +22,6 @@ import torch
 
 from core.interventions.common import (
     InterventionError,
-    Result,
     check_features,
     prompt_tokens,
     token_id,
@@ -30,11 +29,12 @@ from core.interventions.common import (
 )
 from core.interventions.generation import check_start, clamp_edit
 from core.interventions.hooks import forward_logits
+from core.jsonable import Result
 
 ABLATION_MODES = ("zero", "mean")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TokenShift(Result):
     token: str
     token_id: int
@@ -52,7 +52,7 @@ class TokenShift(Result):
         return self.logit_after - self.logit_before
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class AblationResult(Result):
     prompt: str
     prompt_tokens: list[str]

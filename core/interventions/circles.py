@@ -40,13 +40,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.interventions.common import InterventionError, ProgressFn, Result, check_site, prompt_tokens, token_id
+from core.interventions.common import InterventionError, ProgressFn, check_site, prompt_tokens, token_id
 from core.interventions.hooks import forward_logits, intervene
+from core.jsonable import Result
 
 ROTATION_METHODS = ("circle", "circle to target mean", "random plane", "all Fourier planes")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CycleFit(Result):
     site: str
     words: list[str]  # the items in cyclic order
@@ -225,7 +226,7 @@ def last_position_edit(deltas: torch.Tensor):
     return hook
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CircleTurn(Result):
     prompt: str
     site: str
@@ -258,7 +259,7 @@ def turn_on_circle(model: Any, fit: CycleFit, prompt: str, steps: float, *,
                       item_probs_after=probs[1, ids].tolist())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RotationOutcome(Result):
     method: str  # one of ROTATION_METHODS
     n_trials: int  # prompts x steps
@@ -273,7 +274,7 @@ class RotationOutcome(Result):
         return self.moved_by_steps / self.n_trials if self.n_trials else float("nan")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RotationExperiment(Result):
     site: str
     words: list[str]

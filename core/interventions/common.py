@@ -1,19 +1,15 @@
-"""Shared pieces of the interventions: the error type, typed results that round-trip through JSON,
-prompt and answer tokens, and the progress callback.
+"""Shared pieces of the interventions: the error type, prompt and answer tokens, feature and site checks,
+and the progress callback.
 
-Results are frozen dataclasses of JSON-friendly fields (str, int, float, bool, lists of those, nested
-results), so `to_dict()` is plain JSON and `from_dict(to_dict())` gives an equal object back.
-`from_dict` validates what it reads (sessions and bundles come from users): a missing or unknown
-field, or a value of the wrong kind, is an InterventionError naming the field.
+Results are `core.jsonable.Result` dataclasses like every other result (frozen, eq=False): `to_dict()` is
+plain JSON, `from_dict(to_dict())` gives an equal object back, and `from_dict` validates what it reads
+(sessions and bundles come from users): an unknown or missing field, or a value of the wrong kind, is a
+ResultFormatError naming the field.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import types
-import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -26,68 +22,6 @@ ProgressFn = Callable[[int, int, float], None]
 
 class InterventionError(AtlasError):
     """An intervention that cannot run as asked (bad feature, token, position, prompt pair, ...)."""
-
-
-# ---- typed results -------------------------------------------------------------------------------
-class Result:
-    """Mixin for the frozen result dataclasses: `to_dict` / `from_dict` through plain JSON values."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: _to_json(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]):
-        return _from_json(cls, data, cls.__name__)
-
-
-def _to_json(value: Any) -> Any:
-    if isinstance(value, Result):
-        return value.to_dict()
-    if isinstance(value, (list, tuple)):
-        return [_to_json(v) for v in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    return value
-
-
-def _from_json(kind: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(kind)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(kind)
-        if value is None and type(None) in options:
-            return None
-        inner = [o for o in options if o is not type(None)]
-        if len(inner) == 1:
-            return _from_json(inner[0], value, where)
-        raise InterventionError(f"{where}: unsupported field type {kind}.")  # pragma: no cover
-    if origin is list:
-        if not isinstance(value, list):
-            raise InterventionError(f"{where} should be a list, not {type(value).__name__}.")
-        (item,) = typing.get_args(kind)
-        return [_from_json(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if isinstance(kind, type) and issubclass(kind, Result):
-        if not isinstance(value, Mapping):
-            raise InterventionError(f"{where} should be an object, not {type(value).__name__}.")
-        hints = typing.get_type_hints(kind)
-        names = [f.name for f in dataclasses.fields(kind)]  # type: ignore[arg-type]
-        unknown = sorted(set(value) - set(names))
-        missing = [n for n in names if n not in value]
-        if unknown or missing:
-            raise InterventionError(f"{where} ({kind.__name__}) has unknown fields {unknown} / lacks {missing}.")
-        return kind(**{n: _from_json(hints[n], value[n], f"{where}.{n}") for n in names})
-    if kind is float:
-        if value is None:
-            return math.nan
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InterventionError(f"{where} should be a number, not {value!r}.")
-        return float(value)
-    if kind is int or kind is bool or kind is str:
-        if kind is int and isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if type(value) is not kind:
-            raise InterventionError(f"{where} should be {kind.__name__}, not {value!r}.")
-        return value
-    raise InterventionError(f"{where}: unsupported field type {kind}.")  # pragma: no cover
 
 
 # ---- tokens ------------------------------------------------------------------------------------

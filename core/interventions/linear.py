@@ -27,11 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.interventions.common import InterventionError, ProgressFn, Result, check_site, prompt_tokens, token_id
+from core.interventions.common import InterventionError, ProgressFn, check_site, prompt_tokens, token_id
 from core.interventions.hooks import forward_logits, intervene
+from core.jsonable import Result
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ProbeDirection(Result):
     site: str
     attribute: str  # what the probe reads ("latitude")
@@ -82,7 +83,7 @@ def erasure_edit(directions: torch.Tensor, centers: torch.Tensor, start: int = 1
     return hook
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FamilyOutcome(Result):
     family: str
     n: int
@@ -93,7 +94,7 @@ class FamilyOutcome(Result):
     control_changed: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ErasureExperiment(Result):
     site: str
     attribute: str
@@ -160,14 +161,14 @@ def _erased_answers(model: Any, prompts: list[str], site: str, directions: torch
     return chosen
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ShiftOutcome(Result):
     shift: float  # in the probe's units (degrees of latitude): the change of the probe's reading
     counts: list[int]  # prompts answering each of ShiftExperiment.answers, probe direction moved
     control_counts: list[float]  # the same with random directions moved by the same norm (mean)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ShiftExperiment(Result):
     site: str
     attribute: str

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from core.interventions.circles import ROTATION_METHODS, RotationExperiment, fit_cycles, rotation_experiment
-from core.interventions.common import InterventionError, ProgressFn, Result, prompt_tokens
+from core.interventions.common import InterventionError, ProgressFn, prompt_tokens
 from core.interventions.linear import (
     ErasureExperiment,
     ShiftExperiment,
@@ -32,6 +32,7 @@ from core.interventions.linear import (
     fit_probe_direction,
     shift_experiment,
 )
+from core.jsonable import Result
 
 CYCLES = {"months": "month_arith", "weekdays": "weekday_arith"}
 UNRELATED_FAMILIES = ("number_compare", "number_add", "taxonomy_inherit", "people_order", "month_arith")
@@ -39,7 +40,7 @@ DIRECTIONS = ("north", "south", "east", "west")
 LATITUDE_SHIFT = 20.0  # degrees: about the spread of the cities' latitudes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CycleInterventions(Result):
     concept: str  # "months" | "weekdays"
     strongest_site: str  # the layer with the largest best-frequency share of the training-fact item means
@@ -49,7 +50,7 @@ class CycleInterventions(Result):
         return next(e for e in self.experiments if e.site == self.strongest_site)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LatitudeSite(Result):
     site: str
     r2_held_out: float  # the probe's R^2 with whole cities held out
@@ -57,7 +58,7 @@ class LatitudeSite(Result):
     shift: ShiftExperiment  # the second city moved by -LATITUDE_SHIFT and +LATITUDE_SHIFT degrees
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class OrganismInterventions(Result):
     cycles: list[CycleInterventions]
     latitude_best_site: str  # the probed site with the best held-out R^2

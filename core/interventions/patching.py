@@ -26,13 +26,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.interventions.common import InterventionError, ProgressFn, Result, prompt_tokens, token_id, token_text
+from core.interventions.common import InterventionError, ProgressFn, prompt_tokens, token_id, token_text
 from core.interventions.hooks import forward_logits
+from core.jsonable import Result
 
 PATCH_COMPONENTS = {"resid_pre": "hook_resid_pre", "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PatchingResult(Result):
     clean_prompt: str
     corrupted_prompt: str

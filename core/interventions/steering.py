@@ -25,21 +25,21 @@ import torch
 from core.interventions.common import (
     InterventionError,
     ProgressFn,
-    Result,
     check_features,
     check_site,
     prompt_tokens,
 )
 from core.interventions.generation import additive_edit, check_start, clamp_edit, generate_rows
+from core.jsonable import Result
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SteeringFeature(Result):
     feature: int
     strength: float  # steer: the coefficient c (times the max activation when scaled); clamp: the value z_i is set to
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Completion(Result):
     scale: float  # multiplier of every strength in this row (0.0 for the unsteered completion)
     text: str  # the generated text only (the prompt not repeated)
@@ -47,7 +47,7 @@ class Completion(Result):
     token_ids: list[int]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SteeringResult(Result):
     mode: str  # "add" (steer) | "clamp" | "vector" (steer_vector)
     prompt: str
