@@ -22,6 +22,12 @@ import core.analysis.results as results_module
 import core.concepts.experiments
 import core.concepts.readout
 import core.harvest.splice
+import core.interventions.ablation
+import core.interventions.circles
+import core.interventions.linear
+import core.interventions.organism
+import core.interventions.patching
+import core.interventions.steering
 import core.metrics.circles
 import core.metrics.concepts
 import core.metrics.crystals
@@ -38,7 +44,9 @@ from core.metrics.geometry import LobeAgreement
 RESULT_MODULES = [results_module, core.metrics.circles, core.metrics.concepts, core.metrics.crystals,
                   core.metrics.geometry, core.metrics.intrinsic_dim, core.metrics.probes, core.metrics.spectral,
                   core.metrics.superposition, core.metrics.toy, core.concepts.experiments, core.concepts.readout,
-                  core.harvest.splice]
+                  core.harvest.splice, core.interventions.ablation, core.interventions.circles,
+                  core.interventions.linear, core.interventions.organism, core.interventions.patching,
+                  core.interventions.steering]
 RESULT_TYPES = sorted({cls for module in RESULT_MODULES for _, cls in inspect.getmembers(module, inspect.isclass)
                        if issubclass(cls, Result) and dataclasses.is_dataclass(cls) and cls.__module__ == module.__name__},
                       key=lambda cls: cls.__name__)
@@ -109,7 +117,11 @@ def test_every_view_and_part_is_a_result_type():
                "CrystalQuality", "HierarchicalOrthogonality", "LayerProbes", "ProbeResult", "IntrinsicDimension",
                "ToyGeometry", "SparsitySweep"}
     others = {"EngelsResult", "ParkResult", "GurneeResult", "DroppedItem", "SpliceQuality"}  # concepts, harvest
-    assert views | metrics | others <= names
+    interventions = {"AblationResult", "TokenShift", "CycleFit", "CircleTurn", "RotationOutcome", "RotationExperiment",
+                     "ProbeDirection", "FamilyOutcome", "ErasureExperiment", "ShiftOutcome", "ShiftExperiment",
+                     "CycleInterventions", "LatitudeSite", "OrganismInterventions", "PatchingResult",
+                     "SteeringFeature", "Completion", "SteeringResult"}
+    assert views | metrics | others | interventions <= names
     for cls in RESULT_TYPES:  # frozen, and equality is Result's (arrays by value), not the dataclass default
         assert cls.__dataclass_params__.frozen and cls.__eq__ is Result.__eq__, cls.__name__
 
@@ -195,8 +207,20 @@ def test_the_old_converters_are_gone():
     for path in [*root.glob("core/**/*.py"), *root.glob("app/**/*.py")]:
         text = path.read_text()
         for name in ("def _plain(", "def _json_number(", "def json_number(", "def finite_or_none(", "def as_result(",
-                     "def dataclass_fields(", "class _ToDict", "class _Result"):
+                     "def dataclass_fields(", "class _ToDict", "class _Result", "def _to_json(", "def _from_json("):
             assert name not in text, f"{path}: {name}"
+        if path.name != "jsonable.py":  # one Result base: core.jsonable's
+            assert "class Result" not in text, path
+
+
+def test_harvest_settings_are_a_result_and_keep_their_key_form():
+    from core.harvest.settings import HarvestSettings
+
+    settings = HarvestSettings(sites=("blocks.0.hook_resid_post",), max_tokens=100, hist_min=1e-4)
+    document = settings.to_dict()
+    assert document["sites"] == ["blocks.0.hook_resid_post"] and document["hist_min"] == 1e-4  # the harvest key's input
+    assert HarvestSettings.from_dict(json.loads(json.dumps(document))) == settings
+    assert hash(HarvestSettings()) == hash(HarvestSettings())  # still usable as a cache key
 
 
 # ---------------------------------------------------------------------------------------------- cache

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
 from core.errors import AtlasError
+from core.jsonable import Result
 
 
-@dataclass(frozen=True)
-class HarvestSettings:
-    """Everything that changes a harvest's numbers (part of the cache key)."""
+@dataclass(frozen=True)  # eq=True (unlike results): hashable, a cache key part
+class HarvestSettings(Result):
+    """Everything that changes a harvest's numbers (part of the cache key); `to_dict` / `from_dict` (Result)."""
 
     batch_size: int = 16  # corpus sequences per forward pass
     max_tokens: int | None = None  # read whole sequences until this many tokens (None: all)
@@ -53,11 +53,6 @@ class HarvestSettings:
         for ok, message in checks:
             if not ok:
                 raise AtlasError(f"Harvest settings: {message}.")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["sites"] = list(self.sites) if self.sites is not None else None
-        return d
 
     @property
     def hist_edges(self) -> np.ndarray:
