@@ -24,6 +24,7 @@ import core.concepts.readout
 import core.harvest.splice
 import core.interventions.ablation
 import core.interventions.circles
+import core.interventions.dial
 import core.interventions.linear
 import core.interventions.organism
 import core.interventions.patching
@@ -44,7 +45,7 @@ from core.metrics.geometry import LobeAgreement
 RESULT_MODULES = [results_module, core.metrics.circles, core.metrics.concepts, core.metrics.crystals,
                   core.metrics.geometry, core.metrics.intrinsic_dim, core.metrics.probes, core.metrics.spectral,
                   core.metrics.superposition, core.metrics.toy, core.concepts.experiments, core.concepts.readout,
-                  core.harvest.splice, core.interventions.ablation, core.interventions.circles,
+                  core.harvest.splice, core.interventions.ablation, core.interventions.circles, core.interventions.dial,
                   core.interventions.linear, core.interventions.organism, core.interventions.patching,
                   core.interventions.steering]
 RESULT_TYPES = sorted({cls for module in RESULT_MODULES for _, cls in inspect.getmembers(module, inspect.isclass)
@@ -120,7 +121,7 @@ def test_every_view_and_part_is_a_result_type():
     interventions = {"AblationResult", "TokenShift", "CycleFit", "CircleTurn", "RotationOutcome", "RotationExperiment",
                      "ProbeDirection", "FamilyOutcome", "ErasureExperiment", "ShiftOutcome", "ShiftExperiment",
                      "CycleInterventions", "LatitudeSite", "OrganismInterventions", "PatchingResult",
-                     "SteeringFeature", "Completion", "SteeringResult"}
+                     "SteeringFeature", "Completion", "SteeringResult", "TokenProb", "CircleDial"}
     assert views | metrics | others | interventions <= names
     for cls in RESULT_TYPES:  # frozen, and equality is Result's (arrays by value), not the dataclass default
         assert cls.__dataclass_params__.frozen and cls.__eq__ is Result.__eq__, cls.__name__

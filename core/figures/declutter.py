@@ -17,7 +17,8 @@ LINE_HEIGHT = 0.055    # one line of text in a ~350 px tall plot, as a fraction 
 
 
 def label_boxes(points: np.ndarray, texts: Sequence[str], *, char_width: float = CHAR_WIDTH,
-                line_height: float = LINE_HEIGHT, above: Sequence[bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                line_height: float = LINE_HEIGHT, above: Sequence[bool] | np.ndarray | None = None,
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Each label's centre in plot fractions (0..1 on both axes over the points' range) and its half size
     (half width from the text length, half the line height). `above` (per point) says the label is drawn
     above its point (Plotly's "top center"; False: "bottom center"); without it labels centre on the point."""
@@ -38,9 +39,9 @@ def boxes_overlap(centres: np.ndarray, half: np.ndarray, i: int, j: int) -> bool
     return bool(np.all(np.abs(centres[i] - centres[j]) < half[i] + half[j]))
 
 
-def label_mask(points: np.ndarray, texts: Sequence[str], *, priority: Sequence[float] | None = None,
-               groups: Sequence[object] | None = None, char_width: float = CHAR_WIDTH,
-               line_height: float = LINE_HEIGHT, above: Sequence[bool] | None = None) -> np.ndarray:
+def label_mask(points: np.ndarray, texts: Sequence[str], *, priority: Sequence[float] | np.ndarray | None = None,
+               groups: Sequence[object] | np.ndarray | None = None, char_width: float = CHAR_WIDTH,
+               line_height: float = LINE_HEIGHT, above: Sequence[bool] | np.ndarray | None = None) -> np.ndarray:
     """Which points get their text drawn: greedily, highest `priority` first (ties: earlier first), a label
     is kept when its box overlaps no kept box. With `groups` (e.g. each point's relation), a first pass
     gives every group one label (its first that fits) before any group gets a second. Points with a

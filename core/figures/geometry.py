@@ -98,7 +98,7 @@ def lobe_map_figure(coords: np.ndarray, labels: Sequence[int], hover: Sequence[s
     fig = go.Figure()
     for name in order:
         sel = np.flatnonzero(names == name)
-        text = None if hover is None else [hover[i] for i in sel]
+        text = None if hover is None else [hover[i] for i in sel.tolist()]
         fig.add_trace(go.Scattergl(x=xy[sel, 0], y=xy[sel, 1], mode="markers", name=f"{name} ({sel.size})",
                                    text=text, marker=dict(size=5, color=colours[name]),
                                    hovertemplate=f"{name}<br>%{{text}}<extra></extra>"))
@@ -138,11 +138,10 @@ def crystals_figure(points_a: np.ndarray, points_b: np.ndarray, relation_labels:
         ys = np.stack([A[idx, 1], B[idx, 1], np.full(idx.size, np.nan)], 1).ravel()
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=colour, width=1.5), opacity=0.6,
                                  name=rel, legendgroup=rel, hoverinfo="skip"))
-        named = words_a is not None and words_b is not None
-        pair = ([plotly_text(f"{words_a[i]} -> {words_b[i]} ({rel})") for i in idx] if named
-                else [rel] * idx.size)
-        text_b = [plotly_text(words_b[i]) if shown_b[i] else "" for i in idx] if words_b is not None else None
-        text_a = [plotly_text(words_a[i]) if shown_a[i] else "" for i in idx] if words_a is not None else None
+        pair = ([plotly_text(f"{words_a[i]} -> {words_b[i]} ({rel})") for i in idx.tolist()]
+                if words_a is not None and words_b is not None else [rel] * idx.size)
+        text_b = [plotly_text(words_b[i]) if shown_b[i] else "" for i in idx.tolist()] if words_b is not None else None
+        text_a = [plotly_text(words_a[i]) if shown_a[i] else "" for i in idx.tolist()] if words_a is not None else None
         fig.add_trace(go.Scatter(x=B[idx, 0], y=B[idx, 1], mode="markers+text", showlegend=False, legendgroup=rel,
                                  marker=dict(symbol="arrow", angleref="previous", size=11, color=colour), text=text_b,
                                  textposition="bottom center", hovertext=pair, hoverinfo="text"))

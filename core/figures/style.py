@@ -59,12 +59,12 @@ def natural_key(label: object) -> tuple:
     return (last,) + tuple((0, float(p), "") if re.fullmatch(r"-?\d+(?:\.\d+)?", p) else (1, 0.0, p) for p in parts)
 
 
-def category_order(labels: Sequence[object]) -> list[str]:
+def category_order(labels: Sequence[object] | np.ndarray) -> list[str]:
     """The distinct labels as strings, in natural order (the legend's order)."""
     return sorted({str(label) for label in labels}, key=natural_key)
 
 
-def group_small_categories(labels: Sequence[object], max_categories: int = MAX_CATEGORIES,
+def group_small_categories(labels: Sequence[object] | np.ndarray, max_categories: int = MAX_CATEGORIES,
                            other: str = "other") -> np.ndarray:
     """Labels as strings with the smallest categories merged into `other` so that at most
     `max_categories` remain (the `other` group counts as one); ties keep the earlier category."""

@@ -30,20 +30,21 @@ from core.interventions.circles import (
     rotation_delta,
     turn_on_circle,
 )
-from core.interventions.common import InterventionError, Result, prompt_tokens, token_id
+from core.interventions.common import InterventionError, prompt_tokens, token_id
 from core.interventions.hooks import forward_logits
+from core.jsonable import Result
 
 # ground_truth["cyclic"] concept -> the eval_facts family whose answers are its items
 CYCLE_FAMILIES = {"months": "month_arith", "weekdays": "weekday_arith"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TokenProb(Result):
     token: str
     probability: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CircleDial(Result):
     turn: CircleTurn  # answers and item probabilities before and after the turn
     control_answer: str  # argmax with the same-norm random-plane change instead

@@ -71,7 +71,7 @@ class PatchRequest(Result):
 
 
 Request = SteerRequest | AblationRequest | PatchRequest
-RESULT_TYPES: dict[type, type] = {SteerRequest: SteeringResult, AblationRequest: AblationResult,
+RESULT_TYPES: dict[type, type[Result]] = {SteerRequest: SteeringResult, AblationRequest: AblationResult,
                                   PatchRequest: PatchingResult}
 KINDS = {SteerRequest: "steering", AblationRequest: "ablation", PatchRequest: "patching"}
 
@@ -203,7 +203,7 @@ def request_key(model: Any, request: Request, *, sae_id: str | None = None, harv
                         request=request.to_dict(), harvest=harvest_key if needs_harvest(request) else None)
 
 
-def load_result(store: Any, key: str, kind: type) -> Any | None:
+def load_result(store: Any, key: str, kind: type[Result]) -> Any | None:
     """The stored result under `key` (an ArtifactStore or a StoreView), or None when absent or unreadable."""
     if store is None:
         return None

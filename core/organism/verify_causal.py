@@ -130,8 +130,11 @@ def _causal_rows(model: Any, harvest: Any, ground_truth: dict | None, *, quick: 
             CardRow("latitude erasure: north/south answers", reason, _directions_text(), SKIPPED, CAUSAL)]
     for concept, expectation in ROTATION_EXPECTATIONS.items():
         say(f"causal rows: turning the {concept} circle ({n_prompts} held-out prompts)")
-        rows.append(_guarded(f"{concept}: circle turn vs random plane", expectation.text(),
-                             lambda concept=concept: [rotation_row(model, ground_truth, concept, n_prompts, seed)]))
+
+        def turn(concept: str = concept) -> list[CardRow]:  # bound now: _guarded calls it within this iteration
+            return [rotation_row(model, ground_truth, concept, n_prompts, seed)]
+
+        rows.append(_guarded(f"{concept}: circle turn vs random plane", expectation.text(), turn))
     say(f"causal rows: erasing the latitude probe direction ({n_prompts} held-out prompts per family)")
     rows += _guarded("latitude erasure: north/south answers", _directions_text(),
                      lambda: latitude_rows(model, ground_truth, n_prompts, seed), many=True)
