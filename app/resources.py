@@ -94,9 +94,14 @@ def get_corpus(corpus_spec: CorpusSpec, model_spec: ModelSpec):
 
 @st.cache_resource(show_spinner=False)
 def get_store():
+    """The artifact store, seeded once per process with the prebuilt default views of the organism
+    (core.snapshot: a fresh clone's first visit of every page reads them instead of computing)."""
+    from core.snapshot import seed_store
     from core.store import ArtifactStore
 
-    return ArtifactStore()
+    store = ArtifactStore()
+    seed_store(store)
+    return store
 
 
 @st.cache_resource(show_spinner=False)

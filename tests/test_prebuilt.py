@@ -1,0 +1,194 @@
+"""The prebuilt snapshot (core.snapshot, core.organism.prebuild): what a fresh clone's first visit reads.
+
+On the tiny organism: the snapshot round trip gives back exactly what a fresh run computes, a harvest that
+arrived whole serves a smaller SAE set without a pass, and a stale or tampered snapshot is not used.
+On the shipped snapshot: it was made by this code for the committed organism (every key the default pages
+look up is in it), and its contents equal a fresh run (the cheap views and the layer-0 SAE's harvest are
+recomputed here). When this fails, regenerate it: `python -m core.organism prebuild`.
+"""
+
+from __future__ import annotations
+
+import logging
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import core.snapshot as snapshot
+from core.harvest.components import SAE_ARRAYS, SITE_ARRAYS
+from core.store import ArtifactStore
+
+REGENERATE = "the shipped snapshot is stale: regenerate it with `python -m core.organism prebuild`"
+
+
+@pytest.fixture
+def fresh_seeding(monkeypatch):
+    monkeypatch.setattr(snapshot, "_seeded", set())
+
+
+def _same_arrays(a: dict, b: dict) -> None:
+    assert sorted(a) == sorted(b)
+    for name in a:
+        assert np.array_equal(np.asarray(a[name]), np.asarray(b[name]), equal_nan=True), name
+
+
+@pytest.fixture(scope="module")
+def tiny_snapshot(tiny_organism_dir, tmp_path_factory):
+    """The tiny organism's default views computed in a store and written as a snapshot."""
+    from core.organism.prebuild import compute_default_views
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ATLAS_ORGANISM_DIR", str(tiny_organism_dir))
+    root = tmp_path_factory.mktemp("prebuild")
+    store = ArtifactStore(root / "store")
+    views = compute_default_views(store, ground_truth=False, checkpoints=False)   # the slowest views
+    path = snapshot.write_snapshot(root / "organism.zip", store, views.keys)
+    yield store, views, path
+    mp.undo()
+
+
+def test_seeded_store_holds_what_the_prebuild_computed(tiny_organism_dir, tiny_snapshot, tmp_path, fresh_seeding,
+                                                       monkeypatch):
+    monkeypatch.setenv("ATLAS_ORGANISM_DIR", str(tiny_organism_dir))
+    store, views, path = tiny_snapshot
+    seeded = ArtifactStore(tmp_path / "cache")
+    report = snapshot.seed_store(seeded, path)
+    assert report.skipped is None and sorted(report.copied) == sorted(views.keys)
+    for key in views.keys:
+        mine, theirs = seeded.load(key), store.load(key)
+        _same_arrays(mine.arrays, theirs.arrays)
+        assert mine.meta == theirs.meta
+    # a second server process finds everything present and unpacks nothing
+    monkeypatch.setattr(snapshot, "_seeded", set())
+    monkeypatch.setattr(snapshot, "read_snapshot", lambda *_: pytest.fail("unpacked again"))
+    again = snapshot.seed_store(seeded, path)
+    assert again.copied == () and sorted(again.present) == sorted(views.keys)
+
+
+def test_seeded_harvest_equals_a_fresh_run_and_serves_a_smaller_sae_set(tiny_organism_dir, tiny_snapshot, tmp_path,
+                                                                         fresh_seeding, monkeypatch):
+    from core.harvest import HarvestResult, harvest, harvest_cached
+    from core.organism.prebuild import DEFAULT_HARVEST_TOKENS, default_inputs
+    from core.harvest import HarvestSettings
+
+    monkeypatch.setenv("ATLAS_ORGANISM_DIR", str(tiny_organism_dir))
+    _, views, path = tiny_snapshot
+    seeded = ArtifactStore(tmp_path / "cache")
+    assert snapshot.seed_store(seeded, path).copied
+    model, saes, corpus = default_inputs()
+    settings = HarvestSettings(max_tokens=DEFAULT_HARVEST_TOKENS)
+    fresh = harvest(model, saes, corpus, settings)
+    shipped = HarvestResult.load(seeded, views.harvest_key)
+    for label, sae in fresh.saes.items():
+        for name in SAE_ARRAYS:
+            assert np.array_equal(getattr(sae, name), getattr(shipped.saes[label], name)), (label, name)
+    for site_name, site in fresh.sites.items():
+        for name in SITE_ARRAYS:
+            np.testing.assert_allclose(getattr(site, name), getattr(shipped.sites[site_name], name), rtol=1e-12)
+
+    def no_pass(*_args):
+        raise AssertionError("a harvest ran although every component came with the snapshot")
+
+    fewer, _ = harvest_cached(model, saes[1:], corpus, settings, store=seeded, run_pass=no_pass)
+    assert list(fewer.saes) == list(fresh.saes)[1:]
+    for label in fewer.saes:
+        _same_arrays({n: getattr(fewer.saes[label], n) for n in SAE_ARRAYS},
+                     {n: getattr(shipped.saes[label], n) for n in SAE_ARRAYS})
+
+
+def test_stale_or_tampered_snapshot_is_not_used(tiny_organism_dir, tiny_snapshot, tmp_path, fresh_seeding,
+                                                monkeypatch, caplog):
+    monkeypatch.setenv("ATLAS_ORGANISM_DIR", str(tiny_organism_dir))
+    _, views, path = tiny_snapshot
+    # made by other code: nothing copied
+    monkeypatch.setattr("core.store.CODE_VERSION", "harvest-999")
+    stale = ArtifactStore(tmp_path / "stale")
+    assert snapshot.seed_store(stale, path).skipped.startswith("made by other code")
+    assert stale.list() == []
+    monkeypatch.undo()
+    monkeypatch.setenv("ATLAS_ORGANISM_DIR", str(tiny_organism_dir))
+    monkeypatch.setattr(snapshot, "_seeded", set())
+    # one array changed after the manifest was written: the bundle checks refuse it, nothing is copied
+    tampered = tmp_path / "tampered.zip"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(tampered, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename.endswith("__l1_mass.npy"):
+                data = data[:-8] + np.float64(123.0).tobytes()
+            out.writestr(info, data)
+    victim = ArtifactStore(tmp_path / "victim")
+    with caplog.at_level(logging.WARNING, logger="atlas.snapshot"):
+        report = snapshot.seed_store(victim, tampered)
+    assert report.copied == () and "checksum" in report.skipped
+    assert victim.list() == [] and "was not used" in caplog.text
+
+
+# -------------------------------------------------------------------------- the shipped snapshot
+
+class _SnapshotOnly:
+    """A store that answers only from the snapshot's keys: a view the default pages would compute afresh
+    (its key is not in the snapshot) fails at once instead of computing for a minute."""
+
+    def __init__(self, store: ArtifactStore, keys: set[str]):
+        self.store, self.keys = store, keys
+
+    def load(self, key, mmap=True):
+        assert key in self.keys, f"{REGENERATE} (a default view's key {key[:12]}... is not in it)"
+        return self.store.load(key, mmap=mmap)
+
+    def has(self, key):
+        return self.load(key) is not None
+
+    def save(self, key, arrays, meta):
+        raise AssertionError(f"{REGENERATE} (a default view was computed afresh)")
+
+
+@pytest.mark.slow
+def test_shipped_snapshot_equals_a_fresh_run(tmp_path, fresh_seeding, monkeypatch):
+    from core import analysis
+    from core import feature_map as fm
+    from core.harvest import HarvestResult, HarvestSettings, harvest
+    from core.organism.prebuild import DEFAULT_HARVEST_TOKENS, compute_default_views, default_inputs
+
+    monkeypatch.delenv("ATLAS_ORGANISM_DIR", raising=False)
+    assert snapshot.SNAPSHOT_PATH.is_file(), REGENERATE
+    size_mb = snapshot.SNAPSHOT_PATH.stat().st_size / 1e6
+    assert size_mb < 12, f"the snapshot is {size_mb:.1f} MB: keep it to a few MB"
+    seeded = ArtifactStore(tmp_path / "cache")
+    report = snapshot.seed_store(seeded)
+    assert report.skipped is None, f"{REGENERATE} ({report.skipped})"
+    shipped_keys = set(report.copied)
+    views = compute_default_views(_SnapshotOnly(seeded, shipped_keys))
+    assert set(views.keys) == shipped_keys, REGENERATE
+
+    model, saes, corpus = default_inputs()
+    shipped = HarvestResult.load(seeded, views.harvest_key)
+    # the cheap views, recomputed from the shipped harvest, equal the shipped ones
+    spectra_key = next(k for k in views.keys if seeded.load(k).meta["kind"] == "analysis:spectra_by_layer")
+    fresh_spectra = analysis.spectra_by_layer(shipped, harvest_key=views.harvest_key)
+    stored_spectra = analysis.spectra_by_layer(shipped, store=_SnapshotOnly(seeded, shipped_keys),
+                                               harvest_key=views.harvest_key)
+    assert stored_spectra.key == spectra_key
+    assert fresh_spectra.per_site == stored_spectra.per_site, REGENERATE
+    fresh_sup = analysis.superposition_by_layer(shipped, saes, model, harvest_key=views.harvest_key)
+    stored_sup = analysis.superposition_by_layer(shipped, saes, model, store=_SnapshotOnly(seeded, shipped_keys),
+                                                 harvest_key=views.harvest_key)
+    assert fresh_sup.per_sae == stored_sup.per_sae, REGENERATE
+    for sae in saes:
+        W_dec = sae.W_dec.detach().cpu().numpy()
+        stored = fm.feature_map(W_dec, _SnapshotOnly(seeded, shipped_keys), "pca",
+                                key=fm.feature_map_key(W_dec, "pca", 15, 0.1, 0))
+        np.testing.assert_allclose(fm.feature_map(W_dec, None, "pca").coords, stored.coords, atol=1e-6)
+    # the harvest itself: the first SAE (the cheapest forward: layer 0 only) harvested afresh, alone
+    first = saes[0]
+    fresh = harvest(model, [first], corpus,
+                    HarvestSettings(max_tokens=DEFAULT_HARVEST_TOKENS, sites=(first.hook_name,)))
+    for name in SAE_ARRAYS:
+        assert np.array_equal(getattr(fresh.saes[first.hook_name], name),
+                              getattr(shipped.saes[first.hook_name], name)), f"{REGENERATE} ({name})"
+    for name in SITE_ARRAYS:
+        np.testing.assert_allclose(getattr(fresh.sites[first.hook_name], name),
+                                   getattr(shipped.sites[first.hook_name], name), rtol=1e-9, err_msg=REGENERATE)
+    assert fresh.saes[first.hook_name].splice == shipped.saes[first.hook_name].splice
