@@ -53,11 +53,12 @@ def default_inputs(directory: str | Path | None = None):
 
 
 def compute_default_views(store: Any, *, progress: Progress | None = None, ground_truth: bool = True,
-                          checkpoints: bool = True) -> DefaultViews:
+                          checkpoints: bool = True, inputs: tuple | None = None) -> DefaultViews:
     """Every artifact the default pages read, computed into `store` (cached ones are read back).
 
     `ground_truth` / `checkpoints`: False leaves out the Geometry page's ground-truth prompts and the Spectra
-    page's checkpoint tables (the slowest views; tests of the snapshot machinery do without them)."""
+    page's checkpoint tables (the slowest views; tests of the snapshot machinery do without them).
+    `inputs`: (model, saes, corpus) from `default_inputs()` when the caller has them already."""
     from core import analysis
     from core import feature_map as fm
     from core.harvest import HarvestSettings, harvest_cached
@@ -74,7 +75,7 @@ def compute_default_views(store: Any, *, progress: Progress | None = None, groun
         seconds[name] = round(time.perf_counter() - start, 2)
         return out
 
-    model, saes, corpus = timed("load", default_inputs)
+    model, saes, corpus = inputs if inputs is not None else timed("load", default_inputs)
     settings = HarvestSettings(max_tokens=DEFAULT_HARVEST_TOKENS)
     harvest, harvest_key = timed("harvest", lambda: harvest_cached(model, saes, corpus, settings, store=store))
     keys.append(harvest_key)
