@@ -158,9 +158,9 @@ def _seed_shipped(tmp_path):
 @pytest.mark.slow
 def test_shipped_snapshot_is_what_this_code_computes(tmp_path, fresh_seeding, monkeypatch):
     """Every key the default pages look up is in the snapshot; the cheap views recomputed from the shipped
-    harvest equal the shipped ones; and a fresh harvest of the corpus's first 8,192 tokens through every SAE
+    harvest equal the shipped ones; and a fresh harvest of the corpus's first 4,096 tokens through every SAE
     equals the shipped harvest where the two must agree: the L1 mass of every feature at each snapshot count
-    up to 8,192 tokens (the encoders and the L1 path), and the splice-in quality (measured on the first 2,048
+    up to 4,096 tokens (the encoders and the L1 path), and the splice-in quality (measured on the first 2,048
     tokens: the model's continuations and the decoders). ATLAS_FULL_SNAPSHOT_CHECK=1 recomputes the whole
     100,000-token harvest and compares every array (minutes on a loaded 2-core machine)."""
     import os
@@ -186,7 +186,7 @@ def test_shipped_snapshot_is_what_this_code_computes(tmp_path, fresh_seeding, mo
         np.testing.assert_allclose(fm.feature_map(W_dec, None, "pca").coords, stored.coords, atol=1e-6)
 
     full = os.environ.get("ATLAS_FULL_SNAPSHOT_CHECK") == "1"
-    tokens = DEFAULT_HARVEST_TOKENS if full else 8192
+    tokens = DEFAULT_HARVEST_TOKENS if full else 4096
     fresh = harvest(model, saes, corpus, HarvestSettings(max_tokens=tokens))
     for label, mine in fresh.saes.items():
         theirs = shipped.saes[label]
