@@ -478,6 +478,7 @@ FIRST_OPEN_PAGES = [
     ("geometry", lambda page: page.get_by_text("Power-law exponent of the decoder-direction cloud", exact=False)),
     ("superposition", lambda page: page.get_by_text("Mean-squared |cos| between directions", exact=False)),
     ("spectra", lambda page: page.get_by_text("Phases: warmup", exact=False)),
+    ("steer", lambda page: page.locator("input[aria-label='Features and strengths']")),
     ("sessions", lambda page: page.get_by_role("button", name="Save session")),
 ]
 FIRST_OPEN_SANITY_MS = 600_000   # a sanity bound only: the figures are printed, never asserted
