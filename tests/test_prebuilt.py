@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import logging
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-import core.snapshot as snapshot
+from core import snapshot
 from core.harvest.components import SAE_ARRAYS, SITE_ARRAYS
 from core.store import ArtifactStore
 
@@ -30,8 +29,8 @@ def fresh_seeding(monkeypatch):
 
 def _same_arrays(a: dict, b: dict) -> None:
     assert sorted(a) == sorted(b)
-    for name in a:
-        assert np.array_equal(np.asarray(a[name]), np.asarray(b[name]), equal_nan=True), name
+    for name, value in a.items():
+        assert np.array_equal(np.asarray(value), np.asarray(b[name]), equal_nan=True), name
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +68,8 @@ def test_seeded_store_holds_what_the_prebuild_computed(tiny_organism_dir, tiny_s
 
 def test_seeded_harvest_equals_a_fresh_run_and_serves_a_smaller_sae_set(tiny_organism_dir, tiny_snapshot, tmp_path,
                                                                          fresh_seeding, monkeypatch):
-    from core.harvest import HarvestResult, harvest, harvest_cached
+    from core.harvest import HarvestResult, HarvestSettings, harvest, harvest_cached
     from core.organism.prebuild import DEFAULT_HARVEST_TOKENS, default_inputs
-    from core.harvest import HarvestSettings
 
     monkeypatch.setenv("ATLAS_ORGANISM_DIR", str(tiny_organism_dir))
     _, views, path = tiny_snapshot
@@ -101,7 +99,7 @@ def test_seeded_harvest_equals_a_fresh_run_and_serves_a_smaller_sae_set(tiny_org
 def test_stale_or_tampered_snapshot_is_not_used(tiny_organism_dir, tiny_snapshot, tmp_path, fresh_seeding,
                                                 monkeypatch, caplog):
     monkeypatch.setenv("ATLAS_ORGANISM_DIR", str(tiny_organism_dir))
-    _, views, path = tiny_snapshot
+    path = tiny_snapshot[2]
     # made by other code: nothing copied
     monkeypatch.setattr("core.store.CODE_VERSION", "harvest-999")
     stale = ArtifactStore(tmp_path / "stale")
@@ -203,3 +201,22 @@ def test_shipped_snapshot_is_what_this_code_computes(tmp_path, fresh_seeding, mo
             for name in SITE_ARRAYS:
                 np.testing.assert_allclose(getattr(site, name), getattr(shipped.sites[site_name], name), rtol=1e-9,
                                            err_msg=REGENERATE)
+
+
+@pytest.mark.slow
+def test_shipped_snapshot_serves_the_organism_from_any_directory(tmp_path, fresh_seeding, monkeypatch):
+    """Keys name the organism by content (core.sources.organism.organism_identity), not by its checkout's path:
+    a fresh clone elsewhere finds the snapshot's harvest under the key it computes."""
+    import shutil
+
+    from core.harvest import HarvestSettings, harvest_key
+    from core.organism.prebuild import DEFAULT_HARVEST_TOKENS, default_inputs
+    from core.sources.organism import ORGANISM_DIR
+
+    elsewhere = tmp_path / "clone" / "assets" / "organism"
+    shutil.copytree(ORGANISM_DIR, elsewhere)
+    monkeypatch.setenv("ATLAS_ORGANISM_DIR", str(elsewhere))
+    seeded, shipped_keys = _seed_shipped(tmp_path)
+    model, saes, corpus = default_inputs()
+    assert model.card.origin == str(elsewhere)
+    assert harvest_key(model, saes, corpus, HarvestSettings(max_tokens=DEFAULT_HARVEST_TOKENS)) in shipped_keys

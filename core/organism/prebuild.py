@@ -38,16 +38,16 @@ class DefaultViews:
     seconds: dict[str, float]
 
 
-def default_inputs(directory: str | Path | None = None):
+def default_inputs():
     """(model, saes, corpus) as the sidebar's defaults load them (app.sources.default_sources + chunking)."""
     from core.sources.chunking import chunking_for_saes
     from core.sources.corpus import CorpusSpec, load_corpus
     from core.sources.models import ModelSpec, load_model
-    from core.sources.saes import SAESpec, load_sae
     from core.sources.organism import organism_sae_dirs
+    from core.sources.saes import SAESpec, load_sae
 
     model = load_model(ModelSpec(source="organism", checkpoint="final"))
-    saes = [load_sae(SAESpec(source="organism", hook_name=hook), model) for hook in organism_sae_dirs(directory)]
+    saes = [load_sae(SAESpec(source="organism", hook_name=hook), model) for hook in organism_sae_dirs()]
     corpus_spec, _ = chunking_for_saes(saes, CorpusSpec(source="world", max_chunks=None))
     return model, saes, load_corpus(corpus_spec, model)
 
@@ -99,7 +99,7 @@ def compute_default_views(store: Any, *, progress: Progress | None = None, groun
         W_dec = sae.W_dec.detach().cpu().numpy()
         method = fm.resolve_method(W_dec, DEFAULT_MAP_METHOD)
         key = fm.feature_map_key(W_dec, method, 15, 0.1, 0)
-        timed(f"feature_map {sae.hook_name}", lambda: fm.feature_map(W_dec, store, method, key=key))
+        timed(f"feature_map {sae.hook_name}", lambda w=W_dec, m=method, k=key: fm.feature_map(w, store, m, key=k))
         keys.append(key)
     return DefaultViews(tuple(dict.fromkeys(keys)), harvest_key, seconds)
 
