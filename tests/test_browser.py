@@ -475,7 +475,7 @@ FIRST_OPEN_PAGES = [
     ("home", lambda page: page.get_by_role("heading", name="Where each piece came from")),
     ("probe", lambda page: page.get_by_text("Logit lens", exact=False).first),
     ("features", lambda page: page.get_by_role("heading", name=re.compile(r"^Feature \d+ on"))),
-    ("geometry", lambda page: page.get_by_text("Power-law exponent of the decoder-direction cloud", exact=False)),
+    ("geometry", lambda page: page.locator(".js-plotly-plot").first),   # the decoder-cloud alpha per layer
     ("superposition", lambda page: page.get_by_text("Mean-squared |cos| between directions", exact=False)),
     ("spectra", lambda page: page.get_by_text("Phases: warmup", exact=False)),
     ("steer", lambda page: page.locator("input[aria-label='Features and strengths']")),
