@@ -40,7 +40,7 @@ LOG = logging.getLogger("atlas.app")
 
 
 def main() -> None:
-    from app.resources import get_session_store
+    from app.resources import get_session_store, start_seeding
     from app.sidebar import render_sidebar
     from app.state import init_state, open_from_url, sync_url
     from app.widgets import UNEXPECTED, show_error
@@ -49,6 +49,7 @@ def main() -> None:
     pages = {url: st.Page(ROOT / "pages" / file, title=title, icon=icon, url_path=url, default=(url == "home"))
              for file, title, icon, url in PAGES if (ROOT / "pages" / file).is_file()}
     navigation = st.navigation(list(pages.values()))
+    start_seeding()   # the prebuilt default views (core.snapshot), copied while the first page loads the model
     try:
         init_state()
         open_from_url(get_session_store())

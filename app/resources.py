@@ -94,9 +94,39 @@ def get_corpus(corpus_spec: CorpusSpec, model_spec: ModelSpec):
 
 @st.cache_resource(show_spinner=False)
 def get_store():
+    """The artifact store, seeded once per process with the prebuilt default views of the organism
+    (core.snapshot: a fresh clone's first visit of every page reads them instead of computing)."""
+    from core.snapshot import seed_store
     from core.store import ArtifactStore
 
-    return ArtifactStore()
+    store = ArtifactStore()
+    seed_store(store)
+    return store
+
+
+_seeding_started = threading.Event()
+
+
+def start_seeding() -> None:
+    """Seed the artifact store from the prebuilt snapshot in a background thread, once per process (the
+    server's first run calls it): on a fresh clone the copy overlaps the first page's model loading, and a
+    later get_store() waits for it (core.snapshot.seed_store holds a lock) instead of doing it again."""
+    if _seeding_started.is_set():
+        return
+    _seeding_started.set()
+
+    def seed() -> None:
+        from core.snapshot import seed_store
+        from core.store import ArtifactStore
+
+        try:
+            seed_store(ArtifactStore())
+        except Exception:  # noqa: BLE001 - get_store() seeds (and reports) again in the page that needs it
+            import logging
+
+            logging.getLogger("atlas.app").exception("Seeding the artifact store in the background failed")
+
+    threading.Thread(target=seed, name="atlas-seed-store", daemon=True).start()
 
 
 @st.cache_resource(show_spinner=False)

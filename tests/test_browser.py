@@ -9,6 +9,8 @@ ATLAS_REQUIRE_BROWSER=1 (CI), where a missing browser is a failure.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import socket
@@ -54,14 +56,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(tiny_organism_dir, tmp_path):
-    _require_browser()
+@contextlib.contextmanager
+def _serve(tmp_path: Path, **env_changes: str | None):
+    """The real server on a free port, with ATLAS_HOME / ATLAS_CACHE_DIR in tmp_path and `env_changes`
+    (None removes a variable); yields the base URL once /_stcore/health answers."""
     port = _free_port()
-    env = {**os.environ, "ATLAS_ORGANISM_DIR": str(tiny_organism_dir), "ATLAS_HOME": str(tmp_path / "home"),
-           "ATLAS_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",
-           "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+    env = {**os.environ, "ATLAS_HOME": str(tmp_path / "home"), "ATLAS_CACHE_DIR": str(tmp_path / "cache"),
+           "HF_HUB_OFFLINE": "1", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
            "PYTHONPATH": str(ROOT)}  # this checkout's code, whatever an editable install points at
+    for name, value in env_changes.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     log = open(tmp_path / "server.log", "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.headless", "true",
@@ -79,7 +86,7 @@ def server(tiny_organism_dir, tmp_path):
             if time.time() > deadline or process.poll() is not None:
                 raise RuntimeError("the Streamlit server did not start:\n" + (tmp_path / "server.log").read_text())
             time.sleep(0.5)
-        yield base
+        yield base, process
     finally:
         process.terminate()
         try:
@@ -87,6 +94,13 @@ def server(tiny_organism_dir, tmp_path):
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+@pytest.fixture
+def server(tiny_organism_dir, tmp_path):
+    _require_browser()
+    with _serve(tmp_path, ATLAS_ORGANISM_DIR=str(tiny_organism_dir)) as (base, _process):
+        yield base
 
 
 def _shot(page, name: str) -> None:
@@ -447,3 +461,72 @@ def test_figures_pages_and_report(server, tmp_path):
             assert not [url for url in requested if not url.startswith(("file:", "data:", "blob:", "about:"))]
         finally:
             browser.close()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc): what a page cost the server whatever the load."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# What each page shows once its real content is there (not a status box): a heading or text that only the
+# finished view draws, and for the analysis pages their figures.
+FIRST_OPEN_PAGES = [
+    ("home", lambda page: page.get_by_role("heading", name="Where each piece came from")),
+    ("probe", lambda page: page.get_by_text("Logit lens", exact=False).first),
+    ("features", lambda page: page.get_by_role("heading", name=re.compile(r"^Feature \d+ on"))),
+    ("geometry", lambda page: page.locator(".js-plotly-plot").first),   # the decoder-cloud alpha per layer
+    ("superposition", lambda page: page.get_by_text("Mean-squared |cos| between directions", exact=False)),
+    ("spectra", lambda page: page.get_by_text("Phases: warmup", exact=False)),
+    ("steer", lambda page: page.locator("input[aria-label='Features and strengths']")),
+    ("sessions", lambda page: page.get_by_role("button", name="Save session")),
+]
+FIRST_OPEN_SANITY_MS = 600_000   # a sanity bound only: the figures are printed, never asserted
+
+
+def test_first_open_of_every_page_on_a_fresh_clone(tmp_path):
+    """The committed organism on an empty ATLAS_CACHE_DIR (a fresh clone), each page visited for the first
+    time in a new browser session, in the navigation's order: seconds from the request until the page's real
+    content is visible, and until the page's script has finished. Printed (pytest -s) and written to
+    test-artifacts/first_open.json; docs/PERFORMANCE.md has the figures."""
+    from playwright.sync_api import expect, sync_playwright
+
+    _require_browser()
+    expect.set_options(timeout=FIRST_OPEN_SANITY_MS)
+    figures: dict = {"pages": {}}
+    began = time.perf_counter()
+    with _serve(tmp_path, ATLAS_ORGANISM_DIR=None) as (base, process):
+        cpu = _cpu_seconds(process.pid)
+        figures["server_start_s"] = round(time.perf_counter() - began, 2)
+        figures["server_start_cpu_s"] = round(cpu, 2)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+            try:
+                context = browser.new_context(viewport={"width": 1500, "height": 2400})
+                for url, content in FIRST_OPEN_PAGES:
+                    page = context.new_page()
+                    page.set_default_timeout(FIRST_OPEN_SANITY_MS)
+                    load = os.getloadavg()[0]
+                    start, cpu_start = time.perf_counter(), _cpu_seconds(process.pid)
+                    page.goto(f"{base}/{url}" if url != "home" else base)
+                    expect(content(page)).to_be_visible()
+                    visible, cpu_visible = time.perf_counter() - start, _cpu_seconds(process.pid) - cpu_start
+                    _wait_idle(page)
+                    idle, cpu_idle = time.perf_counter() - start, _cpu_seconds(process.pid) - cpu_start
+                    figures["pages"][url] = {"content_visible_s": round(visible, 2), "script_done_s": round(idle, 2),
+                                             "server_cpu_to_content_s": round(cpu_visible, 2),
+                                             "server_cpu_to_done_s": round(cpu_idle, 2), "load_average": load}
+                    expect(page.get_by_text("Atlas hit an unexpected problem", exact=False)).to_have_count(0)
+                    _shot(page, f"first-open-{url}")
+                    page.close()
+            finally:
+                browser.close()
+    figures["cache"] = "fresh ATLAS_CACHE_DIR, committed organism, seeded from assets/prebuilt/organism.zip"
+    figures["load_average"] = list(os.getloadavg())
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "first_open.json").write_text(json.dumps(figures, indent=2))
+    print(f"\nfirst open (server started in {figures['server_start_s']} s; load average {os.getloadavg()[0]:.1f}):")
+    for url, row in figures["pages"].items():
+        print(f"  {url:14s} content visible {row['content_visible_s']:6.2f} s (server CPU "
+              f"{row['server_cpu_to_content_s']:5.2f} s)   script done {row['script_done_s']:6.2f} s (server CPU "
+              f"{row['server_cpu_to_done_s']:5.2f} s)   load {row['load_average']:.1f}")

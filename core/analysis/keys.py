@@ -46,7 +46,9 @@ def model_identity(model: ModelFace) -> dict[str, Any]:
     card = getattr(model, "card", None)
     if card is None:
         return {"name": type(model).__name__, "id": id(model)}
-    return {k: getattr(card, k, None) for k in ("name", "source", "origin", "revision", "dtype")}
+    from core.harvest.run import key_origin
+
+    return {**{k: getattr(card, k, None) for k in ("name", "source", "revision", "dtype")}, "origin": key_origin(card)}
 
 
 def ground_truth_digest(ground_truth: Mapping[str, Any]) -> str:

@@ -108,8 +108,9 @@ def checkpoint_identity(spec: Any) -> dict[str, Any]:
     if spec.source == "organism":
         from core.sources.organism import resolve_dir
 
+        # by content (the manifest lists every file's sha256), not by path: every checkout shares the keys
         path = str(resolve_dir(spec.path))
-        return {"source": "organism", "path": path, "manifest": file_digest(path, "manifest.json"), "dtype": spec.dtype}
+        return {"source": "organism", "manifest": file_digest(path, "manifest.json") or path, "dtype": spec.dtype}
     from core.sources.models import official_tl_name
 
     return {"source": spec.source, "name": official_tl_name(spec.name), "dtype": spec.dtype}

@@ -109,5 +109,32 @@ def assemble(store: Any, key: str, sources: dict[str, Any], settings: dict[str, 
     store.save_linked(key, files, meta)
 
 
-__all__ = ["SAE_ARRAYS", "SAE_FIELDS", "SITE_ARRAYS", "SITE_FIELDS", "assemble", "compact", "missing_components",
+def link_components(store: Any, key: str) -> list[str]:
+    """The component artifacts of the harvest `key` (as `HarvestResult.save` writes them), made from the
+    harvest's own files by hard links: a harvest that arrived whole (the prebuilt snapshot, core.snapshot)
+    then serves other SAE sets like one computed here. Returns the component keys written (none when the
+    harvest is missing, has no recorded components, or they are all present)."""
+    artifact = store.load(key)
+    if artifact is None or artifact.meta.get("kind") != "harvest" or "components" not in artifact.meta:
+        return []
+    meta = artifact.meta
+    shared = {f: meta[f] for f in ("n_tokens", "n_positions", "n_sequences", "context", "settings", "seconds")}
+    written = []
+    for name, info in meta["sites"].items():
+        k = meta["components"]["sites"].get(name)
+        if k and store.load(k) is None:
+            files = {a: artifact.path / f"site{info['index']}__{a}.npy" for a in SITE_ARRAYS}
+            store.save_linked(k, files, {"kind": "harvest-site", "site": name, **shared, "n": int(info["n"])})
+            written.append(k)
+    for label, info in meta["saes"].items():
+        k = meta["components"]["saes"].get(label)
+        if k and store.load(k) is None:
+            files = {a: artifact.path / f"sae{info['index']}__{a}.npy" for a in SAE_ARRAYS}
+            own = {f: v for f, v in info.items() if f != "index"}
+            store.save_linked(k, files, {"kind": "harvest-sae", **shared, **own})
+            written.append(k)
+    return written
+
+
+__all__ = ["SAE_ARRAYS", "SAE_FIELDS", "SITE_ARRAYS", "SITE_FIELDS", "assemble", "compact", "link_components", "missing_components",
            "sae_key", "save_sae", "save_site", "site_key"]

@@ -104,9 +104,9 @@ class FeatureStats:
         k = self.settings.top_k
         # an entry below its feature's current k-th value can never enter (the k-th value only rises);
         # empty slots hold -1, so features with room keep every entry. Exact: ties are kept.
-        can_enter = vals >= self.top_val[feats, -1]
-        rows, feats, vals = rows[can_enter], feats[can_enter], vals[can_enter]
-        idx, _ = bottom_per_cell(feats, float_order_key(vals), self.d_sae, k)
+        sel = (vals >= self.top_val[feats, -1]).nonzero(as_tuple=True)[0]
+        rows, feats, vals = rows[sel], feats[sel], vals[sel]
+        cells, idx, _ = bottom_per_cell(feats, float_order_key(vals), k)   # features holding candidates
         valid = idx >= 0
         safe = idx.clamp(min=0)
         cand_val = torch.where(valid, vals[safe], torch.full_like(vals[safe], -1.0))
@@ -115,10 +115,10 @@ class FeatureStats:
         cand_pos = torch.where(valid, pos[cand_row.clamp(min=0)], -1)
         key = self._top_keys(cand_val, cand_chunk, cand_pos)
         # only features whose best candidate beats their current k-th entry can change
-        changed = (key[:, 0] < self.top_key[:, -1]).nonzero(as_tuple=True)[0]
-        if changed.numel():
-            cand_row = cand_row[changed]
-            self._merge_top(changed, (key[changed], cand_val[changed], cand_chunk[changed], cand_pos[changed]),
+        enter = (key[:, 0] < self.top_key[cells, -1]).nonzero(as_tuple=True)[0]
+        if enter.numel():
+            changed, cand_row = cells[enter], cand_row[enter]
+            self._merge_top(changed, (key[enter], cand_val[enter], cand_chunk[enter], cand_pos[enter]),
                             lambda r, slot: windows(cand_row[r, slot], changed[r]))
 
     def _top_keys(self, val, chunk, pos) -> torch.Tensor:
@@ -143,26 +143,26 @@ class FeatureStats:
         if m == 0:
             return
         band = torch.bucketize(vals, self.band_edges, right=True) - 1  # -1: below hist_min
-        inside = band >= 0
-        rows, feats, vals, band = rows[inside], feats[inside], vals[inside], band[inside]
         # = hash_keys(seed + 1, chunk, pos, feature), with the (chunk, pos) part hashed once per token
         # and the feature part read from a table: the hash is a chain, so the keys are the same bits
         if token_hash is None:
             token_hash = hash_keys(self.settings.seed + 1, chunk, pos)
         keys = mix32(token_hash[rows] ^ self._feature_hash[feats])
         cells = feats * self.n_bands + band
-        # a key above the largest kept key of a full cell can never enter it (empty slots: EMPTY_KEY)
-        can_enter = keys <= self.q_key[cells, -1]
-        rows, vals, keys, cells = rows[can_enter], vals[can_enter], keys[can_enter], cells[can_enter]
-        idx, cand_key = bottom_per_cell(cells, keys, self.q_key.shape[0], m)
-        changed = (cand_key[:, 0] < self.q_key[:, -1]).nonzero(as_tuple=True)[0]  # cells that can change
-        if changed.numel() == 0:
+        # a key above the largest kept key of a full cell can never enter it (empty slots: EMPTY_KEY);
+        # values below hist_min (band -1) belong to no cell. One selection for both tests.
+        can_enter = (band >= 0) & (keys <= self.q_key[cells.clamp(min=0), -1])
+        sel = can_enter.nonzero(as_tuple=True)[0]
+        rows, vals, keys, cells = rows[sel], vals[sel], keys[sel], cells[sel]
+        occupied, idx, cand_key = bottom_per_cell(cells, keys, m)   # cells holding candidates
+        enter = (cand_key[:, 0] < self.q_key[occupied, -1]).nonzero(as_tuple=True)[0]  # cells that can change
+        if enter.numel() == 0:
             return
-        idx = idx[changed]
+        changed, idx = occupied[enter], idx[enter]
         safe = idx.clamp(min=0)
         valid = idx >= 0
         cand_row = torch.where(valid, rows[safe], -1)
-        theirs = (cand_key[changed], torch.where(valid, vals[safe], 0.0),
+        theirs = (cand_key[enter], torch.where(valid, vals[safe], 0.0),
                   torch.where(valid, chunk[cand_row.clamp(min=0)], -1), torch.where(valid, pos[cand_row.clamp(min=0)], -1))
         feature = changed // self.n_bands
         self._merge_quantiles(changed, theirs, lambda r, slot: windows(cand_row[r, slot], feature[r]))

@@ -119,7 +119,7 @@ def describe_sources(model: Any, saes: Sequence[Any], corpus: Any) -> dict[str, 
     model_part = {
         "name": getattr(card, "name", type(model).__name__),
         "source": getattr(card, "source", None),
-        "origin": getattr(card, "origin", None),
+        "origin": key_origin(card),
         "revision": getattr(card, "revision", None),
         "dtype": getattr(card, "dtype", None),
     }
@@ -143,6 +143,17 @@ def describe_sources(model: Any, saes: Sequence[Any], corpus: Any) -> dict[str, 
         "sha256": _tokens_digest(tokens),
     }
     return {"model": model_part, "saes": sae_parts, "corpus": corpus_part}
+
+
+def key_origin(card: Any) -> str | None:
+    """The model card's origin as cache keys hold it: the organism by its content (a checkout's path would
+    give every clone its own keys), other models by where they came from."""
+    origin = getattr(card, "origin", None)
+    if getattr(card, "source", None) == "organism" and origin:
+        from core.sources.organism import organism_identity
+
+        return organism_identity(origin)
+    return origin
 
 
 def _tokens_digest(tokens: torch.Tensor) -> str:

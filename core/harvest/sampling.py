@@ -32,27 +32,31 @@ def hash_keys(seed: int, *parts: torch.Tensor) -> torch.Tensor:
     return h
 
 
-def bottom_per_cell(cells: torch.Tensor, keys: torch.Tensor, n_cells: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """For entries labelled by cell, the (up to) m entries with the smallest 32-bit key per cell.
+def bottom_per_cell(cells: torch.Tensor, keys: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For entries labelled by cell, the (up to) m entries with the smallest 32-bit key per cell, for the cells
+    that hold entries only (the work follows the entries, not the number of cells).
 
-    Returns (entry index [n_cells, m] with -1 for empty slots, key [n_cells, m] with EMPTY_KEY).
-    One sort of a composite int64 (cell << 32 | key); no Python loop over cells.
+    Returns (occupied cells [u] ascending, entry index [u, m] with -1 for empty slots, key [u, m] with
+    EMPTY_KEY). One sort of a composite int64 (cell << 32 | key); no Python loop over cells.
     """
     device = cells.device
-    index = torch.full((n_cells, m), -1, dtype=torch.int64, device=device)
-    out_keys = torch.full((n_cells, m), EMPTY_KEY, dtype=torch.int64, device=device)
     if cells.numel() == 0 or m == 0:
-        return index, out_keys
+        empty = torch.zeros(0, dtype=torch.int64, device=device)
+        return (empty, torch.full((0, m), -1, dtype=torch.int64, device=device),
+                torch.full((0, m), EMPTY_KEY, dtype=torch.int64, device=device))
     composite = (cells.to(torch.int64) << 32) | keys
     order = torch.sort(composite, stable=True).indices  # stable: equal keys keep corpus order
-    sorted_cells = cells[order]
-    first = torch.searchsorted(sorted_cells, sorted_cells)  # first position of each entry's cell
+    sorted_cells = cells[order].to(torch.int64)
+    occupied, slot_of, counts = torch.unique_consecutive(sorted_cells, return_inverse=True, return_counts=True)
+    first = (torch.cumsum(counts, 0) - counts)[slot_of]  # first position of each entry's cell
     rank = torch.arange(order.numel(), device=device) - first
     keep = rank < m
-    rows, slots, kept = sorted_cells[keep], rank[keep], order[keep]
+    rows, slots, kept = slot_of[keep], rank[keep], order[keep]
+    index = torch.full((occupied.numel(), m), -1, dtype=torch.int64, device=device)
+    out_keys = torch.full((occupied.numel(), m), EMPTY_KEY, dtype=torch.int64, device=device)
     index[rows, slots] = kept
     out_keys[rows, slots] = keys[kept]
-    return index, out_keys
+    return occupied, index, out_keys
 
 
 def float_order_key(values: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""`python -m core.organism train|evaluate|structure|card|verify`: regenerate or inspect the embedded organism.
+"""`python -m core.organism train|evaluate|structure|card|verify|prebuild`: regenerate or inspect the embedded organism.
 
 Subcommands are registered in `build_parser`; add one by writing a `_cmd_<name>(args)` function and a
 subparser with `set_defaults(func=...)`.
@@ -65,6 +65,15 @@ def _cmd_card(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prebuild(args: argparse.Namespace) -> int:
+    from core.organism.prebuild import prebuild
+
+    path, views = prebuild(args.out, progress=lambda text: print(text, flush=True))
+    print(json.dumps(views.seconds, indent=2))
+    print(f"wrote {len(views.keys)} artifacts, {path.stat().st_size / 1e6:.1f} MB, to {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from core.sources.organism import resolve_dir
 
@@ -88,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--dir", default=str(resolve_dir()))
         command.add_argument("--checkpoint", default="final")
         command.set_defaults(func=func)
+    prebuild = sub.add_parser("prebuild", help="compute the default views of the organism and write the snapshot the "
+                                               "app seeds its store from (assets/prebuilt/organism.zip)")
+    prebuild.add_argument("--out", default=None, help="where to write it (default: the shipped snapshot)")
+    prebuild.set_defaults(func=_cmd_prebuild)
     # `verify` owns its options (core/organism/verify.py); main() hands it the rest of the command line.
     sub.add_parser("verify", help="the ground-truth card: every measurement against its expected value "
                                   "(see `python -m core.organism verify --help`)")

@@ -34,6 +34,20 @@ def resolve_dir(directory: str | os.PathLike | None = None) -> Path:
     return Path(configured) if configured else ORGANISM_DIR
 
 
+def organism_identity(directory: str | os.PathLike | None = None) -> str:
+    """What identifies an organism's weights in cache keys, wherever its directory lives: "organism:" and the
+    sha256 of its manifest.json (which lists the sha256 of every file). The same organism in another checkout
+    (a fresh clone, the prebuilt snapshot's machine) has the same keys; another organism never does. A
+    directory without a manifest is identified by its path."""
+    import hashlib
+
+    path = resolve_dir(directory)
+    try:
+        return "organism:" + hashlib.sha256((path / "manifest.json").read_bytes()).hexdigest()
+    except OSError:
+        return str(path)
+
+
 class OrganismError(AtlasError):
     """The organism directory is missing a file, or a checkpoint name is unknown."""
 
