@@ -13,6 +13,7 @@ fresh run and prints the command above.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from collections.abc import Callable
@@ -99,7 +100,7 @@ def compute_default_views(store: Any, *, progress: Progress | None = None, groun
         W_dec = sae.W_dec.detach().cpu().numpy()
         method = fm.resolve_method(W_dec, DEFAULT_MAP_METHOD)
         key = fm.feature_map_key(W_dec, method, 15, 0.1, 0)
-        timed(f"feature_map {sae.hook_name}", lambda w=W_dec, m=method, k=key: fm.feature_map(w, store, m, key=k))
+        timed(f"feature_map {sae.hook_name}", functools.partial(fm.feature_map, W_dec, store, method, key=key))
         keys.append(key)
     return DefaultViews(tuple(dict.fromkeys(keys)), harvest_key, seconds)
 
