@@ -40,7 +40,11 @@ OPTIONS: dict[str, tuple[Any, ...]] = {
     "map_color": ("density", "lobe", "layer"),
     "steer_mode": ("add", "clamp"),
     "ablate_mode": ("zero", "mean"),
+    "concept_position": ("last", "mean"),   # where a word split into several tokens is read (docs/CONCEPTS.md)
 }
+CONCEPT_VIEWS = ("circles", "crystals", "concepts", "probes")   # core.analysis.concept_views.VIEWS
+MAX_CONCEPT_UPLOADS = 20
+SET_LABEL_RE = r"(library|organism|upload): [^\x00-\x1f]{1,120}"   # app.concept_sets labels
 HARVEST_TOKENS = (1_000, 10_000_000)   # the sidebar's number input range
 MAX_PROMPT = 20_000                    # as core.sessions allows
 MAX_FEATURE_ID = 2**31 - 1
@@ -134,10 +138,31 @@ def _corpus_file(value: Any) -> str:
     if value == "":
         return ""
     try:
-        return upload_name_of(check_text(value, max_length=1000))
+        name = upload_name_of(check_text(value, max_length=1000))
     except UploadError:
         raise InvalidValue("is not a file uploaded to this Atlas (only its own uploads can be a corpus: upload "
                            "the file in the sidebar under Sources > Corpus)") from None
+    if name.endswith(".json"):
+        raise InvalidValue("is a concept set, not a corpus (.txt, .jsonl or .csv)")
+    return name
+
+
+def _concept_upload(value: Any) -> dict[str, str]:
+    """{"file": an upload name (.csv / .json), "kind": "" or a kind (a plain word list), "name": the set's name}."""
+    from core.concepts import KINDS
+    from core.uploads import UploadError, upload_name_of
+
+    if not isinstance(value, dict) or set(value) != {"file", "kind", "name"}:
+        raise InvalidValue("is not an uploaded concept set")
+    try:
+        file = upload_name_of(check_text(value["file"], max_length=40))
+    except UploadError:
+        raise InvalidValue("names a concept file no longer uploaded to this Atlas (upload it again on the "
+                           "Geometry page)") from None
+    if not file.endswith((".csv", ".json")):
+        raise InvalidValue("is not a .csv or .json concept file")
+    kind = "" if value["kind"] == "" else check_choice(value["kind"], KINDS)
+    return {"file": file, "kind": kind, "name": check_text(value["name"], max_length=100, pattern=r"[^\x00-\x1f]+")}
 
 
 def _dataset(value: Any) -> str:
@@ -215,6 +240,13 @@ REGISTRY: tuple[StateKey, ...] = (
     StateKey("map_color", "density", "feature map colouring", "settings", _choice("map_color")),
     StateKey("position", 1, "selected token", "settings", lambda v: check_int(v, minimum=0, maximum=1_000_000)),
     StateKey("search", "", "feature search", "settings", lambda v: check_text(v, max_length=200)),
+    StateKey("concept_position", "last", "multi-token read position", "settings", _choice("concept_position")),
+    StateKey("concept_uploads", [], "uploaded concept sets", "settings",
+             lambda v: check_list(v, _concept_upload, max_items=MAX_CONCEPT_UPLOADS)),
+    *(StateKey(f"concept_sets_{view}", None, f"concept sets ({view})", "settings",   # None: the page's default
+               optional(lambda v: check_list(v, lambda x: check_text(x, max_length=140, pattern=SET_LABEL_RE),
+                                             max_items=50)))
+      for view in CONCEPT_VIEWS),
     StateKey("page", "home", "page", "page", lambda v: check_text(v, max_length=32, pattern=r"[a-z_]{1,32}")),
     # the Steer page's inputs (pages/steer.py; saved so a reopened session finds its stored results)
     StateKey("steer_layer", None, "Steer page SAE", "settings",

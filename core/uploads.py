@@ -22,9 +22,10 @@ from pathlib import Path
 from core.errors import AtlasError
 
 UPLOAD_SUFFIXES = (".txt", ".jsonl", ".csv")
+CONCEPT_SUFFIXES = (".csv", ".json")   # concept sets (core.concepts.read_concept_file), on the Geometry page
 MAX_UPLOAD_MB = 256
 MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 2**20
-UPLOAD_NAME_RE = re.compile(r"^[0-9a-f]{16}\.(txt|jsonl|csv)$")
+UPLOAD_NAME_RE = re.compile(r"^[0-9a-f]{16}\.(txt|jsonl|csv|json)$")
 
 
 class UploadError(AtlasError):
@@ -54,12 +55,13 @@ def is_within(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> boo
     return True
 
 
-def save_upload(data: bytes, filename: str) -> str:
-    """Store an uploaded corpus file in the upload folder (content-addressed; once) and return its name."""
+def save_upload(data: bytes, filename: str, *, suffixes: tuple[str, ...] = UPLOAD_SUFFIXES) -> str:
+    """Store an uploaded file (a corpus; a concept set with `suffixes=CONCEPT_SUFFIXES`) in the upload folder
+    (content-addressed; once) and return its name."""
     suffix = Path(filename).suffix.lower()
-    if suffix not in UPLOAD_SUFFIXES:
-        raise UploadError(f"Atlas reads .txt, .jsonl and .csv corpus files; {filename!r} is none of these. "
-                          "Save the text in one of these formats and upload it again.")
+    if suffix not in suffixes:
+        raise UploadError(f"Atlas reads {', '.join(suffixes)} files here; {filename!r} is none of these. "
+                          "Save it in one of these formats and upload it again.")
     if len(data) > MAX_UPLOAD_BYTES:
         raise UploadError(f"The file is {len(data) / 2**20:,.0f} MB; uploads are limited to {MAX_UPLOAD_MB} MB. "
                           "Upload a smaller sample of the corpus.")

@@ -6,11 +6,13 @@ import numpy as np
 import streamlit as st
 
 from app.circle_dial import render_circle_dial
+from app.concept_sets import available_sets, position_picker, readings_note, set_chooser, upload_box
 from app.page import cached_view, load_view_inputs
 from app.resources import decoder_weights, get_store
 from app.state import remember_artifact, set_page
 from app.widgets import guarded
 from core import analysis
+from core.analysis.concept_views import VIEW_KINDS
 from core.analysis.results import Concepts, CrystalFit, Crystals, DecoderClusters, Lobes, Skipped
 from core.feature_map import pca_layout
 from core.figures.analysis_views import (
@@ -37,32 +39,56 @@ from core.metrics.concepts import simplex_projection
 
 set_page("geometry")
 st.title("Geometry")
-st.caption("The shape of the feature cloud and of concepts. The organism's planted world is the answer key: "
-           "weekdays and months should form circles, analogies parallelograms, taxonomies simplices and "
-           "hierarchies, cities a map.")
+st.caption("The shape of the feature cloud and of concepts. Concept sets (the library, the organism's planted "
+           "world, or your own) are read on any model: weekdays and months should form circles, analogies "
+           "parallelograms, taxonomies simplices and hierarchies, cities a map.")
 
-model, saes, harvest, harvest_key = load_view_inputs(no_saes="Geometry needs SAEs: choose them in the sidebar.")
+model, saes, _, _ = load_view_inputs(harvest=False, require_saes=False)
 store = get_store()
+upload_box()
+position = position_picker()
+available = available_sets(model)
 truth = analysis.organism_ground_truth(model)
 cyclic_ids = analysis.cyclic_token_ids(model, truth)
+geo = None
+if saes:
+    model, saes, harvest, harvest_key = load_view_inputs()
+    geo = cached_view("Decoder spectra, lobes and decoder clusters per SAE...",
+                      lambda progress: analysis.geometry_by_layer(harvest, saes, store=store, cyclic_token_ids=cyclic_ids,
+                                                                  harvest_key=harvest_key, progress=progress),
+                      progress=True)
+    remember_artifact("geometry", geo.key)
+MAX_PROBE_ITEMS = 300   # probes read a seeded sample of a larger set (1000 cities x 4 templates is slow on a CPU)
+NO_SAES = "The decoder views need SAEs: choose them in the sidebar under Sources."
 
-geo = cached_view("Decoder spectra, lobes and decoder clusters per SAE...",
-                  lambda progress: analysis.geometry_by_layer(harvest, saes, store=store, cyclic_token_ids=cyclic_ids,
-                                                              harvest_key=harvest_key, progress=progress),
-                  progress=True)
-remember_artifact("geometry", geo.key)
-gt = None
-if truth:
-    gt = guarded(lambda: cached_view("Running the model on the ground truth's prompts (circles, crystals, concepts, "
-                                     "probes)...", lambda: analysis.ground_truth_geometry(model, truth, store=store)))
-    if gt:
-        remember_artifact("ground_truth_geometry", gt.key)
-NO_TRUTH = ("This model has no planted ground truth, so the word-list analyses are skipped. They run on the "
-            "organism; for a real model, core.analysis.ground_truth_geometry takes word lists in the organism's "
-            "schema (cyclic, analogies, taxonomy, cities, people).")
 
-hooks = list(geo.hooks)
+def concept_view(view: str):
+    """The chosen sets' `view` (circles, crystals, concepts, probes) on this model, with what could not be read."""
+    chosen = set_chooser(view, available, VIEW_KINDS[view], model)
+    if not chosen:
+        st.info(f"Choose a concept set for this view ({', '.join(VIEW_KINDS[view])}), or upload your own above.")
+        return Skipped("no set chosen")
+    names = ", ".join(s.name for s in chosen)
+    result = guarded(lambda: cached_view(f"Reading {names} on the model...", lambda progress: analysis.concept_geometry(
+        model, chosen, views=(view,), position=position, store=store, progress=progress,
+        max_probe_items=MAX_PROBE_ITEMS), progress=True))
+    if result is None:
+        return Skipped("failed")
+    remember_artifact(f"concepts_{view}", result.key)
+    dropped = sum(len(r.dropped) for r in result.readings)
+    with st.expander(f"What the model read ({dropped} word{'s' if dropped != 1 else ''} it cannot represent)",
+                     expanded=bool(dropped)):
+        readings_note(result.readings)
+    return getattr(result, view)
+
+
+hooks = list(geo.hooks) if geo else []
 tabs = st.tabs(["Galaxy", "Lobes", "Crystals", "Circles", "Concepts", "Probes"])
+
+
+def probe_columns_of(label: str) -> tuple[str, ...]:
+    """The values a probe predicts, from its label "set (longitude, latitude)" (concept_views.probes_of_sets)."""
+    return tuple(label.rsplit(" (", 1)[-1].rstrip(")").split(", "))
 
 
 def _words(ids):
@@ -70,8 +96,10 @@ def _words(ids):
 
 
 with tabs[0]:
-    fitted = [e for e in geo.per_sae if not isinstance(e.galaxy, Skipped)]
-    if fitted:
+    fitted = [e for e in geo.per_sae if not isinstance(e.galaxy, Skipped)] if geo else []
+    if geo is None:
+        st.info(NO_SAES)
+    elif fitted:
         shape = next(s for s in saes if s.hook_name == fitted[0].hook_name)
         null_alpha = isotropic_galaxy_alpha(shape.d_sae, shape.d_in)
         st.plotly_chart(alpha_per_layer_figure([e.layer for e in fitted], [e.galaxy.alpha for e in fitted],
@@ -88,43 +116,44 @@ with tabs[0]:
         st.info("No decoder spectrum could be fitted: " + "; ".join(e.galaxy.reason for e in geo.per_sae))
 
 with tabs[1]:
-    c1, c2, c3 = st.columns(3)
-    hook = c1.selectbox("SAE", hooks, key="geo_lobe_hook")
-    affinity = c2.selectbox("Co-occurrence affinity", ["phi", "jaccard", "dice", "overlap", "simple_matching"],
-                            key="geo_affinity")
-    n_lobes = c3.number_input("Lobes (0 = automatic)", min_value=0, max_value=50, value=0, step=1, key="geo_n_lobes")
-    sae = next(s for s in saes if s.hook_name == hook)
-    lobes: Lobes | Skipped
-    if affinity == "phi" and n_lobes == 0:
-        lobes = geo.at(hook).lobes
+    if geo is None:
+        st.info(NO_SAES)
     else:
-        with st.spinner("Clustering..."):
-            view = guarded(lambda: analysis.lobes_view(harvest, sae, store=store, n_lobes=n_lobes or None,
-                                                       affinity=affinity, harvest_key=harvest_key))
-        lobes = Skipped("failed") if view is None else view.lobes
-    if isinstance(lobes, Skipped):
-        st.info(lobes.reason)
-    else:
-        ag = lobes.agreement
-        left, right = st.columns(2)
-        left.plotly_chart(lobe_agreement_figure(ag, title=f"Lobes ({affinity}) vs decoder geometry: AMI"),
-                          key="geo_lobe_ami")
-        rows = decoder_weights(sae)[lobes.features]
-        coords = pca_layout(rows)
-        right.plotly_chart(lobe_map_figure(coords, lobes.labels, hover=[f"feature {i}" for i in lobes.features],
-                                           title="Features on the top-2 PCs of their decoder rows, coloured by lobe",
-                                           axis_titles=map_axis_titles("pca", coords, rows)),
-                           key="geo_lobe_map")
-        st.caption(f"{len(lobes.features)} features in {lobes.n_lobes} lobes over {lobes.n_chunks} chunks. "
-                   "Lobes: spectral clusters of how features fire together in the same chunk; geometry: spectral "
-                   "clusters of decoder angles. AMI far right of the permutation null = functional lobes are also "
-                   f"geometric (observed {ag.ami:.3f}, null {ag.null_mean:.3f} +- {ag.null_std:.3f}, p = {ag.p_value:.3g}).")
+        c1, c2, c3 = st.columns(3)
+        hook = c1.selectbox("SAE", hooks, key="geo_lobe_hook")
+        affinity = c2.selectbox("Co-occurrence affinity", ["phi", "jaccard", "dice", "overlap", "simple_matching"],
+                                key="geo_affinity")
+        n_lobes = c3.number_input("Lobes (0 = automatic)", min_value=0, max_value=50, value=0, step=1, key="geo_n_lobes")
+        sae = next(s for s in saes if s.hook_name == hook)
+        lobes: Lobes | Skipped
+        if affinity == "phi" and n_lobes == 0:
+            lobes = geo.at(hook).lobes
+        else:
+            with st.spinner("Clustering..."):
+                view = guarded(lambda: analysis.lobes_view(harvest, sae, store=store, n_lobes=n_lobes or None,
+                                                           affinity=affinity, harvest_key=harvest_key))
+            lobes = Skipped("failed") if view is None else view.lobes
+        if isinstance(lobes, Skipped):
+            st.info(lobes.reason)
+        else:
+            ag = lobes.agreement
+            left, right = st.columns(2)
+            left.plotly_chart(lobe_agreement_figure(ag, title=f"Lobes ({affinity}) vs decoder geometry: AMI"),
+                              key="geo_lobe_ami")
+            rows = decoder_weights(sae)[lobes.features]
+            coords = pca_layout(rows)
+            right.plotly_chart(lobe_map_figure(coords, lobes.labels, hover=[f"feature {i}" for i in lobes.features],
+                                               title="Features on the top-2 PCs of their decoder rows, coloured by lobe",
+                                               axis_titles=map_axis_titles("pca", coords, rows)),
+                               key="geo_lobe_map")
+            st.caption(f"{len(lobes.features)} features in {lobes.n_lobes} lobes over {lobes.n_chunks} chunks. "
+                       "Lobes: spectral clusters of how features fire together in the same chunk; geometry: spectral "
+                       "clusters of decoder angles. AMI far right of the permutation null = functional lobes are also "
+                       f"geometric (observed {ag.ami:.3f}, null {ag.null_mean:.3f} +- {ag.null_std:.3f}, p = {ag.p_value:.3g}).")
 
 with tabs[2]:
-    crystals = gt.crystals if gt else Skipped("not computed")
-    if not truth:
-        st.info(NO_TRUTH)
-    elif not isinstance(crystals, Crystals):
+    crystals = concept_view("crystals")
+    if not isinstance(crystals, Crystals):
         st.info(crystals.reason)
     else:
         use_lda = st.toggle("Remove distractor directions with LDA", value=False, key="geo_lda")
@@ -144,8 +173,11 @@ with tabs[2]:
                    "LDA scores are held out (fitted on other pairs); the LDA picture is fitted on all pairs, for display.")
 
 with tabs[3]:
-    cycles = {} if gt is None or isinstance(gt.circles, Skipped) else gt.circles.cycles
-    if truth and cycles:
+    circles = concept_view("circles")
+    cycles = {} if isinstance(circles, Skipped) else circles.cycles
+    if isinstance(circles, Skipped) and circles.reason not in ("no set chosen", "failed"):
+        st.info(circles.reason)
+    if cycles:
         name = st.selectbox("Cyclic items", list(cycles), key="geo_cycle")
         cycle = cycles[name]
         best = cycle.best
@@ -155,9 +187,9 @@ with tabs[3]:
                         + ("" if best.circle else " (no circle at p < 0.05)") + ".")
         location = st.radio("Where the representations are read", list(cycle.locations), horizontal=True,
                             key="geo_circle_location",
-                            help="token: at the weekday / month word in context; answer position: at the last "
-                                 "token of the arithmetic prompts ('three days after friday is'), averaged over the "
-                                 "prompts that share an answer.")
+                            help="token: at the item's own token(s) in the set's context templates; answer position: "
+                                 "at the last token of its relation templates ('two days after {word} is'), "
+                                 "averaged over the prompts that share an answer.")
         entry = cycle.locations[location]
         if not entry.per_site:
             st.info("Nothing to score at this location (every item has the same representation).")
@@ -191,14 +223,12 @@ with tabs[3]:
                        f"(p = {c.p_value:.3g} against shuffled labels). f = 1 is calendar order; a small model trained "
                        f"on modular arithmetic may circle at another f coprime with k (visiting order here: "
                        f"{', '.join(cycle.words[i] for i in c.visit_order)}).")
-    elif not truth:
-        st.info(NO_TRUTH)
     if truth:
         render_circle_dial(model, truth)
     st.markdown("**Decoder clusters** (Engels et al. 2024): spectral clusters of decoder directions; the PCA of each "
                 "cluster's reconstructions over the harvest's token samples.")
     hook = st.selectbox("SAE", hooks, key="geo_cluster_hook")
-    dc = geo.at(hook).circles
+    dc = geo.at(hook).circles if geo else Skipped(NO_SAES)
     if not isinstance(dc, DecoderClusters) or not dc.clusters:
         st.info(dc.reason if isinstance(dc, Skipped) else "No cluster fired on the harvested tokens.")
     else:
@@ -218,11 +248,11 @@ with tabs[3]:
                              f"p = {v.p_value:.3g}. " for k, v in cluster.circularity.items()))
 
 with tabs[4]:
-    concepts = gt.concepts if gt else Skipped("not computed")
-    if not truth:
-        st.info(NO_TRUTH)
-    elif not isinstance(concepts, Concepts) or not concepts.kingdoms:
-        st.info(concepts.reason if isinstance(concepts, Skipped) else "No taxonomy in the ground truth.")
+    concepts = concept_view("concepts")
+    if not isinstance(concepts, Concepts) or not concepts.kingdoms:
+        if not isinstance(concepts, Skipped) or concepts.reason not in ("no set chosen", "failed"):
+            st.info(concepts.reason if isinstance(concepts, Skipped) else
+                    "No parent concept has two categories the model can read.")
     else:
         kingdom = st.selectbox("Parent category", list(concepts.kingdoms), key="geo_kingdom")
         st.plotly_chart(hierarchy_figure(concepts.kingdoms[kingdom], kingdom), key="geo_hierarchy")
@@ -243,26 +273,23 @@ with tabs[4]:
             st.info("Choose at least two sibling categories.")
 
 with tabs[5]:
-    found = {} if gt is None or isinstance(gt.probes, Skipped) else gt.probes.attributes
+    probes = concept_view("probes")
+    found = {} if isinstance(probes, Skipped) else probes.attributes
     ok = {k: v for k, v in found.items() if not isinstance(v, Skipped)}
-    if not truth:
-        st.info(NO_TRUTH)
-    elif not ok:
-        reasons = [v.reason for v in found.values() if isinstance(v, Skipped)]
-        if gt is not None and isinstance(gt.probes, Skipped):
-            reasons.append(gt.probes.reason)
-        st.info("; ".join(reasons) or "No probe targets.")
-    else:
-        st.plotly_chart(probe_figures_from_layers({("space (city lon, lat)" if k == "space" else "time (birth year)"): v.probes
-                                                   for k, v in ok.items()}), key="geo_probe_layers")
-        st.caption("Held-out R^2 of ridge probes from each layer's token representations, with whole cities / people "
-                   "held out (Gurnee & Tegmark 2023). Expected: some layer recovers the map with high R^2 (> 0.8).")
+    reasons = [f"{k}: {v.reason}" for k, v in found.items() if isinstance(v, Skipped)]
+    if isinstance(probes, Skipped) and probes.reason not in ("no set chosen", "failed"):
+        reasons.append(probes.reason)
+    if reasons:
+        st.info("; ".join(reasons))
+    if ok:
+        st.plotly_chart(probe_figures_from_layers({k: v.probes for k, v in ok.items()}), key="geo_probe_layers")
+        st.caption("Held-out R^2 of ridge probes from each layer's representation of the items (their mean over the "
+                   "set's context templates), with whole items held out (Gurnee & Tegmark 2023). Expected: some "
+                   f"layer recovers the map or the dates with high R^2. Large sets are read on a seeded sample of "
+                   f"{MAX_PROBE_ITEMS} items.")
         attribute = st.radio("Target", list(ok), horizontal=True, key="geo_probe_target")
         p = ok[attribute].probes
         layer = st.selectbox("Layer", p.layers, index=p.layers.index(p.best_layer), key="geo_probe_layer")
         names = list(ok[attribute].item_names)
-        st.plotly_chart(probe_map_figure(p.results[layer], names,
-                                         title="Held-out cities: true vs predicted (lon, lat)" if attribute == "space"
-                                         else "Held-out people: true vs predicted birth year",
-                                         target_names=("longitude", "latitude") if attribute == "space"
-                                         else ("birth year",)), key="geo_probe_map")
+        st.plotly_chart(probe_map_figure(p.results[layer], names, title=f"Held-out items of {attribute}: true vs predicted",
+                                         target_names=probe_columns_of(attribute)), key="geo_probe_map")

@@ -5,6 +5,8 @@ Everything here is random and tiny (d_model 16, 2 layers), built in a second, an
 - `tiny_hooked`: a random HookedTransformer with that tokenizer attached;
 - `tiny_model`: the same model behind core.sources.models.LoadedModel;
 - `tiny_hf_dir`: a random GPT-2 saved with the tokenizer as a local Hugging Face directory;
+- `bpe_gpt2_dir`: a random 2-layer GPT-2 with a byte-level BPE tokenizer trained on the concept library's
+  words (common words one token, rarer ones split), as a local Hugging Face directory;
 - `make_tiny_sae(architecture, d_in, hook_name, ...)`: a random SAELens SAE of any architecture.
 """
 
@@ -220,3 +222,35 @@ def fake_organism(tmp_path, monkeypatch, tiny_hooked):
     monkeypatch.setitem(__import__("sys").modules, "core.sources.organism", module)
     monkeypatch.setattr(core.sources, "organism", module, raising=False)
     return module
+
+
+def build_bpe_gpt2_dir(directory: Path, vocab_size: int = 4000) -> Path:
+    """A random 2-layer GPT-2 with a byte-level BPE tokenizer trained on the library's words and templates
+    (so common words are one token and rarer ones split), saved as a local Hugging Face directory."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    from core.concepts.library import load_library
+
+    texts = []
+    for s in load_library().values():
+        texts += [t.replace("{word}", w).replace("{pair}", i.pair or "") for t in s.context_templates[:2]
+                  for i in s.items for w in (i.word,)]
+        texts += [t.text for t in s.relation_templates]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, special_tokens=["<|endoftext|>"])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>",
+                                        eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(str(directory))
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64, n_ctx=64, vocab_size=len(tokenizer),
+                     bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    GPT2LMHeadModel(cfg).eval().save_pretrained(str(directory))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def bpe_gpt2_dir(tmp_path_factory) -> Path:
+    return build_bpe_gpt2_dir(tmp_path_factory.mktemp("bpe_gpt2"))

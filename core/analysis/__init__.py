@@ -17,6 +17,8 @@ Views:
                                interference of decoder rows and of unembedding rows vs 1/m
     geometry_by_layer          galaxy spectrum, lobes (co-occurrence vs geometry, AMI vs null),
                                decoder clusters with the PCA of their reconstructions
+    concept_geometry           circles, crystals, concepts and probes of concept sets (core.concepts: the
+                               library, users' files, the organism's own sets) on any model
     ground_truth_geometry      needs a ground truth (the organism's, or word lists in its schema):
                                circles of cyclic items per layer (at the item token and at the answer
                                position of the cyclic-arithmetic prompts), crystals, concepts, probes
@@ -36,6 +38,7 @@ from core.analysis.circles import (
                                    cyclic_circles,
                                    cyclic_token_ids,
 )
+from core.analysis.concept_views import VIEW_KINDS, VIEWS, concept_geometry, sets_for_view
 from core.analysis.concepts import (
                                    concepts_from_unembedding,
                                    crystals_from_tokens,
@@ -69,4 +72,5 @@ __all__ = ["ANALYSIS_VERSION", "AllAnalyses", "GeometryByLayer", "GroundTruthGeo
            "cyclic_token_ids", "decoder_circles_for_sae", "default_checkpoints", "fill_template", "geometry_by_layer",
            "ground_truth_geometry", "harvest_key_of", "lobes_for_sae", "lobes_view", "organism_ground_truth",
            "probes_from_tokens", "representations_at", "run_all", "site_spectrum", "slot_prompt", "spectra_by_layer",
-           "spectra_over_checkpoints", "superposition_by_layer", "toy_lab"]
+           "spectra_over_checkpoints", "superposition_by_layer", "toy_lab",
+           "VIEWS", "VIEW_KINDS", "concept_geometry", "sets_for_view"]

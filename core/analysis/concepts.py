@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.analysis.circles import cyclic_circles
+from core.analysis.concept_views import CONCEPT_VIEWS_VERSION, circles_of_sets, concepts_of_sets
 from core.analysis.keys import (
     ProgressFn,
     as_float64,
@@ -27,7 +28,6 @@ from core.analysis.prompts import (
 from core.analysis.results import (
     AttributeProbes,
     Category,
-    Circles,
     Concepts,
     CrystalArrows,
     CrystalFit,
@@ -37,6 +37,7 @@ from core.analysis.results import (
     SiteCrystal,
     Skipped,
 )
+from core.concepts.organism import concept_sets_from_ground_truth
 from core.sources.faces import ModelFace
 
 if TYPE_CHECKING:
@@ -136,21 +137,32 @@ def ground_truth_geometry(model: ModelFace, ground_truth: Mapping[str, Any] | No
         skipped = Skipped(NO_GROUND_TRUTH)
         return GroundTruthGeometry(sites=(), circles=skipped, crystals=skipped, concepts=skipped, probes=skipped)
     truth = ground_truth
-    parts = {"model": model_identity(model), "ground_truth": ground_truth_digest(truth), "seed": seed}
+    parts = {"model": model_identity(model), "ground_truth": ground_truth_digest(truth), "seed": seed,
+             "concept_views": CONCEPT_VIEWS_VERSION}
 
     def compute() -> GroundTruthGeometry:
         sites = resid_sites(model)
+        sets = list(concept_sets_from_ground_truth(truth).values())
+        readings = []
+
+        def through_sets(run):
+            found = skip_on_error(run)
+            if isinstance(found, Skipped):
+                return found
+            readings.extend(found[1])
+            return found[0]
+
         report(progress, 0 / 4, "circles")
-        circles = skip_on_error(lambda: Circles(cycles=cyclic_circles(model, truth, sites, seed=seed)))
+        circles = through_sets(lambda: circles_of_sets(model, sets, sites, seed=seed))
         report(progress, 1 / 4, "crystals")
         crystals = skip_on_error(lambda: crystals_from_tokens(model, truth, sites, seed=seed))
         report(progress, 2 / 4, "concepts")
-        concepts = skip_on_error(lambda: concepts_from_unembedding(model, truth, seed=seed))
+        concepts = through_sets(lambda: concepts_of_sets(model, sets, seed=seed))
         report(progress, 3 / 4, "probes")
         probes = skip_on_error(lambda: probes_from_tokens(model, truth, sites, seed=seed))
         report(progress, 1.0, "done")
         return GroundTruthGeometry(sites=tuple(sites), circles=circles, crystals=crystals, concepts=concepts,
-                                   probes=probes)
+                                   probes=probes, readings=tuple(readings))
 
     return cached_result(store, "ground_truth_geometry", parts, compute, GroundTruthGeometry)
 

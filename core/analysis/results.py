@@ -364,12 +364,36 @@ class Probes(Result):
 
 
 @dataclass(frozen=True, eq=False)
+class DroppedWord(Result):
+    word: str
+    reason: str  # why the model cannot read it (unknown token, no single-token form, no readable prompt...)
+
+
+@dataclass(frozen=True, eq=False)
+class SetReading(Result):
+    """How the model read one concept set for one view (core.analysis.concept_views): never silently dropped."""
+
+    set_name: str
+    kind: str
+    view: str  # circles | crystals | concepts | probes
+    n_items: int
+    n_read: int
+    position: str  # "last" | "mean" (the word's tokens), "unembedding row" (concepts)
+    dropped: tuple[DroppedWord, ...]
+    split: tuple[str, ...]  # words read over several tokens (at `position`)
+    skipped_templates: tuple[str, ...]  # templates with words the tokenizer does not know, with the reason
+    notes: tuple[str, ...]  # locations that could not be scored, samples taken
+
+
+@dataclass(frozen=True, eq=False)
 class GroundTruthGeometry(Result):
     sites: tuple[str, ...]
     circles: Circles | Skipped
     crystals: Crystals | Skipped
     concepts: Concepts | Skipped
     probes: Probes | Skipped
+    position: str = "last"  # where a word split into several tokens is read ("last" | "mean")
+    readings: tuple[SetReading, ...] = ()  # one per concept set read (concept_geometry)
     key: str = ""
 
     @property

@@ -131,6 +131,44 @@ def _run_analysis(result: Any, model: Any, saes: list, store: Any, checkpoints: 
     return list(run_all(model, saes, result, store=store, checkpoints=checkpoints, cluster=cluster).artifact_keys)
 
 
+def read_concept_args(paths: list[str] | None, kind: str | None) -> list[Any]:
+    """The --concepts files as validated concept sets (ConceptError says what to fix), read before anything runs."""
+    from core.concepts import ConceptError, read_concept_file
+
+    sets = [read_concept_file(path, kind=kind) for path in paths or []]
+    names = [s.name for s in sets]
+    if len(set(names)) != len(names):
+        raise ConceptError(f"Two --concepts files hold sets with the same name ({', '.join(names)}); rename one.")
+    return sets
+
+
+def concept_summary(found: Any) -> dict[str, Any]:
+    """What summary.json says of the user's sets: how each was read and each view's headline number."""
+    from core.analysis.results import Skipped
+
+    out: dict[str, Any] = {"position": found.position, "key": found.key, "sets": {}}
+    for reading in found.readings:
+        entry = out["sets"].setdefault(reading.set_name, {"kind": reading.kind, "items": reading.n_items})
+        entry[reading.view] = {"read": reading.n_read, "split": len(reading.split), "notes": list(reading.notes),
+                               "dropped": [{"word": d.word, "reason": d.reason} for d in reading.dropped]}
+    if not isinstance(found.circles, Skipped):
+        for name, cycle in found.circles.cycles.items():
+            best = cycle.best
+            out["sets"][name]["best_circle"] = best.reason if isinstance(best, Skipped) else {
+                "location": best.location, "site": best.site, "frequency": best.frequency, "share": best.share,
+                "p_value": best.p_value, "circle": best.circle}
+    if not isinstance(found.probes, Skipped):
+        for label, probe in found.probes.attributes.items():
+            name = label.rsplit(" (", 1)[0]
+            out["sets"][name]["probe"] = probe.reason if isinstance(probe, Skipped) else {
+                "best_site": probe.probes.best_layer, "best_r2": probe.probes.best_r2}
+    for view in ("circles", "crystals", "concepts", "probes"):
+        part = getattr(found, view)
+        if isinstance(part, Skipped) and part.reason != "not asked for":
+            out.setdefault("skipped", {})[view] = part.reason
+    return out
+
+
 def cluster_from_args(args: argparse.Namespace) -> Any:
     """The RayCluster of --ray [ADDRESS] / --ray-workers / --ray-shards, or None (harvest here)."""
     from core.errors import AtlasError
@@ -156,6 +194,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     cluster = cluster_from_args(args)
     model_spec = model_spec_from_arg(args.model, args.checkpoint, args.device, args.dtype, args.organism_dir)
     sae_specs = sae_specs_from_args(args.sae or [], args.organism_dir)
+    concept_sets = read_concept_args(args.concepts, args.concept_kind)
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     say(f"loading model {args.model} ...")
     model = load_model(model_spec)
@@ -191,6 +230,14 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         say("--checkpoints: only the organism's training checkpoints are analysed here; skipped")
     analysed = _run_analysis(result, model, saes, out_store, checkpoints=args.checkpoints, cluster=cluster)
     artifact_keys = [key] + [k for k in analysed if k != key]
+    concepts = None
+    if concept_sets:
+        from core.analysis import concept_geometry
+
+        say(f"concept sets: {', '.join(s.name for s in concept_sets)} (read at the {args.concept_position} token)")
+        found = concept_geometry(model, concept_sets, position=args.concept_position, store=out_store)
+        artifact_keys.append(found.key)
+        concepts = concept_summary(found)
     summary = {
         "harvest_key": key, "n_tokens": result.n_tokens, "seconds": round(result.seconds, 3),
         "sites": list(result.sites),
@@ -199,6 +246,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                          "splice": r.splice.to_dict() if r.splice is not None else None}
                  for label, r in result.saes.items()},
     }
+    if concepts is not None:
+        summary["concepts"] = concepts
     _write_session(out, model_spec, args.checkpoint, sae_specs, corpus_spec, settings, artifact_keys, out_store,
                    title=args.title or f"{model.card.name} on {corpus.description}")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -316,6 +365,15 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
                    help="with --ray: workers holding the model (default: one per GPU of the cluster, else per CPU)")
     p.add_argument("--ray-shards", type=_int_in(1, 4096), default=None,
                    help="with --ray: corpus shards (default: one per worker)")
+    p.add_argument("--concepts", action="append", metavar="FILE",
+                   help="repeatable: your own concept set, a .csv or .json file (docs/CONCEPTS.md); analysed with "
+                        "the rest (circles, crystals, concepts, probes: each view the set's kind fits) and written "
+                        "into the output (summary.json, the session's artifacts)")
+    p.add_argument("--concept-kind", default=None, choices=["cyclic", "ordinal", "categorical", "hierarchical",
+                                                            "spatial", "temporal", "analogy"],
+                   help="the kind of a plain word-list CSV given to --concepts (other files say it themselves)")
+    p.add_argument("--concept-position", default="last", choices=["last", "mean"],
+                   help="where a word split into several tokens is read: its last token, or the mean of its tokens")
     p.add_argument("--title", default=None, help="session title")
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages (the summary still prints)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")

@@ -3,8 +3,9 @@
 Every planted structure becomes a ConceptSet with the world's own templates, so that the organism is
 read through the same path as any model and any library set:
 
-    weekdays, months   cyclic; relation templates = the world's arithmetic facts turned into templates
-                       ("three days after {word} is", offset +3), both directions
+    weekdays, months   cyclic; context templates = the mention and the arithmetic prompts with every count
+                       (read at the word); relation templates = the world's arithmetic facts turned into
+                       templates ("three days after {word} is", offset +3), both directions
     numbers, years     ordinal (value = the number / the year)
     taxonomy           hierarchical (kingdom > category > species)
     cities             spatial (latitude, longitude; the ground truth stores [longitude, latitude])
@@ -81,17 +82,21 @@ def concept_sets_from_ground_truth(ground_truth: Mapping[str, Any]) -> dict[str,
     t = ground_truth.get("templates") or {}
     common = _Provenance(source=SOURCE, licence=LICENCE, origin="organism")
     out: dict[str, ConceptSet] = {}
-    cyclic_slot = {"weekdays": ("weekday_mention", "day"), "months": ("month_mention", "month")}
+    cyclic_slot = {"weekdays": ("weekday", "day"), "months": ("month", "month")}
+    numbers = list(ground_truth.get("numbers") or [])
     for name, words in (ground_truth.get("cyclic") or {}).items():
         words = list(words)
-        mention_key, slot = cyclic_slot.get(name, ("", ""))
-        mention = _template(t.get(mention_key) or "", {slot: "word"}) if mention_key else None
+        family, slot = cyclic_slot.get(name, ("", ""))
+        mention = _template(t.get(f"{family}_mention") or "", {slot: "word"}) if family else None
+        # The word is read in the mention and in the arithmetic prompts with every count 1 .. k-1 ("two days
+        # after {word} is"), as the ground-truth card always read it; the prompt is cut at the word.
+        arith = _template(t.get(f"{family}_arith") or "", {slot: "word", "n": "n"}) if family else None
+        counts = [arith.replace("{n}", n) for n in numbers[1:len(words)]] if arith and "{n}" in arith else []
         out[name] = ConceptSet.create(
             name=name, kind="cyclic", items=[ConceptItem(w) for w in words],
             description=f"The organism's {name} in cycle order.",
-            context_templates=_present("{word}", mention),
+            context_templates=_present(mention, *counts) or ["{word}"],
             relation_templates=cyclic_relations(ground_truth, name, words), **common)
-    numbers = list(ground_truth.get("numbers") or [])
     if numbers:
         out["numbers"] = ConceptSet.create(
             name="numbers", kind="ordinal", value_names=["number"],
