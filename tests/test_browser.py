@@ -530,3 +530,39 @@ def test_first_open_of_every_page_on_a_fresh_clone(tmp_path):
         print(f"  {url:14s} content visible {row['content_visible_s']:6.2f} s (server CPU "
               f"{row['server_cpu_to_content_s']:5.2f} s)   script done {row['script_done_s']:6.2f} s (server CPU "
               f"{row['server_cpu_to_done_s']:5.2f} s)   load {row['load_average']:.1f}")
+
+
+def test_geometry_with_an_uploaded_concept_set(server):
+    """Upload a concept set on the Geometry page: it is validated, saved, chosen in the Circles tab and read
+    (what the model read is listed); screenshot of the tab."""
+    import json
+
+    from playwright.sync_api import expect, sync_playwright
+
+    days = {"format": "atlas-concepts", "version": 1, "name": "my_days", "kind": "cyclic",
+            "items": ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1500, "height": 2400}).new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(f"{server}/geometry")
+            # the first run harvests the organism and reads every tab's sets: minutes on a loaded machine
+            expect(page.get_by_role("heading", name="Geometry", exact=True)).to_be_visible(timeout=6 * TIMEOUT_MS)
+            page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
+                                   timeout=6 * TIMEOUT_MS)
+            page.get_by_text("Your own concept set", exact=False).first.click()
+            page.locator("input[type='file']").first.set_input_files(
+                files=[{"name": "my_days.json", "mimeType": "application/json", "buffer": json.dumps(days).encode()}])
+            _wait_idle(page)
+            page.get_by_role("button", name="Add this set").click()
+            _wait_idle(page)
+            expect(page.get_by_text("Added 'my_days'", exact=False)).to_be_visible()
+            page.get_by_role("tab", name="Circles").click()
+            _wait_idle(page)
+            expect(page.locator("text=upload: my_days >> visible=true").first).to_be_visible()
+            expect(page.locator("text=What the model read >> visible=true").first).to_be_visible()   # the Circles tab's
+            expect(page.locator(".gtitle", has_text="my_days: circle strength").first).to_be_visible()
+            _shot_tall(page, "40-geometry-uploaded-set")
+        finally:
+            browser.close()

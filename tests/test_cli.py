@@ -81,3 +81,57 @@ def test_bad_input_is_a_clear_error(tmp_path):
     done = run_cli("analyze", "--model", "organism", "--organism-dir", str(tmp_path / "missing"), "--corpus", "world",
                    "--out", str(tmp_path / "o"), tmp_path=tmp_path)
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error:")
+
+
+def _analyze_in_process(*args: str, capsys) -> tuple[int, str]:
+    from core.cli import main
+
+    code = main(["analyze", *args])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_analyze_with_the_users_concept_sets(bpe_gpt2_dir, tmp_path, capsys, monkeypatch):
+    """--concepts FILE: the user's sets are analysed with the rest and written into the output (summary.json, the
+    session's artifacts, the bundle)."""
+    monkeypatch.setenv("ATLAS_CACHE_DIR", str(tmp_path / "cache"))
+    days = tmp_path / "my_days.csv"
+    days.write_text("word\nMonday\nTuesday\nWednesday\nThursday\nFriday\nSaturday\nSunday\n")
+    animals = tmp_path / "animals.csv"
+    animals.write_text("word,category\nrobin,bird\nowl,bird\neagle,bird\ntrout,fish\ncarp,fish\nsalmon,fish\n")
+    text = tmp_path / "text.txt"
+    text.write_text("\n\n".join("On Monday the king of France went to Paris in January" for _ in range(40)))
+    out = tmp_path / "run"
+    code, err = _analyze_in_process("--model", str(bpe_gpt2_dir), "--corpus", str(text), "--context-size", "16",
+                                    "--max-tokens", "200", "--device", "cpu", "--quiet", "--concepts", str(days),
+                                    "--concepts", str(animals), "--concept-kind", "cyclic", "--out", str(out),
+                                    capsys=capsys)
+    assert code == 2 and "animals.csv" in err and "category" in err   # --concept-kind cyclic does not fit animals
+    code, err = _analyze_in_process("--model", str(bpe_gpt2_dir), "--corpus", str(text), "--context-size", "16",
+                                    "--max-tokens", "200", "--device", "cpu", "--quiet", "--concepts", str(animals),
+                                    "--concept-position", "mean", "--out", str(out), capsys=capsys)
+    assert code == 0, err[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    concepts = summary["concepts"]
+    assert concepts["position"] == "mean" and concepts["sets"]["animals"]["kind"] == "categorical"
+    assert "concepts" in concepts["sets"]["animals"]
+    session = session_from_json((out / "session.json").read_text())
+    assert concepts["key"] in session.artifact_keys and ArtifactStore(out / "store").has(concepts["key"])
+    assert concepts["key"] in read_bundle(out / "bundle.zip").artifacts
+    days_out = tmp_path / "run_days"
+    code, err = _analyze_in_process("--model", str(bpe_gpt2_dir), "--corpus", str(text), "--context-size", "16",
+                                    "--max-tokens", "200", "--device", "cpu", "--quiet", "--concepts", str(days),
+                                    "--concept-kind", "cyclic", "--out", str(days_out), capsys=capsys)
+    assert code == 0, err[-2000:]
+    days_summary = json.loads((days_out / "summary.json").read_text())["concepts"]["sets"]["my_days"]
+    assert days_summary["circles"]["read"] == 7 and days_summary["circles"]["dropped"] == []
+    assert set(days_summary["best_circle"]) >= {"location", "site", "frequency", "share", "p_value"}
+
+
+def test_a_bad_concept_file_is_a_clear_error_before_anything_runs(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("word,colour\nrobin,red\n")
+    code, err = _analyze_in_process("--model", "organism", "--concepts", str(bad), "--out", str(tmp_path / "o"),
+                                    capsys=capsys)
+    assert code == 2 and err.strip().splitlines()[-1].startswith("error:") and "bad.csv" in err
+    assert not (tmp_path / "o").exists()

@@ -135,7 +135,12 @@ def read_concept_args(paths: list[str] | None, kind: str | None) -> list[Any]:
     """The --concepts files as validated concept sets (ConceptError says what to fix), read before anything runs."""
     from core.concepts import ConceptError, read_concept_file
 
-    sets = [read_concept_file(path, kind=kind) for path in paths or []]
+    sets = []
+    for path in paths or []:
+        try:
+            sets.append(read_concept_file(path, kind=kind))
+        except ConceptError as error:
+            raise ConceptError(f"--concepts {path}: {error}") from None
     names = [s.name for s in sets]
     if len(set(names)) != len(names):
         raise ConceptError(f"Two --concepts files hold sets with the same name ({', '.join(names)}); rename one.")
