@@ -26,6 +26,7 @@ LIBRARY_DEFAULTS = {
     "concepts": ("noun_taxonomy",),
     "probes": ("world_cities", "historical_figures"),
 }
+POSITION_WORDS = {"last": "the last token", "mean": "the mean of the tokens"}
 POSITION_HELP = {
     "last": "A word split into several tokens is read at its last token (as Gurnee & Tegmark read entity names).",
     "mean": "A word split into several tokens is read as the mean over its tokens.",
@@ -90,7 +91,7 @@ def set_chooser(view: str, available: dict[str, ConceptSet], kinds: tuple[str, .
 def position_picker() -> str:
     """Where a word split into several tokens is read (st.session_state["concept_position"])."""
     return st.radio("Multi-token words are read at", options("concept_position"), key="concept_position",
-                    horizontal=True, format_func=lambda p: {"last": "the last token", "mean": "the mean of the tokens"}[p],
+                    horizontal=True, format_func=POSITION_WORDS.get,
                     help=" ".join(POSITION_HELP.values()))
 
 
@@ -147,9 +148,9 @@ def readings_note(readings: Any) -> None:
     """What the model read of each set: items read, split words, and every word it could not represent
     with the reason (never dropped silently)."""
     for r in readings:
+        where = POSITION_WORDS.get(r.position, r.position)
         parts = [f"**{escape_markdown(r.set_name)}** ({r.kind}): {r.n_read} of {r.n_items} items read"
-                 + (f" at the {'last token' if r.position == 'last' else r.position if r.position != 'mean' else 'mean of the tokens'}"
-                    if r.split else "")]
+                 + (f" (split words at {where})" if r.split else "")]
         if r.split:
             parts.append(f"{len(r.split)} split into several tokens ({escape_markdown(', '.join(r.split[:12]))}"
                          + (", ..." if len(r.split) > 12 else "") + ")")
