@@ -136,8 +136,8 @@ def add_upload(data: bytes, filename: str, kind: str) -> ConceptSet | None:
     for view, kinds in VIEW_KINDS.items():
         if concept_set.kind in kinds:
             current = st.session_state.get(f"concept_sets_{view}")
-            if current is not None and label not in current:
-                st.session_state[f"concept_sets_{view}"] = [*current, label]
+            if current is not None and label not in current:   # first: the view opens on the new set
+                st.session_state[f"concept_sets_{view}"] = [label, *current]
             elif current is None:
                 st.session_state[f"concept_sets_{view}"] = [label]
     st.success(f"Added {concept_set.name!r}: {len(concept_set)} items, kind {concept_set.kind}.")
