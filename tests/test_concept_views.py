@@ -111,3 +111,14 @@ def test_sets_fit_their_views_and_a_single_relation_is_not_a_crystal(bpe_model):
     found = concept_geometry(bpe_model, sets, views=("crystals", "concepts"))
     assert isinstance(found.crystals, Skipped) and "at least two analogy sets" in found.crystals.reason
     assert isinstance(found.concepts, Skipped) and isinstance(found.circles, Skipped)
+
+
+def test_progress_moves_forward_through_every_set_and_view(bpe_model):
+    sets = [load_library_set(n) for n in ("weekdays", "seasons", "analogy_male_female", "analogy_opposite")]
+    seen: list[tuple[float, str]] = []
+    concept_geometry(bpe_model, sets, views=("circles", "crystals"), n_permutations=10,
+                     progress=lambda fraction, text: seen.append((fraction, text)))
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(seen) > 6
+    texts = " ".join(t for _, t in seen)
+    assert all(name in texts for name in ("weekdays", "seasons", "analogy_opposite"))

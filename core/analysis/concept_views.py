@@ -70,6 +70,13 @@ VIEW_KINDS: dict[str, tuple[str, ...]] = {
 NOT_ASKED = "not asked for"
 
 
+def _reads(progress: ProgressFn | None, start: float, width: float, text: str) -> Callable[[int, int], None] | None:
+    """A read_concepts callback (prompts done, prompts in all) that drives [start, start + width] of `progress`."""
+    if progress is None:
+        return None
+    return lambda done, total: report(progress, start + width * done / max(total, 1), text)
+
+
 def sets_for_view(sets: Sequence[ConceptSet], view: str) -> list[ConceptSet]:
     """The sets whose kind the view reads (VIEW_KINDS)."""
     return [s for s in sets if s.kind in VIEW_KINDS[view]]
@@ -89,14 +96,16 @@ def _reading(concept_set: ConceptSet, view: str, position: str, readout: Concept
 
 # ---- circles -----------------------------------------------------------------------------------
 def set_circles(model: ModelFace, concept_set: ConceptSet, sites: Sequence[str], *, position: str = "last",
-                n_permutations: int = 200, seed: int = 0) -> tuple[CycleCircles | None, SetReading]:
+                n_permutations: int = 200, seed: int = 0, progress: ProgressFn | None = None
+                ) -> tuple[CycleCircles | None, SetReading]:
     """Circles of one cyclic set at "token" (and the unembedding rows of the words' single-token forms) and
     at "answer position" (relation templates with offset answers, grouped by the answer). A location needs
     every item of the cycle; one that cannot have them is noted, not scored."""
     k = len(concept_set)
     locations: dict[str, CircleLocation] = {}
     notes: list[str] = []
-    word = read_concepts(model, concept_set, location="word", position=position, sites=sites)
+    word = read_concepts(model, concept_set, location="word", position=position, sites=sites,
+                         progress=_reads(progress, 0.0, 0.5, f"{concept_set.name}: at the word"))
     if len(word) == k:
         tables = dict(word.arrays)
         ids = [unembedding_ids(model, form)[:1] for form in word.forms]
@@ -113,7 +122,8 @@ def set_circles(model: ModelFace, concept_set: ConceptSet, sites: Sequence[str],
         notes.append("answer position: the set has no relation templates")
     else:
         try:
-            answer = read_concepts(model, concept_set, location="answer", group="answer", sites=sites)
+            answer = read_concepts(model, concept_set, location="answer", group="answer", sites=sites,
+                                   progress=_reads(progress, 0.5, 0.5, f"{concept_set.name}: at the answer"))
         except ConceptError as error:
             notes.append(f"answer position: {error}")
         if answer is not None and len(answer) == k:
@@ -131,11 +141,14 @@ def set_circles(model: ModelFace, concept_set: ConceptSet, sites: Sequence[str],
 
 
 def circles_of_sets(model: ModelFace, sets: Sequence[ConceptSet], sites: Sequence[str], *, position: str = "last",
-                    n_permutations: int = 200, seed: int = 0) -> tuple[Circles | Skipped, list[SetReading]]:
+                    n_permutations: int = 200, seed: int = 0, progress: ProgressFn | None = None
+                    ) -> tuple[Circles | Skipped, list[SetReading]]:
     cycles, readings = {}, []
-    for concept_set in sets_for_view(sets, "circles"):
+    chosen = sets_for_view(sets, "circles")
+    for i, concept_set in enumerate(chosen):
+        part = None if progress is None else (lambda f, text, i=i: progress((i + f) / len(chosen), text))
         cycle, reading = set_circles(model, concept_set, sites, position=position, n_permutations=n_permutations,
-                                     seed=seed)
+                                     seed=seed, progress=part)
         readings.append(reading)
         if cycle is not None:
             cycles[concept_set.name] = cycle
@@ -158,14 +171,16 @@ def crystal_fit(A: np.ndarray, B: np.ndarray, relations: np.ndarray, *, seed: in
 
 
 def crystals_of_sets(model: ModelFace, sets: Sequence[ConceptSet], sites: Sequence[str], *, position: str = "last",
-                     seed: int = 0) -> tuple[Crystals | Skipped, list[SetReading]]:
+                     seed: int = 0, progress: ProgressFn | None = None) -> tuple[Crystals | Skipped, list[SetReading]]:
     """One relation per analogy set: each item's word and its pair read in the set's context templates
     (a template with {pair} reads the pair word at its own tokens)."""
     readings, relations, words_a, words_b = [], [], [], []
     A: dict[str, list[np.ndarray]] = {s: [] for s in sites}
     B: dict[str, list[np.ndarray]] = {s: [] for s in sites}
-    for concept_set in sets_for_view(sets, "crystals"):
-        readout = read_concepts(model, concept_set, location="word", position=position, sites=sites)
+    chosen = sets_for_view(sets, "crystals")
+    for i, concept_set in enumerate(chosen):
+        readout = read_concepts(model, concept_set, location="word", position=position, sites=sites,
+                                progress=_reads(progress, i / len(chosen), 1 / len(chosen), concept_set.name))
         if readout.pair_arrays is None:
             readings.append(_reading(concept_set, "crystals", position, readout, n_read=0,
                                      notes=["no context template reads the pair word ({pair}): nothing to compare"]))
@@ -250,7 +265,8 @@ def probe_columns(concept_set: ConceptSet) -> tuple[str, ...]:
 
 
 def probes_of_sets(model: ModelFace, sets: Sequence[ConceptSet], sites: Sequence[str], *, position: str = "last",
-                   seed: int = 0, max_items: int | None = None) -> tuple[Probes | Skipped, list[SetReading]]:
+                   seed: int = 0, max_items: int | None = None, progress: ProgressFn | None = None
+                   ) -> tuple[Probes | Skipped, list[SetReading]]:
     """Ridge probe per site from each item's mean representation (its set's context templates) to its
     values, a seeded quarter of the items held out; `max_items`: a seeded sample of that many items."""
     from core.metrics.probes import probe_per_layer
@@ -260,13 +276,14 @@ def probes_of_sets(model: ModelFace, sets: Sequence[ConceptSet], sites: Sequence
         return Skipped("Choose a spatial, temporal or ordinal set."), []
     attributes: dict[str, AttributeProbes | Skipped] = {}
     readings = []
-    for concept_set in chosen:
+    for i, concept_set in enumerate(chosen):
         notes = []
         if max_items is not None and len(concept_set) > max_items:
             keep = sorted(np.random.default_rng(seed).choice(len(concept_set), size=max_items, replace=False))
             notes.append(f"a seeded sample of {max_items} of the {len(concept_set)} items is read")
             concept_set = replace(concept_set, items=tuple(concept_set.items[i] for i in keep))
-        readout = read_concepts(model, concept_set, location="word", position=position, sites=sites)
+        readout = read_concepts(model, concept_set, location="word", position=position, sites=sites,
+                                progress=_reads(progress, i / len(chosen), 1 / len(chosen), concept_set.name))
         readings.append(_reading(concept_set, "probes", position, readout, notes=notes))
         columns = probe_columns(concept_set)
         label = f"{concept_set.name} ({', '.join(columns)})"
@@ -308,18 +325,20 @@ def concept_geometry(model: ModelFace, sets: Sequence[ConceptSet], *, views: Seq
         sites = resid_sites(model)
         found: dict[str, Any] = {v: Skipped(NOT_ASKED) for v in VIEWS}
         readings: list[SetReading] = []
-        runs: dict[str, Callable[[], tuple[Any, list[SetReading]]]] = {
-            "circles": lambda: circles_of_sets(model, sets, sites, position=position, n_permutations=n_permutations,
-                                               seed=seed),
-            "crystals": lambda: crystals_of_sets(model, sets, sites, position=position, seed=seed),
-            "concepts": lambda: concepts_of_sets(model, sets, seed=seed),
-            "probes": lambda: probes_of_sets(model, sets, sites, position=position, seed=seed,
-                                             max_items=max_probe_items),
+        runs: dict[str, Callable[[ProgressFn | None], tuple[Any, list[SetReading]]]] = {
+            "circles": lambda p: circles_of_sets(model, sets, sites, position=position, n_permutations=n_permutations,
+                                                 seed=seed, progress=p),
+            "crystals": lambda p: crystals_of_sets(model, sets, sites, position=position, seed=seed, progress=p),
+            "concepts": lambda p: concepts_of_sets(model, sets, seed=seed),
+            "probes": lambda p: probes_of_sets(model, sets, sites, position=position, seed=seed,
+                                               max_items=max_probe_items, progress=p),
         }
         asked = [v for v in VIEWS if v in views]
         for n, view in enumerate(asked):
             report(progress, n / len(asked), f"{view} of {', '.join(s.name for s in sets_for_view(sets, view)) or 'no set'}")
-            outcome = skip_on_error(runs[view])
+            part = None if progress is None else (
+                lambda f, text, n=n, view=view: report(progress, (n + f) / len(asked), f"{view}: {text}"))
+            outcome = skip_on_error(lambda: runs[view](part))
             if isinstance(outcome, Skipped):
                 found[view] = outcome
             else:
