@@ -140,6 +140,8 @@ def add_upload(data: bytes, filename: str, kind: str) -> ConceptSet | None:
                 st.session_state[f"concept_sets_{view}"] = [label, *current]
             elif current is None:
                 st.session_state[f"concept_sets_{view}"] = [label]
+    if concept_set.kind == "cyclic":
+        st.session_state["geo_cycle"] = concept_set.name   # the Circles tab opens on it
     st.success(f"Added {concept_set.name!r}: {len(concept_set)} items, kind {concept_set.kind}.")
     return concept_set
 

@@ -95,6 +95,7 @@ add_upload(st.session_state["data"], st.session_state["filename"], st.session_st
     [entry] = at.session_state["concept_uploads"]
     assert entry["name"] == "my_days" and entry["kind"] == "cyclic" and entry["file"].endswith(".csv")
     assert at.session_state["concept_sets_circles"] == ["upload: my_days"]
+    assert at.session_state["geo_cycle"] == "my_days"                     # the Circles tab opens on it
     from app.registry import KEYS
 
     assert KEYS["concept_uploads"].check([entry]) == [entry]   # what a saved session restores
