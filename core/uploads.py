@@ -60,7 +60,8 @@ def save_upload(data: bytes, filename: str, *, suffixes: tuple[str, ...] = UPLOA
     (content-addressed; once) and return its name."""
     suffix = Path(filename).suffix.lower()
     if suffix not in suffixes:
-        raise UploadError(f"Atlas reads {', '.join(suffixes)} files here; {filename!r} is none of these. "
+        names = ", ".join(suffixes[:-1]) + f" and {suffixes[-1]}" if len(suffixes) > 1 else suffixes[0]
+        raise UploadError(f"Atlas reads {names} files here; {filename!r} is none of these. "
                           "Save it in one of these formats and upload it again.")
     if len(data) > MAX_UPLOAD_BYTES:
         raise UploadError(f"The file is {len(data) / 2**20:,.0f} MB; uploads are limited to {MAX_UPLOAD_MB} MB. "
