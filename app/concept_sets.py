@@ -55,8 +55,9 @@ def available_sets(model: Any) -> dict[str, ConceptSet]:
     An upload that can no longer be read is reported and left out of the list (the entry stays saved)."""
     found: dict[str, ConceptSet] = {}
     spec = getattr(model, "spec", None)
-    if getattr(spec, "source", None) == "organism":
-        sets = guarded(lambda: _organism_sets(spec.path))
+    if spec is not None and getattr(spec, "source", None) == "organism":
+        path = getattr(spec, "path", None)
+        sets = guarded(lambda: _organism_sets(path))
         found.update({f"organism: {name}": s for name, s in (sets or {}).items()})
     found.update({f"library: {name}": s for name, s in _library().items()})
     for entry in st.session_state.get("concept_uploads") or []:

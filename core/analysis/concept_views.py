@@ -88,7 +88,7 @@ def _reading(concept_set: ConceptSet, view: str, position: str, readout: Concept
     found += [d for d in dropped if all(d.word != f.word for f in found)]
     return SetReading(
         set_name=concept_set.name, kind=concept_set.kind, view=view, n_items=len(concept_set),
-        n_read=len(readout) if n_read is None else n_read, position=position, dropped=tuple(found),
+        n_read=(len(readout) if readout is not None else 0) if n_read is None else n_read, position=position, dropped=tuple(found),
         split=tuple(w.word for w in readout.split) if readout else (),
         skipped_templates=tuple(f"{t.template} ({t.reason})" for t in readout.skipped_templates) if readout else (),
         notes=tuple(notes))

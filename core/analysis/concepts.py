@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,6 +34,7 @@ from core.analysis.results import (
     Crystals,
     GroundTruthGeometry,
     Probes,
+    SetReading,
     SiteCrystal,
     Skipped,
 )
@@ -144,9 +145,9 @@ def ground_truth_geometry(model: ModelFace, ground_truth: Mapping[str, Any] | No
     def compute() -> GroundTruthGeometry:
         sites = resid_sites(model)
         sets = list(concept_sets_from_ground_truth(truth).values())
-        readings = []
+        readings: list[SetReading] = []
 
-        def through_sets(run):
+        def through_sets(run: Callable[[], tuple[Any, list[SetReading]]]) -> Any:
             found = skip_on_error(run)
             if isinstance(found, Skipped):
                 return found
