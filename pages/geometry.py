@@ -58,7 +58,7 @@ if saes:
                                                                   harvest_key=harvest_key, progress=progress),
                       progress=True)
     remember_artifact("geometry", geo.key)
-MAX_PROBE_ITEMS = 300   # probes read a seeded sample of a larger set (1000 cities x 4 templates is slow on a CPU)
+MAX_PROBE_ITEMS = analysis.PAGE_MAX_PROBE_ITEMS   # probes read a seeded sample of a larger set
 NO_SAES = "The decoder views need SAEs: choose them in the sidebar under Sources."
 
 

@@ -38,7 +38,7 @@ from core.analysis.circles import (
                                    cyclic_circles,
                                    cyclic_token_ids,
 )
-from core.analysis.concept_views import VIEW_KINDS, VIEWS, concept_geometry, sets_for_view
+from core.analysis.concept_views import PAGE_MAX_PROBE_ITEMS, VIEW_KINDS, VIEWS, concept_geometry, sets_for_view
 from core.analysis.concepts import (
                                    concepts_from_unembedding,
                                    crystals_from_tokens,
@@ -73,4 +73,4 @@ __all__ = ["ANALYSIS_VERSION", "AllAnalyses", "GeometryByLayer", "GroundTruthGeo
            "ground_truth_geometry", "harvest_key_of", "lobes_for_sae", "lobes_view", "organism_ground_truth",
            "probes_from_tokens", "representations_at", "run_all", "site_spectrum", "slot_prompt", "spectra_by_layer",
            "spectra_over_checkpoints", "superposition_by_layer", "toy_lab",
-           "VIEWS", "VIEW_KINDS", "concept_geometry", "sets_for_view"]
+           "VIEWS", "VIEW_KINDS", "PAGE_MAX_PROBE_ITEMS", "concept_geometry", "sets_for_view"]

@@ -68,6 +68,9 @@ VIEW_KINDS: dict[str, tuple[str, ...]] = {
     "probes": ("spatial", "temporal", "ordinal"),
 }
 NOT_ASKED = "not asked for"
+# The Geometry page reads a seeded sample of this many items of a larger probe set (1000 cities x 4 templates is
+# slow on a CPU); the organism's prebuilt snapshot computes its default views with the same cap.
+PAGE_MAX_PROBE_ITEMS = 300
 
 
 def _reads(progress: ProgressFn | None, start: float, width: float, text: str) -> Callable[[int, int], None] | None:

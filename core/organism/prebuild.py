@@ -91,6 +91,18 @@ def compute_default_views(store: Any, *, progress: Progress | None = None, groun
     if truth and ground_truth:
         keys.append(timed("ground_truth_geometry", lambda: analysis.ground_truth_geometry(model, truth,
                                                                                          store=store)).key)
+    if ground_truth:
+        # The Geometry page's concept tabs on the organism open on its own sets of each view's kinds, in the
+        # order organism_concept_sets gives them (app/concept_sets.default_labels), read at the last token.
+        from core.concepts import organism_concept_sets
+
+        own = list(organism_concept_sets(None).values())
+        for view in analysis.VIEWS:
+            chosen = [s for s in own if s.kind in analysis.VIEW_KINDS[view]]
+            if chosen:
+                keys.append(timed(f"concepts {view}", functools.partial(
+                    analysis.concept_geometry, model, chosen, views=(view,), position="last", store=store,
+                    max_probe_items=analysis.PAGE_MAX_PROBE_ITEMS)).key)
     if checkpoints:
         over = timed("checkpoints", lambda: analysis.spectra_over_checkpoints(
             ModelSpec(source="organism", checkpoint="final"), max_tokens=DEFAULT_CHECKPOINT_TOKENS, store=store,
