@@ -12,7 +12,8 @@ tokens drawn from a Zipf law over the vocabulary (p(rank r) ~ 1 / (r + 2.7)), BO
 (the SAEs' context_size): synthetic text, so every cost of real text is there but none of its structure.
 The harvest uses HarvestSettings' defaults except the batch size and 512 splice-in tokens instead of 2,048 (each
 splice-in token costs SAEs x 3 ablations forwards from the SAE's block to the logits: at 2,048 tokens 80% of the
-GPT-2 run's work; --splice-tokens 2048 measures the default).
+GPT-2 run's work; the Gemma slice takes 256, each token there costing a 256,000-wide unembedding per SAE and
+ablation; --splice-tokens 2048 measures the default).
 
 Shapes (dimensions from the models' published configs):
   gpt2-small  12 layers x 768, 12 heads, d_mlp 3072, vocab 50,257, n_ctx 1024; SAEs 24,576 wide on every
@@ -80,7 +81,7 @@ SHAPES = {
                                            attn_scores_soft_cap=50.0, output_logits_soft_cap=30.0,
                                            window_size=4096, use_attn_scale=True, attn_scale=16.0,
                                            eps=1e-6, original_architecture="Gemma2ForCausalLM"),
-                        26, (3, 5), 16384, ("jumprelu",), 4, 2048),
+                        26, (3, 5), 16384, ("jumprelu",), 4, 2048, 256),
     "tiny": Shape("tiny", dict(d_model=32, n_heads=2, d_head=16, d_mlp=64, d_vocab=512, n_ctx=CONTEXT, act_fn="gelu",
                                normalization_type="LN"), 2, (0, 1), 256, ("topk", "jumprelu"), 8, 1024),
 }
