@@ -323,8 +323,9 @@ def rehearse(shape: Shape, *, layers: list[int], width: int, tokens: int, batch_
             report.memory_mb.update(memory.phases, peak=memory.peak_mb)
             return report
         harvest, hkey = result
-        report.config["tokens_per_second"] = harvest.n_tokens / steps["harvest (one pass, every SAE)"] \
-            if hasattr(harvest, "n_tokens") else corpus.tokens.numel() / steps["harvest (one pass, every SAE)"]
+        # a harvest read back from the store (--keep) carries the seconds its pass took
+        seconds = float(harvest.seconds) if harvest.seconds > 0 else steps["harvest (one pass, every SAE)"]
+        report.config["tokens_per_second"] = harvest.n_tokens / max(seconds, 1e-9)
         report.config["l0"] = {s.hook_name: float(harvest.saes[s.hook_name].l0) for s in saes}
         analyses = {}
 
