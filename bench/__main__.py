@@ -16,6 +16,7 @@ from bench import (
     bench_harvest,
     bench_probe,
     bench_ray,
+    bench_scale,
     bench_steer,
     bench_store,
     saedashboard,
@@ -31,6 +32,7 @@ BENCHMARKS = {
     "steer": bench_steer.main,
     "store": bench_store.main,
     "corpus": bench_corpus.main,
+    "scale": bench_scale.main,  # random GPT-2 / Gemma-shaped models end to end (docs/PERFORMANCE.md)
 }
 
 

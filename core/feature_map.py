@@ -168,17 +168,24 @@ def lobe_labels(cooc: np.ndarray, n_chunks: int, n_lobes: int = 5, random_state:
     (SpectralClustering(n_lobes, affinity="precomputed").fit_predict(phi + 1)); -1 for dead features.
 
     Features that never fire have no co-occurrence to cluster on; they get label -1. With no more
-    live features than lobes, each live feature is its own lobe.
+    live features than lobes, each live feature is its own lobe. Above core.metrics.knn.EXACT_MAX_ROWS
+    live features only that many, the most frequent, are clustered (the rest get -1 too): phi and the
+    spectral clustering are dense in the features clustered.
     """
     from core.metrics.geometry import lobes, phi_coefficient
+    from core.metrics.knn import EXACT_MAX_ROWS
 
-    C = np.asarray(cooc, dtype=np.float64)
-    alive = np.flatnonzero(np.diag(C) > 0)
+    C = np.asarray(cooc)
+    fired = np.diag(C)
+    alive = np.flatnonzero(fired > 0)
+    if alive.size > EXACT_MAX_ROWS:
+        alive = np.sort(alive[np.argsort(-fired[alive], kind="stable")[:EXACT_MAX_ROWS]])
     labels = np.full(len(C), -1, dtype=np.int64)
     if len(alive) <= n_lobes:
         labels[alive] = np.arange(len(alive))
         return labels
-    labels[alive] = lobes(phi_coefficient(C[np.ix_(alive, alive)], n_chunks), n_lobes, seed=random_state)
+    sub = np.asarray(C[np.ix_(alive, alive)], dtype=np.float64)
+    labels[alive] = lobes(phi_coefficient(sub, n_chunks), n_lobes, seed=random_state)
     return labels
 
 

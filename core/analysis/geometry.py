@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from core.store import ArtifactStore
 
 
+MAX_CODES_BYTES = 3 * 2**30  # decoder circles encode the reservoir densely: reservoir x d_sae float64
+
+
 def default_clusters(n: int, per_cluster: int, low: int = 2, high: int = 64) -> int:
     return int(min(high, max(low, round(n / per_cluster))))
 
@@ -46,7 +49,8 @@ def lobes_for_sae(stats: SAEResult, W_dec: np.ndarray, *, n_lobes: int | None = 
     decoder-angle spectral clusters, and their AMI against a label-permutation null.
 
     Features used: those that fired in some but not every counted chunk (a constant feature has phi 0
-    with everything), the `max_features` most frequent of them when there are more. The counts are read
+    with everything), the `max_features` most frequent of them when there are more (a documented sample:
+    at any d_sae the affinities are [max_features, max_features], 18 MB at 1,500). The counts are read
     through the harvest's accessors (`cooc_fired`, `cooc_submatrix`): no d_sae x d_sae matrix is built.
     """
     from core.metrics.geometry import (
@@ -88,15 +92,25 @@ def decoder_circles_for_sae(sae: SAEFace, site: SiteResult, W_dec: np.ndarray, *
     months) when `cyclic_token_ids` is given, else by total mass; the top ones keep their PCA.
     """
     from core.metrics.circles import circularity, cluster_reconstruction_pca, decoder_clusters
+    from core.metrics.knn import EXACT_MAX_ROWS
 
+    n_samples, d_sae = int(site.reservoir.shape[0]), int(W_dec.shape[0])
+    if n_samples < 10:
+        return Skipped("the harvest kept fewer than 10 reservoir samples at this site")
+    codes_bytes = n_samples * d_sae * 8
+    if codes_bytes > MAX_CODES_BYTES:  # said before anything is encoded; the other parts still run
+        return Skipped(f"the codes of {n_samples:,} reservoir samples x {d_sae:,} features would take "
+                       f"{codes_bytes / 1e9:.1f} GB (limit {MAX_CODES_BYTES / 1e9:.1f} GB): harvest with a "
+                       f"smaller reservoir_size")
     X = torch.from_numpy(np.array(site.reservoir, dtype=np.float32))  # a writable copy of the mmap
     tokens = np.asarray(site.reservoir_token, dtype=np.int64)
-    if X.shape[0] < 10:
-        return Skipped("the harvest kept fewer than 10 reservoir samples at this site")
     Z = sae.encode(X).cpu().numpy().astype(np.float64)
     W = np.asarray(W_dec, dtype=np.float64)
     k = int(n_clusters) if n_clusters else default_clusters(W.shape[0], 20, 2, 200)
     labels = decoder_clusters(W, k, seed=seed)
+    method = ("exact spectral clustering of every decoder row" if d_sae <= EXACT_MAX_ROWS else
+              f"spectral clustering of a uniform sample of {EXACT_MAX_ROWS:,} of {d_sae:,} decoder rows; "
+              f"the others by their 5 nearest sampled rows")
     cyclic = {name: set(int(t) for t in ids) for name, ids in (cyclic_token_ids or {}).items()}
     cyc_all = set().union(*cyclic.values()) if cyclic else set()
     on_cyclic = np.isin(tokens, list(cyc_all)) if cyc_all else np.zeros(tokens.size, bool)
@@ -138,7 +152,8 @@ def decoder_circles_for_sae(sae: SAEFace, site: SiteResult, W_dec: np.ndarray, *
             tokens=tok[sel], top_tokens=tuple(int(t) for t in top_tokens if counts[t] > 0),
             circularity=circles))
     return DecoderClusters(n_clusters=k, cluster_sizes=np.bincount(labels, minlength=k), clusters=tuple(clusters),
-                           ranked_by="share of mass on cyclic tokens" if cyc_all else "total reconstruction mass")
+                           ranked_by="share of mass on cyclic tokens" if cyc_all else "total reconstruction mass",
+                           method=method)
 
 
 def lobes_view(harvest: HarvestResult, sae: SAEFace, *, store: ArtifactStore | None = None,

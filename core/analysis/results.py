@@ -222,6 +222,7 @@ class DecoderClusters(Result):
     cluster_sizes: IntArray
     clusters: tuple[DecoderCluster, ...]  # the top ones, best first
     ranked_by: str
+    method: str = "exact"  # how the labels were found: exact, or sampled above core.metrics.knn.EXACT_MAX_ROWS
 
 
 @dataclass(frozen=True, eq=False)

@@ -60,8 +60,8 @@ def superposition_by_layer(harvest: HarvestResult, saes: Sequence[SAEFace], mode
     def compute() -> SuperpositionByLayer:
         unembedding: InterferenceStats | Skipped = Skipped("no model given")
         if model is not None:
-            W_U = as_float64(model.W_U)  # [d_model, d_vocab]
-            unembedding = interference(W_U.T, max_pairs=max_pairs)
+            # [d_vocab, d_model] rows as they are (float32): interference reads them in float64 blocks
+            unembedding = interference(model.W_U.T, max_pairs=max_pairs)
         return SuperpositionByLayer(per_sae=tuple(sae_entry(h) for h in hooks), unembedding=unembedding)
 
     parts = {"harvest": hkey, "max_pairs": max_pairs, "model": model_identity(model) if model is not None else None}

@@ -413,6 +413,7 @@ def angular_similarity(W_dec: np.ndarray) -> np.ndarray:
     Rows of zero norm (dead features) get cos 0, i.e. similarity 1/2, with everything else.
     """
     W = as_matrix(W_dec, "W_dec", min_rows=1)
+    _check_dense(W.shape[0], "an angular-similarity matrix")
     norms = np.linalg.norm(W, axis=1)
     Wn = W / np.where(norms > 0, norms, 1.0)[:, None]
     cos = np.clip(Wn @ Wn.T, -1.0, 1.0)
@@ -427,6 +428,7 @@ def spectral_labels(affinity: np.ndarray, n_clusters: int, seed: int = 0) -> np.
     A = as_matrix(affinity, "affinity")
     if A.shape[0] != A.shape[1]:
         raise GeometryInputError(f"An affinity matrix must be square; got shape {A.shape}.")
+    _check_dense(A.shape[0], "spectral clustering on a dense affinity")
     if not 2 <= n_clusters <= A.shape[0]:
         raise GeometryInputError(f"The number of clusters must be between 2 and {A.shape[0]}; got {n_clusters}.")
     if np.any(A < 0):
@@ -447,10 +449,26 @@ def lobes(affinity: np.ndarray, n_lobes: int, offset: float = 1.0, seed: int = 0
     return spectral_labels(np.asarray(affinity, dtype=np.float64) + offset, n_lobes, seed=seed)
 
 
+def _check_dense(n: int, what: str) -> None:
+    """Refuse an n x n matrix above core.metrics.knn.EXACT_MAX_ROWS rows (4.8 GB at 24,576), before allocating."""
+    from core.metrics.knn import EXACT_MAX_ROWS, dense_bytes
+
+    if n > EXACT_MAX_ROWS:
+        raise GeometryInputError(
+            f"{what} of {n:,} rows would need {dense_bytes(n) / 1e9:.1f} GB per n x n copy; above "
+            f"{EXACT_MAX_ROWS:,} rows use geometric_clusters (sampled) or a subset of the features.")
+
+
 def geometric_clusters(W_dec: np.ndarray, n_clusters: int, seed: int = 0) -> np.ndarray:
     """Clusters of decoder directions (Li et al. 2024; Engels et al. 2024):
-    SpectralClustering(K, affinity='precomputed').fit_predict(1 - arccos(clip(cos(W_dec))) / pi)."""
-    return spectral_labels(angular_similarity(W_dec), n_clusters, seed=seed)
+    SpectralClustering(K, affinity='precomputed').fit_predict(1 - arccos(clip(cos(W_dec))) / pi).
+
+    Up to core.metrics.knn.EXACT_MAX_ROWS (4,096) rows exactly so; above, the same clustering of a uniform
+    sample of that many rows, extended to the rest by their nearest sampled rows (`clusters_by_sample`)."""
+    from core.metrics.knn import clusters_by_sample
+
+    W = as_matrix(W_dec, "W_dec", min_rows=1)
+    return clusters_by_sample(W, lambda S: spectral_labels(angular_similarity(S), n_clusters, seed=seed), seed=seed)
 
 
 @dataclass(frozen=True, eq=False)

@@ -206,6 +206,9 @@ class InterferenceStats(Result):
     n_zero_rows: int  # rows of norm 0, left out of the overlaps
 
 
+_BLOCK = 8192  # rows or pairs per float64 block in `interference`
+
+
 def interference(W, max_pairs: int = 200_000, seed: int = 0) -> InterferenceStats:
     """Interference between feature directions (Liu, Liu & Gore 2025; METHODS.md section 2).
 
@@ -217,15 +220,27 @@ def interference(W, max_pairs: int = 200_000, seed: int = 0) -> InterferenceStat
     means without the n_rows**2 Gram matrix. Zero rows have no direction and are left out.
     Also the mean/std/min/max of the row norms (all rows).
     """
-    w = _finite_array(W, "W", ndim=2)
+    w = W.detach().cpu().numpy() if hasattr(W, "detach") else np.asarray(W)
+    if w.ndim != 2 or w.size < 1 or not np.issubdtype(w.dtype, np.number):
+        raise MetricInputError(f"W must be a 2-dimensional numeric array; got shape {w.shape}.")
     if int(max_pairs) < 1:
         raise MetricInputError("max_pairs must be positive.")
-    norms = np.linalg.norm(w, axis=1)
+    # Rows are read in float64 blocks: a 256k x 2304 unembedding is never copied whole (4.7 GB in float64).
+    norms = np.empty(w.shape[0])
+    for start in range(0, w.shape[0], _BLOCK):
+        block = np.asarray(w[start:start + _BLOCK], dtype=np.float64)
+        if not np.all(np.isfinite(block)):
+            raise MetricInputError("W contains NaN or infinite values.")
+        norms[start:start + _BLOCK] = np.linalg.norm(block, axis=1)
     nonzero = norms > 0
-    rows = w[nonzero] / norms[nonzero, None]
-    k, m = rows.shape[0], w.shape[1]
+    ids = np.flatnonzero(nonzero)
+    k, m = ids.size, w.shape[1]
     if k < 2:
         raise MetricInputError("Interference needs at least 2 nonzero rows.")
+
+    def unit(rows: np.ndarray) -> np.ndarray:  # rows: positions in ids
+        return np.asarray(w[ids[rows]], dtype=np.float64) / norms[ids[rows], None]
+
     total_pairs = k * (k - 1) // 2
     sampled = total_pairs > int(max_pairs)
     if sampled:
@@ -233,8 +248,10 @@ def interference(W, max_pairs: int = 200_000, seed: int = 0) -> InterferenceStat
         i = rng.integers(0, k, size=int(max_pairs))
         j = rng.integers(0, k - 1, size=int(max_pairs))
         j = j + (j >= i)  # uniform over j != i
-        c = np.abs(np.einsum("pd,pd->p", rows[i], rows[j]))
+        c = np.concatenate([np.abs(np.einsum("pd,pd->p", unit(i[s:s + _BLOCK]), unit(j[s:s + _BLOCK])))
+                            for s in range(0, i.size, _BLOCK)])
     else:
+        rows = unit(np.arange(k))
         gram = rows @ rows.T
         c = np.abs(gram[np.triu_indices(k, 1)])
     return InterferenceStats(
