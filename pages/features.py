@@ -119,6 +119,8 @@ with left:
                        column_config={"density": st.column_config.NumberColumn(format="%.2e"),
                                       "max": st.column_config.NumberColumn(format="%.3f"),
                                       "label": st.column_config.TextColumn(width="medium"),
+                                      # wide enough for the top tokens; a cell's full text shows when it is selected
+                                      "top tokens": st.column_config.TextColumn(width="large"),
                                       "L1 share": st.column_config.ProgressColumn(
                                           format="%.4f", min_value=0.0,
                                           max_value=float(max(frame["L1 share"].max(), 1e-12)))})
