@@ -34,6 +34,8 @@ def load_view_inputs(harvest: bool = True, require_saes: bool = True, no_saes: s
     sources = current_sources()
     model = get_model(sources.model)
     saes = get_saes(sources)
+    if (note := checkpoint_mismatch(sources)) is not None:
+        st.warning(note)
     if require_saes and not saes:
         st.info(no_saes or "This page needs SAEs: choose them in the sidebar under Sources.")
         st.stop()
@@ -42,6 +44,19 @@ def load_view_inputs(harvest: bool = True, require_saes: bool = True, no_saes: s
     result, key = get_harvest(sources)
     remember_artifact("harvest", key)
     return ViewInputs(model, saes, result, key)
+
+
+def checkpoint_mismatch(sources: Any) -> str | None:
+    """A note when the organism's SAEs (trained on its final checkpoint) read an earlier checkpoint: their
+    codes then describe another model, and densities near 0.5 or dead features are the sign, not a finding."""
+    checkpoint = sources.model.checkpoint
+    if sources.model.source != "organism" or checkpoint in (None, "final"):
+        return None
+    if not any(spec.source == "organism" for spec in sources.saes):
+        return None
+    return (f"The organism's SAEs were trained on its final checkpoint, and the model now is {checkpoint}: their "
+            "features do not describe this checkpoint's activations (expect odd densities and dead features). "
+            "Compare checkpoints on the Spectra page, which needs no SAEs, or choose the final checkpoint.")
 
 
 def cached_view(label: str, compute: Callable[..., Any], *, progress: bool = False) -> Any:

@@ -320,3 +320,17 @@ def test_an_uploaded_corpus_is_named_by_its_upload_and_survives_a_reload(app_env
     assert params == {"corpus": "file", "file": name}
     fresh = _app(**params)
     assert fresh.session_state["valid_sources"].corpus == corpus
+
+
+def test_saes_on_an_earlier_checkpoint_are_flagged(app_env):
+    """The organism's SAEs (trained on the final checkpoint) on an earlier one: every view page says so."""
+    at = _app()
+    checkpoints = at.selectbox(key="checkpoint").options
+    earlier = next(c for c in checkpoints if c != "final")
+    at.selectbox(key="checkpoint").set_value(earlier).run()
+    at.switch_page("../pages/features.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert any("trained on its final checkpoint" in w.value and earlier in w.value for w in at.warning)
+    at.selectbox(key="checkpoint").set_value("final").run()
+    assert not any("trained on its final checkpoint" in w.value for w in at.warning)
