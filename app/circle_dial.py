@@ -6,8 +6,9 @@ control (the same norm rotated in a random plane).
     from app.circle_dial import render_circle_dial
     render_circle_dial(model, truth)        # truth: the organism's ground truth (dict)
 
-Keys (page-owned, outside the registry): geo_dial_concept, geo_dial_site, geo_dial_prompt, geo_dial_own,
-geo_dial_steps.
+Keys (in app/registry.py, saved with a session, so a reopened session turns the same circle): geo_dial_concept,
+geo_dial_site, geo_dial_prompt, geo_dial_own, geo_dial_steps. A saved value this model cannot offer (another
+organism's concept or site, a step count past this circle's range) falls back to the default here.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import streamlit as st
 
+from app.registry import MAX_DIAL_PROMPT
 from app.widgets import escape_markdown, guarded
 from core.figures.circle_dial import dial_item_figure, dial_top_tokens_figure
 from core.interventions.dial import CYCLE_FAMILIES, circle_dial, cycle_facts, cycle_fits_from_ground_truth
@@ -42,6 +44,8 @@ def render_circle_dial(model: Any, truth: dict) -> None:
                 "and weekdays); this ground truth has none.")
         return
     c1, c2, c3 = st.columns([1, 1, 2])
+    if st.session_state.get("geo_dial_concept") not in concepts:
+        st.session_state["geo_dial_concept"] = concepts[0]
     concept = c1.selectbox("Concept", concepts, key="geo_dial_concept")
     fits = guarded(lambda: _fits(_model_key(model), concept, model, truth))
     if not fits:
@@ -57,9 +61,10 @@ def render_circle_dial(model: Any, truth: dict) -> None:
     fit = by_site[site]
     k = fit.k
     held = st.session_state.get("geo_dial_steps")
-    if isinstance(held, (int, float)) and abs(held) > k - 1:  # months -> weekdays: keep the dial on the new range
-        st.session_state["geo_dial_steps"] = float(max(-(k - 1), min(k - 1, held)))
-    steps = c3.slider("Steps along the circle", min_value=-float(k - 1), max_value=float(k - 1), value=1.0, step=0.5,
+    held = float(held) if isinstance(held, (int, float)) and not isinstance(held, bool) else 1.0
+    # months -> weekdays (or a session from elsewhere): keep the dial on this circle's range and its half steps
+    st.session_state["geo_dial_steps"] = float(max(-(k - 1), min(k - 1, round(held * 2) / 2)))
+    steps = c3.slider("Steps along the circle", min_value=-float(k - 1), max_value=float(k - 1), step=0.5,
                       key="geo_dial_steps", help=f"One step = 360/{k} degrees x f. Half steps turn part of the way.")
     facts = cycle_facts(truth, concept, "held_out") or cycle_facts(truth, concept, "train")
     labels = [f"{p} -> {a}" for p, a in facts]
@@ -67,7 +72,7 @@ def render_circle_dial(model: Any, truth: dict) -> None:
         st.session_state["geo_dial_prompt"] = 0
     chosen = st.selectbox("Prompt (held-out facts: prompt -> correct answer)", range(len(facts)), key="geo_dial_prompt",
                           format_func=lambda i: labels[i])
-    own = st.text_input("Or your own prompt", key="geo_dial_own", max_chars=300,
+    own = st.text_input("Or your own prompt", key="geo_dial_own", max_chars=MAX_DIAL_PROMPT,
                         placeholder="e.g. two months after march is")
     prompt = own.strip() or facts[chosen][0]
     dial = guarded(lambda: circle_dial(model, fit, prompt, steps))

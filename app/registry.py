@@ -6,7 +6,7 @@ the URL query parameter that keeps them across a page reload (`url`, present onl
 app/state.py derives everything else from this list: init, session save and restore, URL persistence.
 Widgets read their options from OPTIONS, so a widget and its check cannot drift apart.
 
-Keys a single page owns (geo_*, toy_*, spectra_*...) are not listed: they live and die with their page.
+Keys a single page owns (geo_* other than the dial's, toy_*, spectra_*...) are not listed: they live and die with their page.
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ MAX_FEATURE_ID = 2**31 - 1
 HOOK_RE = r"[A-Za-z0-9_.]{1,200}"
 MAX_STEER_PROMPT = 2_000               # a session's settings hold strings of up to 2,000 characters
 FEATURE_LIST_RE = r"[0-9#:.,;eE+\- ]*"  # '12:4, 87:-2' and sweeps '0.5, 1, 2' (parsed in core.interventions.requests)
+MAX_DIAL_STEPS = 100                   # the dial clamps to its concept's range (k - 1 steps either way)
+MAX_DIAL_PROMPT = 300                  # the dial's own-prompt box
 
 
 def _flag(value: Any) -> bool:
@@ -274,6 +276,14 @@ REGISTRY: tuple[StateKey, ...] = (
              _steer_text(MAX_STEER_PROMPT)),
     StateKey("patch_correct", "february", "correct answer", "settings", _steer_text(200)),
     StateKey("patch_wrong", "april", "wrong answer", "settings", _steer_text(200)),
+    # the circle dial on the Geometry page (app/circle_dial.py; saved so a reopened session turns the same circle)
+    StateKey("geo_dial_concept", None, "circle dial concept", "settings",   # None: the first cyclic concept
+             optional(lambda v: check_text(v, max_length=40, pattern=r"[a-z_]{1,40}"))),
+    StateKey("geo_dial_site", None, "circle dial site", "settings",         # None: the strongest circle's site
+             optional(lambda v: check_text(v, max_length=200, pattern=HOOK_RE))),
+    StateKey("geo_dial_steps", 1.0, "circle dial steps", "settings", _number(-MAX_DIAL_STEPS, MAX_DIAL_STEPS)),
+    StateKey("geo_dial_prompt", 0, "circle dial prompt", "settings", lambda v: check_int(v, minimum=0, maximum=10_000)),
+    StateKey("geo_dial_own", "", "circle dial's own prompt", "settings", _steer_text(MAX_DIAL_PROMPT)),
     # the app's own bookkeeping (never saved as such)
     StateKey("artifact_keys", {}, "artifacts in use"),      # purpose -> artifact key; a session saves the keys
     StateKey("valid_sources", None, "sources in use"),      # app.sources.Sources that last loaded

@@ -117,3 +117,47 @@ def test_geometry_page_shows_the_dial_on_its_circles_tab(app_env):
     assert [m.label for m in at.metric][:1] == ["Answer before"]
     at.slider(key="geo_dial_steps").set_value(2.0).run()
     assert not at.exception and any(m.label == "After turning 2 step(s)" for m in at.metric)
+
+
+def test_dial_settings_travel_with_a_session_and_foreign_values_fall_back(app_env):
+    """A saved session reopens the dial on the same concept, site, steps and prompt, with the same answers; values
+    this organism cannot offer (another model's concept or site, steps past the circle) fall back with no error."""
+    from app.state import restore_values
+    from core.sessions import Session, SessionStore
+    from tests.test_app_pages import _app
+
+    at = _app("geometry")
+    concepts = at.selectbox(key="geo_dial_concept").options
+    at.selectbox(key="geo_dial_concept").set_value(concepts[-1]).run()
+    sites = at.selectbox(key="geo_dial_site").options
+    at.selectbox(key="geo_dial_site").set_value(sites[0]).run()
+    at.slider(key="geo_dial_steps").set_value(2.5).run()
+    at.selectbox(key="geo_dial_prompt").set_value(1).run()
+    assert not at.exception, at.exception
+    names = ("geo_dial_concept", "geo_dial_site", "geo_dial_steps", "geo_dial_prompt", "geo_dial_own")
+    chosen = {k: at.session_state[k] for k in names}
+    answers = [m.value for m in at.metric]
+    at.switch_page("../pages/sessions.py").run()
+    at.text_input(key="session_title").set_value("dial")
+    at.button[0].click().run()
+    saved = SessionStore().list()[0]
+    assert {k: SessionStore().load(saved.id).settings[k] for k in names} == chosen
+
+    reopened = _app(session=saved.id)                                   # opens on the Geometry page
+    assert {k: reopened.session_state[k] for k in names} == chosen
+    assert [m.value for m in reopened.metric] == answers
+
+    values, notices = restore_values(Session(title="t", created="2026-01-02T03:04:05+00:00", settings={
+        "geo_dial_concept": "<b>x</b>", "geo_dial_steps": 1e9, "geo_dial_own": "x" * 5000, "geo_dial_prompt": -1}))
+    assert values["geo_dial_concept"] is None and values["geo_dial_steps"] == 1.0
+    assert values["geo_dial_own"] == "" and values["geo_dial_prompt"] == 0 and len(notices) == 4
+    foreign = _app(session=SessionStore().save(Session(
+        title="foreign", page="geometry", created="2026-01-02T03:04:05+00:00",
+        settings={"geo_dial_concept": "planets", "geo_dial_site": "blocks.9.hook_resid_post", "geo_dial_steps": 50.0,
+                  "geo_dial_prompt": 9999})))
+    assert not foreign.exception and not foreign.error, [e.value for e in foreign.error]
+    assert foreign.session_state["geo_dial_concept"] in concepts
+    site_labels = foreign.selectbox(key="geo_dial_site").options     # "<site> (f = .., share ..)[ strongest]"
+    assert any(label.startswith(foreign.session_state["geo_dial_site"] + " ") and label.endswith("strongest")
+               for label in site_labels)
+    assert abs(foreign.session_state["geo_dial_steps"]) < 50 and foreign.session_state["geo_dial_prompt"] == 0
