@@ -41,8 +41,12 @@ def organism_sources(device: str = "cpu") -> Sources:
 
 
 def random_sources(n_layers: int, d_model: int, n_heads: int, d_mlp: int, n_ctx: int, d_vocab: int, d_sae: int,
-                   k: int, device: str, label: str, sae_layers: list[int] | None = None) -> Sources:
-    """A random HookedTransformer behind LoadedModel and random TopK SAEs on resid_post."""
+                   k: int, device: str, label: str, sae_layers: list[int] | None = None, *,
+                   rescale_acts_by_decoder_norm: bool = False) -> Sources:
+    """A random HookedTransformer behind LoadedModel and random TopK SAEs on resid_post.
+
+    `rescale_acts_by_decoder_norm`: the TopK option SAELens's training sets (the organism's SAEs have it); runners
+    that fold decoder norms into the encoder (SAEDashboard's) refuse TopK SAEs without it."""
     from sae_lens import TopKSAE, TopKSAEConfig
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
@@ -59,7 +63,8 @@ def random_sources(n_layers: int, d_model: int, n_heads: int, d_mlp: int, n_ctx:
     model.bos_token_id = 0
     saes = []
     for layer in sae_layers if sae_layers is not None else range(n_layers):
-        sae_cfg = TopKSAEConfig(d_in=d_model, d_sae=d_sae, k=k, device=device)
+        sae_cfg = TopKSAEConfig(d_in=d_model, d_sae=d_sae, k=k, device=device,
+                                rescale_acts_by_decoder_norm=rescale_acts_by_decoder_norm)
         sae_cfg.metadata.hook_name = f"blocks.{layer}.hook_resid_post"
         sae_cfg.metadata.model_name = label
         saes.append(wrap_sae(TopKSAE(sae_cfg)))

@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                                 _organism_corpus(sources.model, n), venv, args.threads, args.cache))
     if "gpt2" not in skip:
         sources = random_sources(12, 768, 12, 3072, 1024, 50257, d_sae=24576, k=32, device="cpu",
-                                 label="random gpt2-small-shaped", sae_layers=[6])
+                                 label="random gpt2-small-shaped", sae_layers=[6],
+                                 rescale_acts_by_decoder_norm=True)   # as trained TopK SAEs: SaeVisRunner folds norms
         corpus = random_corpus(args.gpt2_tokens, 128, sources.model.d_vocab, sources.model.bos_token_id)
         rows.append(compare("GPT-2-small-shaped random model, TopK SAE 24576 on layer 6, context 128",
                             sources.model, sources.saes[0], corpus, venv, args.threads, args.cache))
