@@ -99,7 +99,7 @@ def position_picker() -> str:
 def upload_box() -> None:
     """Upload a CSV / JSON concept set: validated with read_concept_file (errors shown, nothing lost), saved
     through core.uploads and listed in st.session_state["concept_uploads"]."""
-    from core.uploads import CONCEPT_SUFFIXES
+    from core.uploads import CONCEPT_SUFFIXES, MAX_UPLOAD_MB
 
     with st.expander("Your own concept set (CSV or JSON; docs/CONCEPTS.md)"):
         st.caption("CSV: a header with `word` and the columns of the kind (`word,category`, `word,parents`, "
@@ -107,7 +107,7 @@ def upload_box() -> None:
                    "order needs the kind below. JSON: the library's format.")
         left, right = st.columns([3, 1])
         upload = left.file_uploader("Concept set file", type=[s.lstrip(".") for s in CONCEPT_SUFFIXES],
-                                    key="geo_concept_file")
+                                    key="geo_concept_file", max_upload_size=MAX_UPLOAD_MB)
         kind = right.selectbox("Kind (CSV)", ["infer", *KINDS], key="geo_concept_kind",
                                help="Only a plain word list needs it (e.g. cyclic); other CSVs say it by their columns.")
         if upload is not None and st.button("Add this set", key="geo_concept_add"):

@@ -142,6 +142,7 @@ def _corpus_pickers() -> None:
     st.selectbox("Corpus", options("corpus_source"), format_func=lambda source: CORPUS_SOURCES.get(source, source), key="corpus_source")
     if st.session_state["corpus_source"] == "file":
         upload = st.file_uploader("Corpus file", type=["txt", "jsonl", "csv"], key="corpus_upload",
+                                  max_upload_size=MAX_UPLOAD_MB,
                                   help=f"Stored in Atlas's upload folder (at most {MAX_UPLOAD_MB} MB).")
         # A rerun with the same upload skips re-reading and re-hashing the file.
         if upload is not None and st.session_state.get("_corpus_upload_id") != upload.file_id:

@@ -6,9 +6,11 @@ restored from outside (a session document, a URL, a bundle) is resolved through 
 accepts exactly such names and only files that really lie in the upload folder (symbolic links are
 followed before the containment check), so a shared session can never make the server read another file.
 
-MAX_UPLOAD_MB is the server's upload limit too (`server.maxUploadSize` in .streamlit/config.toml; a test
-checks they agree): the corpus reader reads this much of a file whole (core.sources.corpus.MAX_FILE_BYTES is
-not smaller), and a bundle zip of this size is what the Sessions page accepts.
+MAX_UPLOAD_MB limits a corpus or concept-set upload (each uploader says so): the corpus reader reads this much
+of a file whole (core.sources.corpus.MAX_FILE_BYTES is not smaller). MAX_BUNDLE_UPLOAD_MB limits a bundle zip on
+the Sessions page: a GPT-2-small session with 12 SAEs of 24,576 features bundles to about 0.5 GB
+(docs/PERFORMANCE.md). The server's own limit (`server.maxUploadSize` in .streamlit/config.toml, enforced on
+the request body) is the larger of the two; a test checks they agree.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ UPLOAD_SUFFIXES = (".txt", ".jsonl", ".csv")
 CONCEPT_SUFFIXES = (".csv", ".json")   # concept sets (core.concepts.read_concept_file), on the Geometry page
 MAX_UPLOAD_MB = 256
 MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 2**20
+MAX_BUNDLE_UPLOAD_MB = 1024   # bundle zips (core.bundles caps what they inflate to: MAX_BUNDLE_TOTAL_BYTES)
+SERVER_UPLOAD_MB = max(MAX_UPLOAD_MB, MAX_BUNDLE_UPLOAD_MB)
 UPLOAD_NAME_RE = re.compile(r"^[0-9a-f]{16}\.(txt|jsonl|csv|json)$")
 
 

@@ -8,6 +8,7 @@ from app.widgets import escape_markdown, guarded
 from core.bundles import export_bundle, import_bundle
 from core.errors import AtlasError
 from core.inputs import printable
+from core.uploads import MAX_BUNDLE_UPLOAD_MB
 
 st.title("Sessions")
 st.caption("A session remembers the sources, the page, the prompt, the selected feature and layer, and the "
@@ -95,7 +96,9 @@ if deleted := st.session_state.pop("deleted_session", None):
     st.success(f"Deleted the session {escape_markdown(deleted)}.")
 
 st.subheader("Import a bundle")
-upload = st.file_uploader("Atlas bundle (.zip)", type=["zip"], key="bundle_upload")
+upload = st.file_uploader("Atlas bundle (.zip)", type=["zip"], key="bundle_upload",
+                          max_upload_size=MAX_BUNDLE_UPLOAD_MB,
+                          help=f"At most {MAX_BUNDLE_UPLOAD_MB:,} MB; larger bundles import with `atlas import-bundle FILE`.")
 if upload is not None and st.session_state.get("_imported") != upload.file_id:
     new_id = guarded(lambda: import_bundle(upload.getvalue(), sessions, get_store()))
     st.session_state["_imported"] = upload.file_id

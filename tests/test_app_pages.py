@@ -334,3 +334,17 @@ def test_saes_on_an_earlier_checkpoint_are_flagged(app_env):
     assert any("trained on its final checkpoint" in w.value and earlier in w.value for w in at.warning)
     at.selectbox(key="checkpoint").set_value("final").run()
     assert not any("trained on its final checkpoint" in w.value for w in at.warning)
+
+
+def test_each_uploader_carries_its_own_size_limit(app_env):
+    """Bundles may be up to MAX_BUNDLE_UPLOAD_MB (a GPT-2-scale session), corpus files only MAX_UPLOAD_MB: the
+    server's limit is the larger, so the smaller one must be set on the corpus uploader itself."""
+    from core.uploads import MAX_BUNDLE_UPLOAD_MB, MAX_UPLOAD_MB
+
+    at = _app("sessions")
+    limits = {u.proto.label: u.proto.max_upload_size_mb for u in at.get("file_uploader")}
+    assert limits["Atlas bundle (.zip)"] == MAX_BUNDLE_UPLOAD_MB > MAX_UPLOAD_MB
+    at.session_state["corpus_source"] = "file"
+    at.run()
+    limits = {u.proto.label: u.proto.max_upload_size_mb for u in at.get("file_uploader")}
+    assert limits["Corpus file"] == MAX_UPLOAD_MB

@@ -128,10 +128,10 @@ def test_server_upload_limit_matches_core():
     from pathlib import Path
 
     from core.sources.corpus import MAX_FILE_BYTES
-    from core.uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_MB
+    from core.uploads import MAX_BUNDLE_UPLOAD_MB, MAX_UPLOAD_BYTES, MAX_UPLOAD_MB, SERVER_UPLOAD_MB
 
     config = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text())
-    assert config["server"]["maxUploadSize"] == MAX_UPLOAD_MB
+    assert config["server"]["maxUploadSize"] == SERVER_UPLOAD_MB == max(MAX_UPLOAD_MB, MAX_BUNDLE_UPLOAD_MB)
     assert MAX_UPLOAD_BYTES <= MAX_FILE_BYTES        # an accepted upload is read whole
     assert config["client"]["showErrorDetails"] == "none"
     assert config["client"]["toolbarMode"] == "viewer"    # no Deploy button
