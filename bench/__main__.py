@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 from bench import (
+    bench_bundle,
     bench_corpus,
     bench_feature_map,
     bench_feature_pages,
@@ -32,7 +33,8 @@ BENCHMARKS = {
     "steer": bench_steer.main,
     "store": bench_store.main,
     "corpus": bench_corpus.main,
-    "scale": bench_scale.main,  # random GPT-2 / Gemma-shaped models end to end (docs/PERFORMANCE.md)
+    "scale": bench_scale.main,
+    "bundle": bench_bundle.main,  # needs --store: a stored harvest at scale (e.g. bench pages' --keep)  # random GPT-2 / Gemma-shaped models end to end (docs/PERFORMANCE.md)
 }
 
 

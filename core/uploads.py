@@ -8,8 +8,8 @@ followed before the containment check), so a shared session can never make the s
 
 MAX_UPLOAD_MB limits a corpus or concept-set upload (each uploader says so): the corpus reader reads this much
 of a file whole (core.sources.corpus.MAX_FILE_BYTES is not smaller). MAX_BUNDLE_UPLOAD_MB limits a bundle zip on
-the Sessions page: a GPT-2-small session with 12 SAEs of 24,576 features bundles to about 0.5 GB
-(docs/PERFORMANCE.md). The server's own limit (`server.maxUploadSize` in .streamlit/config.toml, enforced on
+the Sessions page: a GPT-2-small session with two 24,576-feature SAEs bundled to 135 MB, and 12 such SAEs after a
+long harvest come to about 1 GB (docs/PERFORMANCE.md, "Sharing a GPT-2-scale session"). The server's own limit (`server.maxUploadSize` in .streamlit/config.toml, enforced on
 the request body) is the larger of the two; a test checks they agree.
 """
 

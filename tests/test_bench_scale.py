@@ -31,3 +31,15 @@ def test_scale_rehearsal_runs_end_to_end_on_the_tiny_shape(tmp_path, capsys):
     l0 = config["l0"]
     assert abs(l0["blocks.0.hook_resid_post"] - 32) < 1e-6 and 20 < l0["blocks.1.hook_resid_post"] < 130
     assert "scale rehearsal: tiny" in printed and "peak RSS" in printed
+
+
+def test_bundle_bench_exports_and_imports_the_kept_store(tmp_path, capsys):
+    from bench import bench_bundle
+
+    assert bench_scale.main(["--shape", "tiny", "--tokens", "1024", "--keep", str(tmp_path / "store")]) == 0
+    capsys.readouterr()
+    assert bench_bundle.main(["--store", str(tmp_path / "store")]) == 0
+    printed = capsys.readouterr().out
+    assert "harvest" in printed and "import / copy" in printed
+    ratio = float(printed.split(" x the artifacts'")[0].rsplit("= ", 1)[1])
+    assert 0 < ratio < 1.5   # deflated npy and JSON, plus the manifest and report
