@@ -2,6 +2,7 @@
 relies on recorded for sessions and bundles (the loaders in app/resources.py never write session state).
 
     model, saes, harvest, key = load_view_inputs()          # records the harvest
+    model, saes = load_model_inputs()                       # pages that need no harvest
     result = cached_view("Geometry...", lambda: analysis.geometry_by_layer(...))
     fmap = feature_map(W_dec, method, purpose=f"feature_map:{hook}")   # records the map
 """
@@ -9,7 +10,7 @@ relies on recorded for sessions and bundles (the loaders in app/resources.py nev
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import streamlit as st
 
@@ -17,21 +18,41 @@ from app.resources import current_sources, get_feature_map, get_harvest, get_mod
 from app.state import remember_artifact
 from app.widgets import working
 
+if TYPE_CHECKING:
+    from core.harvest import HarvestResult
+
+
+class ModelInputs(NamedTuple):
+    model: Any                  # LoadedModel
+    saes: list[Any]             # LoadedSAE, in layer order ([] when none was needed and none loaded)
+
 
 class ViewInputs(NamedTuple):
     model: Any                  # LoadedModel
     saes: list[Any]             # LoadedSAE, in layer order ([] when none was needed and none loaded)
-    harvest: Any | None         # HarvestResult (None when not asked for)
-    key: str | None             # the harvest's artifact key
+    harvest: HarvestResult
+    key: str                    # the harvest's artifact key
 
 
-def load_view_inputs(harvest: bool = True, require_saes: bool = True, no_saes: str | None = None) -> ViewInputs:
-    """The current sources' model, SAEs and (when `harvest`) the harvest, which is recorded for sessions.
+def load_model_inputs(*, require_saes: bool = True, no_saes: str | None = None) -> ModelInputs:
+    """The current sources' model and SAEs.
 
     An AtlasError propagates (main.py shows it and the page stops). Without SAEs, `no_saes` (when given) is
     shown as an info line and the page stops; with `require_saes=False` the page goes on with `saes == []`.
     """
+    return _model_inputs(current_sources(), require_saes, no_saes)
+
+
+def load_view_inputs(*, require_saes: bool = True, no_saes: str | None = None) -> ViewInputs:
+    """`load_model_inputs` and the sources' harvest, which is recorded for sessions."""
     sources = current_sources()
+    model, saes = _model_inputs(sources, require_saes, no_saes)
+    result, key = get_harvest(sources)
+    remember_artifact("harvest", key)
+    return ViewInputs(model, saes, result, key)
+
+
+def _model_inputs(sources: Any, require_saes: bool, no_saes: str | None) -> ModelInputs:
     model = get_model(sources.model)
     saes = get_saes(sources)
     if (note := checkpoint_mismatch(sources)) is not None:
@@ -39,11 +60,7 @@ def load_view_inputs(harvest: bool = True, require_saes: bool = True, no_saes: s
     if require_saes and not saes:
         st.info(no_saes or "This page needs SAEs: choose them in the sidebar under Sources.")
         st.stop()
-    if not harvest:
-        return ViewInputs(model, saes, None, None)
-    result, key = get_harvest(sources)
-    remember_artifact("harvest", key)
-    return ViewInputs(model, saes, result, key)
+    return ModelInputs(model, saes)
 
 
 def checkpoint_mismatch(sources: Any) -> str | None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -37,6 +37,9 @@ from core.errors import SAEMismatchError  # noqa: E402
 from core.sources.corpus import CorpusSpec  # noqa: E402
 from core.sources.models import ModelSpec  # noqa: E402
 from core.sources.saes import SAESpec  # noqa: E402
+
+if TYPE_CHECKING:
+    from core.harvest import HarvestResult
 
 
 def current_sources() -> Sources:
@@ -179,7 +182,7 @@ def _harvest_key(sources: Sources, settings) -> str:
                        settings)
 
 
-def get_harvest(sources: Sources | None = None):
+def get_harvest(sources: Sources | None = None) -> tuple[HarvestResult, str]:
     """(HarvestResult, key) for the sources; computed under a progress bar only when the store lacks it."""
     from core.harvest import HarvestResult
     from core.harvest.distributed import cluster_from_env, harvest_cached_on

@@ -66,17 +66,19 @@ def _forget_feature() -> None:
     st.session_state["feature"] = None
 
 
-def layer_picker(hooks: list[str], label: str = "Layer (SAE site)", key: str = "layer") -> str | None:
+def layer_picker(hooks: list[str], label: str = "Layer (SAE site)", key: str = "layer") -> str:
     """Select one SAE hook; the choice is shared by every page through st.session_state[key]. Changing it
-    clears the selected feature (None: the page picks that layer's top feature)."""
+    clears the selected feature (None: the page picks that layer's top feature). Without hooks the page
+    says so and stops."""
     if not hooks:
         st.warning("No SAE is loaded: choose SAEs in the sidebar under Sources.")
-        return None
+        st.stop()
     if st.session_state.get(key) not in hooks:
         if st.session_state.get(key) is not None:
             _forget_feature()
         st.session_state[key] = hooks[0]
-    return st.selectbox(label, hooks, key=key, on_change=_forget_feature)
+    choice = st.selectbox(label, hooks, key=key, on_change=_forget_feature)
+    return hooks[0] if choice is None else choice
 
 
 def feature_picker(d_sae: int, key: str = "feature", default: int = 0) -> int:

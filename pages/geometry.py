@@ -7,7 +7,7 @@ import streamlit as st
 
 from app.circle_dial import render_circle_dial
 from app.concept_sets import available_sets, position_picker, readings_note, set_chooser, upload_box
-from app.page import cached_view, load_view_inputs
+from app.page import cached_view, load_model_inputs, load_view_inputs
 from app.resources import decoder_weights, get_store
 from app.state import remember_artifact, set_page
 from app.widgets import guarded
@@ -43,7 +43,7 @@ st.caption("The shape of the feature cloud and of concepts. Concept sets (the li
            "world, or your own) are read on any model: weekdays and months should form circles, analogies "
            "parallelograms, taxonomies simplices and hierarchies, cities a map.")
 
-model, saes, _, _ = load_view_inputs(harvest=False, require_saes=False)
+model, saes = load_model_inputs(require_saes=False)
 store = get_store()
 upload_box()
 position = position_picker()
@@ -167,9 +167,10 @@ with tabs[2]:
         st.plotly_chart(crystals_figure(arrows.a, arrows.b, list(crystals.relations),
                                         list(crystals.words_a), list(crystals.words_b), use_lda=use_lda), key="geo_crystals")
         q = fits[site].quality.lda if use_lda else fits[site].quality.raw
+        scores = ("" if q is None else f"Here: within-relation cos {q.within_cos:.2f} vs across {q.across_cos:.2f}, "
+                  f"silhouette {q.silhouette:.2f}. ")
         st.caption(f"Arrows a -> b of each analogy pair (man -> woman, france -> paris, walk -> walked, ...). "
-                   f"Parallelograms: arrows of one relation parallel. Here: within-relation cos {q.within_cos:.2f} vs "
-                   f"across {q.across_cos:.2f}, silhouette {q.silhouette:.2f}. "
+                   f"Parallelograms: arrows of one relation parallel. {scores}"
                    "LDA scores are held out (fitted on other pairs); the LDA picture is fitted on all pairs, for display.")
 
 with tabs[3]:
@@ -209,7 +210,7 @@ with tabs[3]:
             views = [fourier_plane] + [(a, a + 1) for a in range(n_pc - 1)]
             view = st.selectbox("Projection", views, key="geo_pc_pair",
                                 format_func=lambda v: v if isinstance(v, str) else f"PC {v[0] + 1} - PC {v[1] + 1}")
-            if view == fourier_plane:
+            if isinstance(view, str):   # the Fourier plane; the others are PC pairs
                 right.plotly_chart(circle_pcs_figure(c.points_2d, list(cycle.words), pcs=(0, 1),
                                                      cycle_order=list(c.visit_order), axis_label="Fourier",
                                                      title=f"{name}: the f = {c.best_frequency} plane"),
@@ -232,12 +233,12 @@ with tabs[3]:
     if not isinstance(dc, DecoderClusters) or not dc.clusters:
         st.info(dc.reason if isinstance(dc, Skipped) else "No cluster fired on the harvested tokens.")
     else:
-        options = list(range(len(dc.clusters)))
-        chosen = st.selectbox("Cluster", options, key="geo_cluster",
-                              format_func=lambda i: f"cluster {dc.clusters[i].cluster} "
-                              f"({len(dc.clusters[i].features)} features; top tokens: "
-                              f"{', '.join(_words(dc.clusters[i].top_tokens[:4]))})")
-        cluster = dc.clusters[chosen]
+        clusters = dc.clusters
+        chosen_cluster = st.selectbox("Cluster", list(range(len(clusters))), key="geo_cluster",
+                              format_func=lambda i: f"cluster {clusters[i].cluster} "
+                              f"({len(clusters[i].features)} features; top tokens: "
+                              f"{', '.join(_words(clusters[i].top_tokens[:4]))})")
+        cluster = clusters[chosen_cluster or 0]
         highlight = {}
         for ids in cyclic_ids.values():
             highlight.update({t: i for i, t in enumerate(ids)})

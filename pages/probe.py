@@ -9,7 +9,7 @@ from app.feature_actions import feature_action
 from app.feature_data import layer_frame
 from app.feature_labels import label_book, label_texts, sync_session_labels
 from app.feature_links import clickable_features, feature_link, follow_pending_open
-from app.page import feature_map, load_view_inputs
+from app.page import feature_map, load_model_inputs
 from app.registry import options
 from app.resources import decoder_weights, peek_harvest
 from app.state import layout_method, set_page
@@ -32,7 +32,7 @@ set_page("probe")
 st.title("Probe a prompt")
 st.caption("The prompt runs once through the model; every layer's SAE encodes the residual stream at its site.")
 
-model, saes, _, _ = load_view_inputs(harvest=False)
+model, saes = load_model_inputs()
 sync_session_labels(saes)
 # Top tokens and automatic descriptions beside feature ids when the harvest is at hand (never harvested here).
 harvested = peek_harvest()
@@ -75,7 +75,7 @@ with left:
     if st.session_state["color_by"] == "A feature":
         # With no feature chosen yet, colour by the one that fires hardest in this prompt on this layer.
         active = result.active_features(hook)
-        strongest = max(active, key=active.get) if active else 0
+        strongest = max(active, key=lambda f: active[f]) if active else 0
         feature = feature_picker(layer.acts.shape[1], default=strongest)
         values, rgb, label = layer.acts[:, feature], HIGHLIGHT_RGB, f"feature {feature}"
         feature_link(hook, feature, layer_labels(hook)[feature], prefix="Open ")
@@ -99,7 +99,8 @@ if st.session_state["color_by"] == "A feature":
 st.subheader("Tokens x layers")
 quantities = {"recon_error": "reconstruction error ||x - x_hat|| / ||x||", "l0": "active features (L0)",
               "l1": "total feature activation (L1 of the code)", "resid_norm": "residual norm ||x||"}
-st.selectbox("Quantity", options("heatmap_quantity"), format_func=quantities.get, key="heatmap_quantity")
+st.selectbox("Quantity", options("heatmap_quantity"), format_func=lambda q: quantities.get(q, q),
+             key="heatmap_quantity")
 quantity = st.session_state["heatmap_quantity"]
 if quantity == "l0" and (k := result.constant_l0()) is not None:
     st.info(f"Every token has exactly {k} active features on every layer (TopK SAEs fire k features per token), "

@@ -48,7 +48,7 @@ else:
     labels = {s.id: f"{printable(s.title)} ({s.id}, {s.created})" for s in saved}
     if st.session_state.get("chosen_session") not in labels:
         st.session_state["chosen_session"] = saved[0].id
-    chosen = st.selectbox("Session", list(labels), format_func=labels.get, key="chosen_session")
+    chosen = st.selectbox("Session", list(labels), format_func=lambda i: labels[i], key="chosen_session") or saved[0].id
 
     def _open(session_id: str) -> None:
         try:
@@ -100,7 +100,8 @@ upload = st.file_uploader("Atlas bundle (.zip)", type=["zip"], key="bundle_uploa
                           max_upload_size=MAX_BUNDLE_UPLOAD_MB,
                           help=f"At most {MAX_BUNDLE_UPLOAD_MB:,} MB; larger bundles import with `atlas import-bundle FILE`.")
 if upload is not None and st.session_state.get("_imported") != upload.file_id:
-    new_id = guarded(lambda: import_bundle(upload.getvalue(), sessions, get_store()))
+    uploaded = upload.getvalue()
+    new_id = guarded(lambda: import_bundle(uploaded, sessions, get_store()))
     st.session_state["_imported"] = upload.file_id
     if new_id:
         st.success(f"Imported as session {new_id}: open it above, or with its link:")

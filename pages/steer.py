@@ -1,13 +1,15 @@
 """Steer: change a forward pass and compare. Steering with features (or clamping them), ablating them, and
 activation patching between a clean and a corrupted prompt (core.interventions; docs/INTERVENTIONS.md)."""
 
+from functools import partial
+
 import pandas as pd
 import streamlit as st
 
 from app.feature_labels import label_book, label_texts
 from app.feature_links import feature_link_list
 from app.intervention_runs import harvest_stats, stored_or_run
-from app.page import load_view_inputs
+from app.page import load_model_inputs
 from app.registry import options
 from app.state import set_page
 from app.widgets import guarded
@@ -19,7 +21,7 @@ st.title("Steer")
 st.caption("Change one forward pass and compare it with the unchanged one. Every hook is removed when a run "
            "ends, also on error. Results are stored under their inputs: the same inputs show them again at once.")
 
-model, saes, _, _ = load_view_inputs(harvest=False, no_saes="Steering and ablation need an SAE: choose SAEs in "
+model, saes = load_model_inputs(no_saes="Steering and ablation need an SAE: choose SAEs in "
                                      "the sidebar under Sources.")
 hooks = [s.hook_name for s in saes]
 if st.session_state.get("steer_layer") not in hooks:
@@ -60,13 +62,13 @@ with steering_tab:
                 disabled=stats is None and not st.session_state["steer_relative"],
                 help="Needs the harvest (open the Features page once). 1 = as strongly as the feature ever fires.")
     s = st.session_state
-    request = None if not s["steer_features"].strip() else guarded(lambda: steering_request(
+    steering = None if not s["steer_features"].strip() else guarded(lambda: steering_request(
         model, sae, prompt=s["steer_prompt"], features=s["steer_features"], scales=s["steer_scales"],
         mode=s["steer_mode"], relative=s["steer_relative"], from_position=int(s["steer_from"]),
         max_new_tokens=int(s["steer_tokens"]), temperature=float(s["steer_temperature"]), seed=int(s["steer_seed"])))
-    clicked = st.button("Steer", key="steer_run", type="primary", disabled=request is None)
-    result = guarded(lambda: stored_or_run(request, model, sae, run_now=clicked, purpose="steer:steering")) \
-        if request is not None else None
+    clicked = st.button("Steer", key="steer_run", type="primary", disabled=steering is None)
+    result = None if steering is None else guarded(partial(stored_or_run, steering, model, sae, run_now=clicked,
+                                                       purpose="steer:steering"))
     if result is not None:
         feature_links([f.feature for f in result.features])
         st.dataframe(completions_frame(result), hide_index=True, width="stretch",
@@ -74,7 +76,7 @@ with steering_tab:
         st.caption(f"{'Greedy' if result.temperature == 0 else f'Sampled at temperature {result.temperature:g}, seed {result.seed} (the same noise for every row)'}; "
                    f"{result.max_new_tokens} new tokens; edited from position {result.from_position} on at "
                    f"{result.site}. 'differs from token': the first generated token that is not the unsteered one.")
-    elif request is not None:
+    elif steering is not None:
         st.caption("Press Steer to generate the unsteered and the steered completions side by side.")
     elif not s["steer_features"].strip():
         st.info("Name one or more features to steer with (feature:strength, e.g. 12:4, 87:-2); the Features "
@@ -88,13 +90,13 @@ with ablation_tab:
              format_func={"zero": "zero", "mean": "their mean (harvest)"}.get)
     c3.text_input("Token to follow (optional)", key="ablate_target", placeholder="e.g. paris",
                   help="Exactly one token of the vocabulary; its logit change is reported.")
-    request = None if not st.session_state["ablate_features"].strip() else guarded(lambda: ablation_request(model, sae, prompt=st.session_state["ablate_prompt"],
+    ablation = None if not st.session_state["ablate_features"].strip() else guarded(lambda: ablation_request(model, sae, prompt=st.session_state["ablate_prompt"],
                                                features=st.session_state["ablate_features"],
                                                mode=st.session_state["ablate_mode"],
                                                target=st.session_state["ablate_target"]))
-    clicked = st.button("Ablate", key="ablate_run", type="primary", disabled=request is None)
-    result = guarded(lambda: stored_or_run(request, model, sae, run_now=clicked, purpose="steer:ablation")) \
-        if request is not None else None
+    clicked = st.button("Ablate", key="ablate_run", type="primary", disabled=ablation is None)
+    result = None if ablation is None else guarded(partial(stored_or_run, ablation, model, sae, run_now=clicked,
+                                                       purpose="steer:ablation"))
     if result is not None:
         feature_links(result.features)
         m = st.columns(3)
@@ -111,7 +113,7 @@ with ablation_tab:
                     "(their activation is 0 at every ablated position).")
         st.dataframe(pd.DataFrame([{"clean top token": t.token, "p before": t.prob_before, "p after": t.prob_after}
                                    for t in result.top_clean]), hide_index=True)
-    elif request is not None:
+    elif ablation is not None:
         st.caption("Press Ablate to compare the next-token distribution with and without these features.")
     elif not st.session_state["ablate_features"].strip():
         st.info("Name the features to ablate (e.g. 12, 87).")
@@ -123,11 +125,11 @@ with patching_tab:
     c1.text_input("Correct answer (one token)", key="patch_correct")
     c2.text_input("Wrong answer (one token)", key="patch_wrong")
     s = st.session_state
-    request = guarded(lambda: patch_request(model, clean_prompt=s["patch_clean"], corrupted_prompt=s["patch_corrupted"],
+    patching = guarded(lambda: patch_request(model, clean_prompt=s["patch_clean"], corrupted_prompt=s["patch_corrupted"],
                                             correct=s["patch_correct"], wrong=s["patch_wrong"]))
-    clicked = st.button("Patch", key="patch_run", type="primary", disabled=request is None)
-    result = guarded(lambda: stored_or_run(request, model, run_now=clicked, purpose="steer:patching")) \
-        if request is not None else None
+    clicked = st.button("Patch", key="patch_run", type="primary", disabled=patching is None)
+    result = None if patching is None else guarded(partial(stored_or_run, patching, model, run_now=clicked,
+                                                       purpose="steer:patching"))
     if result is not None:
         if note := patching_note(result):
             st.warning(note)
@@ -135,5 +137,5 @@ with patching_tab:
         st.caption("Each cell: the clean activation patched into the corrupted run at that layer and position; "
                    "(LD_patched - LD_corrupted) / (LD_clean - LD_corrupted), LD = logit(correct) - logit(wrong) at "
                    "the last position. 1: the clean answer's preference recovered; 0: nothing.")
-    elif request is not None:
+    elif patching is not None:
         st.caption("Press Patch to patch every layer and position (resid_pre, attn_out, mlp_out).")

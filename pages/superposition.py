@@ -66,17 +66,16 @@ with tab_model:
     with st.spinner("Effective features and interference..."):
         result = analysis.superposition_by_layer(harvest, saes, model, store=store, harvest_key=harvest_key)
     remember_artifact("superposition", result.key)
-    fired = [e for e in result.per_sae if not isinstance(e.effective, Skipped)]
+    fired = [(e, effective) for e in result.per_sae if not isinstance(effective := e.effective, Skipped)]
     if fired:
-        st.plotly_chart(effective_features_figure([e.hook_name for e in fired], [e.effective for e in fired]),
+        st.plotly_chart(effective_features_figure([e.hook_name for e, _ in fired], [f for _, f in fired]),
                         key="sup_effective")
         st.caption("Expected (Bereska et al. 2025, Pythia-70M): MLP > residual > attention; counts rise early, compress "
                    "mid-depth and re-expand. F <= alive features <= dictionary size always.")
-        st.dataframe([{"site": e.hook_name, "F": e.effective.F, "psi": e.effective.psi,
-                       "alive": e.effective.alive, "dictionary": e.d_sae,
-                       "mean L0": e.effective.mean_l0, "explained variance": e.explained_variance,
+        st.dataframe([{"site": e.hook_name, "F": f.F, "psi": f.psi, "alive": f.alive, "dictionary": e.d_sae,
+                       "mean L0": f.mean_l0, "explained variance": e.explained_variance,
                        **splice_columns(harvest, e.hook_name)}
-                      for e in fired], hide_index=True, key="sup_table")
+                      for e, f in fired], hide_index=True, key="sup_table")
         st.caption("Loss recovered: how much of the next-token loss the model keeps with the SAE's reconstruction "
                    "spliced in (1 = all, 0 = as bad as zero- or mean-ablating the site); KL spliced = KL(clean || "
                    "spliced) per token. The full definitions are on the Overview page.",

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 # 2: circles at the token and at the answer position; 3: toy lab from one model; 4: typed results (core.analysis.results)
 ANALYSIS_VERSION = "analysis-4"
-ProgressFn = Callable[[float, str], None]  # (fraction done in [0, 1], what is running)
+ProgressFn = Callable[[float, str], object]  # (fraction done in [0, 1], what is running); its return is ignored
 R = TypeVar("R", bound=Result)
 T = TypeVar("T")
 

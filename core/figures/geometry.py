@@ -83,7 +83,7 @@ def lobe_agreement_figure(result: LobeAgreement, title: str = "Lobes vs geometry
     return _layout(fig, title, "adjusted mutual information", "permutations")
 
 
-def lobe_map_figure(coords: np.ndarray, labels: Sequence[int], hover: Sequence[str] | None = None,
+def lobe_map_figure(coords: np.ndarray, labels: Sequence[int] | np.ndarray, hover: Sequence[str] | None = None,
                     title: str = "Feature lobes", axis_titles: tuple[str, str] = ("map 1", "map 2")) -> go.Figure:
     """Features at 2-D coordinates (UMAP/PCA of decoder rows), coloured by lobe.
 

@@ -61,7 +61,7 @@ def eigenspectrum_figure(eigenvalues, fit: AlphaReqResult | None = None,
 
 def layer_profile_figure(layers: Sequence, rankme: Sequence[float], alpha: Sequence[float],
                          participation_ratio: Sequence[float],
-                         intrinsic_dimension: Mapping[str, Sequence[float]] | None = None,
+                         intrinsic_dimension: Mapping[str, Sequence[float | None]] | None = None,
                          title: str = "Spectral profile across layers") -> go.Figure:
     """RankMe and PR (effective dimensions), alpha-ReQ, and intrinsic dimension, side by side per layer.
 
