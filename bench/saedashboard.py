@@ -76,7 +76,9 @@ def run_saedashboard(venv: Path, model, sae, tokens: torch.Tensor, threads: int,
         export_inputs(model, sae, tokens, Path(tmp), threads, cache)
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1")
-        done = subprocess.run([str(venv / "bin" / "python"), str(CHILD), tmp], capture_output=True, text=True,
+        # its dependencies' deprecation warnings would push a failure's traceback out of the tail shown
+        done = subprocess.run([str(venv / "bin" / "python"), "-W", "ignore", str(CHILD), tmp], capture_output=True,
+                              text=True,
                               env=env, cwd=tmp)
         if done.returncode != 0:
             raise RuntimeError(f"SAEDashboard's runner failed:\n{done.stderr[-3000:]}")
