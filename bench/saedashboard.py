@@ -16,6 +16,12 @@ same tokens with the same SAE, its moments and reservoir at that SAE's site only
 product SAEDashboard makes); both single-threaded unless --threads says otherwise.
 
     python -m bench saedashboard [--setup] [--organism-tokens 16384,61440] [--gpt2-tokens 2048] [--skip ...]
+                                 [--gpt2-features 2048,4096]
+
+At GPT-2 scale SAEDashboard's runner does not fit this 24 GB machine for all 24,576 features (the kernel killed it
+at 20.9 GB resident, after ~10 minutes): `--gpt2-features` runs it on the first N features instead (each N its own
+process; time and peak memory grow with N, as it processes features in batches and keeps every feature's data), and
+the row projects its time to every feature by a line through the measured points. Atlas harvests every feature.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -58,7 +65,8 @@ def _json_safe(cfg: dict) -> dict:
     return out
 
 
-def export_inputs(model, sae, tokens: torch.Tensor, directory: Path, threads: int, cache: bool) -> None:
+def export_inputs(model, sae, tokens: torch.Tensor, directory: Path, threads: int, cache: bool,
+                  features: int | None = None) -> None:
     from safetensors.torch import save_file
 
     hooked = model.model
@@ -68,12 +76,13 @@ def export_inputs(model, sae, tokens: torch.Tensor, directory: Path, threads: in
     sae.sae.save_model(str(directory / "sae"))
     np.save(directory / "tokens.npy", tokens.numpy())
     (directory / "threads.json").write_text(json.dumps(threads))
-    (directory / "options.json").write_text(json.dumps({"cache_activations": cache}))
+    (directory / "options.json").write_text(json.dumps({"cache_activations": cache, "features": features}))
 
 
-def run_saedashboard(venv: Path, model, sae, tokens: torch.Tensor, threads: int, cache: bool) -> dict:
+def run_saedashboard(venv: Path, model, sae, tokens: torch.Tensor, threads: int, cache: bool,
+                     features: int | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="atlas-saedash-") as tmp:
-        export_inputs(model, sae, tokens, Path(tmp), threads, cache)
+        export_inputs(model, sae, tokens, Path(tmp), threads, cache, features)
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1")
         # its dependencies' deprecation warnings would push a failure's traceback out of the tail shown
@@ -81,7 +90,8 @@ def run_saedashboard(venv: Path, model, sae, tokens: torch.Tensor, threads: int,
                               text=True,
                               env=env, cwd=tmp)
         if done.returncode != 0:
-            raise RuntimeError(f"SAEDashboard's runner failed:\n{done.stderr[-3000:]}")
+            killed = " (killed by a signal: most likely out of memory)" if done.returncode < 0 else ""
+            raise RuntimeError(f"SAEDashboard's runner failed{killed}, exit {done.returncode}:\n{done.stderr[-3000:]}")
         return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -95,20 +105,45 @@ def run_atlas(model, sae, corpus) -> dict:
     start, cpu = time.perf_counter(), time.process_time()
     result = harvest(model, [sae], corpus, settings)
     return {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,   # this process: model included
             "tokens": int(corpus.tokens.numel()), "splice": result.saes[sae.hook_name].splice is not None,
             "context_activations": list(result.saes[sae.hook_name].top_acts.shape)}
 
 
-def compare(label: str, model, sae, corpus, venv: Path, threads: int, cache: bool) -> dict:
+def compare(label: str, model, sae, corpus, venv: Path, threads: int, cache: bool,
+            features: list[int] | None = None) -> dict:
+    """One row: Atlas's harvest of every feature against SAEDashboard's runner on every feature, or (`features`)
+    on the first N features for each N, with its time projected to every feature by a least-squares line."""
     atlas = run_atlas(model, sae, corpus)
-    dash = run_saedashboard(venv, model, sae, corpus.tokens, threads, cache)
-    row = {"case": label, "saedashboard_config": "cache_dir (activations cached)" if cache else "default", "tokens": atlas["tokens"], "atlas_s": atlas["seconds"], "atlas_cpu_s": atlas["cpu_seconds"],
-           "saedashboard_s": dash["seconds"], "saedashboard_cpu_s": dash["cpu_seconds"],
-           "ratio_wall": dash["seconds"] / atlas["seconds"], "ratio_cpu": dash["cpu_seconds"] / atlas["cpu_seconds"],
+    runs = [run_saedashboard(venv, model, sae, corpus.tokens, threads, cache, n) for n in features or [None]]
+    row = {"case": label, "saedashboard_config": "cache_dir (activations cached)" if cache else "default",
+           "tokens": atlas["tokens"], "atlas_s": atlas["seconds"], "atlas_cpu_s": atlas["cpu_seconds"],
+           "atlas_peak_rss_mb": atlas["peak_rss_mb"], "d_sae": sae.d_sae,
+           "saedashboard_runs": [{k: r[k] for k in ("features", "seconds", "cpu_seconds", "peak_rss_mb")}
+                                 for r in runs],
            "atlas_kept": {"splice": atlas["splice"], "top_acts": atlas["context_activations"]},
-           "saedashboard_features": dash["features"], "saedashboard_weights_missing": dash["weights_missing"]}
+           "saedashboard_weights_missing": runs[-1]["weights_missing"]}
+    for clock in ("seconds", "cpu_seconds"):
+        row[f"saedashboard_{clock}_all_features"] = _projected(runs, clock, sae.d_sae)
+    row["ratio_wall"] = row["saedashboard_seconds_all_features"] / atlas["seconds"]
+    row["ratio_cpu"] = row["saedashboard_cpu_seconds_all_features"] / atlas["cpu_seconds"]
+    row["projected"] = any(r["features"] < sae.d_sae for r in runs)
     print(json.dumps(row), flush=True)
     return row
+
+
+def _projected(runs: list[dict], clock: str, d_sae: int) -> float:
+    """A clock's value at every feature: measured when one run covered them all, else a line through the runs
+    (through the origin with one run)."""
+    full = [r[clock] for r in runs if r["features"] >= d_sae]
+    if full:
+        return float(full[0])
+    n = np.array([r["features"] for r in runs], dtype=float)
+    t = np.array([r[clock] for r in runs], dtype=float)
+    if len(runs) == 1:
+        return float(t[0] * d_sae / n[0])
+    slope, intercept = np.polyfit(n, t, 1)
+    return float(slope * d_sae + intercept)
 
 
 def _organism_corpus(model, n_tokens: int):
@@ -127,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--setup", action="store_true", help="create the venv first when it is missing")
     parser.add_argument("--organism-tokens", default="16384,61440")
     parser.add_argument("--gpt2-tokens", type=int, default=2048, help="tokens for the GPT-2-small-shaped case")
+    parser.add_argument("--gpt2-features", default="",
+                        help="comma list: run SAEDashboard on the first N features for each N and project its time to "
+                             "all of them (default: every feature, which needs more than 20 GB)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip", default="", help="comma list: organism,gpt2")
     parser.add_argument("--cache", action="store_true",
@@ -155,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                                  rescale_acts_by_decoder_norm=True)   # as trained TopK SAEs: SaeVisRunner folds norms
         corpus = random_corpus(args.gpt2_tokens, 128, sources.model.d_vocab, sources.model.bos_token_id)
         rows.append(compare("GPT-2-small-shaped random model, TopK SAE 24576 on layer 6, context 128",
-                            sources.model, sources.saes[0], corpus, venv, args.threads, args.cache))
+                            sources.model, sources.saes[0], corpus, venv, args.threads, args.cache,
+                            [int(n) for n in args.gpt2_features.split(",") if n] or None))
     print("RESULT", json.dumps(rows))
     return 0
 

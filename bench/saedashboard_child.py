@@ -34,15 +34,21 @@ def main(directory: str) -> int:
     model.eval()
     sae = SAE.load_from_disk(str(root / "sae"), device="cpu")
     tokens = torch.from_numpy(np.load(root / "tokens.npy")).long()
-    cached = json.loads((root / "options.json").read_text())["cache_activations"]
+    options = json.loads((root / "options.json").read_text())
+    cached = options["cache_activations"]
+    n_features = min(options.get("features") or sae.cfg.d_sae, sae.cfg.d_sae)
     with tempfile.TemporaryDirectory(prefix="saedash-cache-") as cache:
-        config = SaeVisConfig(hook_point=sae.cfg.metadata.hook_name, features=list(range(sae.cfg.d_sae)),
+        config = SaeVisConfig(hook_point=sae.cfg.metadata.hook_name, features=list(range(n_features)),
                               device="cpu", dtype="float32", cache_dir=Path(cache) if cached else None)
         start = time.perf_counter()
         cpu = time.process_time()
         data = SaeVisRunner(config).run(encoder=sae, model=model, tokens=tokens)
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
+    # VmHWM, not getrusage: Linux carries ru_maxrss over fork and exec, so it would start at the parent's size
+    status = Path("/proc/self/status").read_text()
+    peak_rss_mb = int(status.split("VmHWM:")[1].split()[0]) / 1024 if "VmHWM:" in status else float("nan")
     print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "features": len(data.feature_data_dict),
+                      "peak_rss_mb": peak_rss_mb,
                       "tokens": int(tokens.numel()), "weights_missing": weights_missing,
                       "unexpected": list(unexpected)}))
     return 0
