@@ -16,16 +16,10 @@ import streamlit as st
 
 from app.registry import options
 from app.widgets import escape_markdown, guarded, show_error
+from core.analysis.concept_views import LIBRARY_DEFAULTS
 from core.concepts import KINDS, ConceptSet, load_library, organism_concept_sets, read_concept_file
 from core.errors import AtlasError
 
-# What a view opens on when nothing was chosen (the library's sets; on the organism, its own sets).
-LIBRARY_DEFAULTS = {
-    "circles": ("weekdays", "months"),
-    "crystals": ("analogy_male_female", "analogy_singular_plural", "analogy_base_comparative"),
-    "concepts": ("noun_taxonomy",),
-    "probes": ("world_cities", "historical_figures"),
-}
 POSITION_WORDS = {"last": "the last token", "mean": "the mean of the tokens"}
 POSITION_HELP = {
     "last": "A word split into several tokens is read at its last token (as Gurnee & Tegmark read entity names).",

@@ -15,6 +15,7 @@ from bench import (
     bench_feature_map,
     bench_feature_pages,
     bench_harvest,
+    bench_pages,
     bench_probe,
     bench_ray,
     bench_scale,
@@ -33,8 +34,9 @@ BENCHMARKS = {
     "steer": bench_steer.main,
     "store": bench_store.main,
     "corpus": bench_corpus.main,
-    "scale": bench_scale.main,
-    "bundle": bench_bundle.main,  # needs --store: a stored harvest at scale (e.g. bench pages' --keep)  # random GPT-2 / Gemma-shaped models end to end (docs/PERFORMANCE.md)
+    "scale": bench_scale.main,  # random GPT-2 / Gemma-shaped models end to end (docs/PERFORMANCE.md)
+    "pages": bench_pages.main,  # every page in Chromium on a stored GPT-2-scale session (docs/PERFORMANCE.md)
+    "bundle": bench_bundle.main,  # needs --store: a stored harvest at scale (e.g. bench pages' --keep)
 }
 
 

@@ -9,38 +9,24 @@ ATLAS_REQUIRE_BROWSER=1 (CI), where a missing browser is a failure.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
+from bench.browser import CHROMIUM, LAUNCH_ARGS, PAGE_CONTENT, ROOT, browser_missing, cpu_seconds, serve, wait_idle
+
 ARTIFACTS = ROOT / "test-artifacts"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--no-first-run"]
 TIMEOUT_MS = 120_000
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def _require_browser() -> None:
-    missing = None
-    if not Path(CHROMIUM).is_file():
-        missing = f"{CHROMIUM} is missing (apt-get install chromium)"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            missing = "the playwright package is not installed"
+    missing = browser_missing()
     if missing:
         if os.environ.get("ATLAS_REQUIRE_BROWSER") == "1":
             pytest.fail(f"ATLAS_REQUIRE_BROWSER=1 but {missing}")
@@ -50,50 +36,9 @@ def _require_browser() -> None:
     expect.set_options(timeout=TIMEOUT_MS)   # a first page may harvest on a busy machine: wait as long as a page
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
 def _serve(tmp_path: Path, **env_changes: str | None):
-    """The real server on a free port, with ATLAS_HOME / ATLAS_CACHE_DIR in tmp_path and `env_changes`
-    (None removes a variable); yields the base URL once /_stcore/health answers."""
-    port = _free_port()
-    env = {**os.environ, "ATLAS_HOME": str(tmp_path / "home"), "ATLAS_CACHE_DIR": str(tmp_path / "cache"),
-           "HF_HUB_OFFLINE": "1", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
-           "PYTHONPATH": str(ROOT)}  # this checkout's code, whatever an editable install points at
-    for name, value in env_changes.items():
-        if value is None:
-            env.pop(name, None)
-        else:
-            env[name] = value
-    log = open(tmp_path / "server.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(f"{base}/_stcore/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            if time.time() > deadline or process.poll() is not None:
-                raise RuntimeError("the Streamlit server did not start:\n" + (tmp_path / "server.log").read_text())
-            time.sleep(0.5)
-        yield base, process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+    """The real server (bench.browser.serve) with ATLAS_HOME / ATLAS_CACHE_DIR in tmp_path."""
+    return serve(tmp_path / "home", tmp_path / "cache", tmp_path / "server.log", **env_changes)
 
 
 @pytest.fixture
@@ -110,9 +55,7 @@ def _shot(page, name: str) -> None:
 
 
 def _wait_idle(page) -> None:
-    # Streamlit shows a "running" status widget while the script runs.
-    page.wait_for_timeout(300)
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=TIMEOUT_MS)
+    wait_idle(page, TIMEOUT_MS)
 
 
 def test_probe_feature_session_round_trip(server):
@@ -463,24 +406,9 @@ def test_figures_pages_and_report(server, tmp_path):
             browser.close()
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (Linux /proc): what a page cost the server whatever the load."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-# What each page shows once its real content is there (not a status box): a heading or text that only the
-# finished view draws, and for the analysis pages their figures.
-FIRST_OPEN_PAGES = [
-    ("home", lambda page: page.get_by_role("heading", name="Where each piece came from")),
-    ("probe", lambda page: page.get_by_text("Logit lens", exact=False).first),
-    ("features", lambda page: page.get_by_role("heading", name=re.compile(r"^Feature \d+ on"))),
-    ("geometry", lambda page: page.locator(".js-plotly-plot").first),   # the decoder-cloud alpha per layer
-    ("superposition", lambda page: page.get_by_text("Mean-squared |cos| between directions", exact=False)),
-    ("spectra", lambda page: page.get_by_text("Phases: warmup", exact=False)),
-    ("steer", lambda page: page.locator("input[aria-label='Features and strengths']")),
-    ("sessions", lambda page: page.get_by_role("button", name="Save session")),
-]
+_cpu_seconds = cpu_seconds
+# What each page shows once its real content is there (bench.browser.PAGE_CONTENT), in the navigation's order.
+FIRST_OPEN_PAGES = list(PAGE_CONTENT.items())
 FIRST_OPEN_SANITY_MS = 600_000   # a sanity bound only: the figures are printed, never asserted
 
 

@@ -71,6 +71,40 @@ NOT_ASKED = "not asked for"
 # The Geometry page reads a seeded sample of this many items of a larger probe set (1000 cities x 4 templates is
 # slow on a CPU); the organism's prebuilt snapshot computes its default views with the same cap.
 PAGE_MAX_PROBE_ITEMS = 300
+# What the Geometry page's views open on when nothing was chosen: the library's sets; on the organism, its own.
+LIBRARY_DEFAULTS: dict[str, tuple[str, ...]] = {
+    "circles": ("weekdays", "months"),
+    "crystals": ("analogy_male_female", "analogy_singular_plural", "analogy_base_comparative"),
+    "concepts": ("noun_taxonomy",),
+    "probes": ("world_cities", "historical_figures"),
+}
+
+
+def default_sets(model: ModelFace, view: str) -> list[ConceptSet]:
+    """The sets the Geometry page's `view` opens on for `model` (app/concept_sets.default_labels, same order)."""
+    from core.concepts import load_library, organism_concept_sets
+
+    spec = getattr(model, "spec", None)
+    if getattr(spec, "source", None) == "organism":
+        own = sets_for_view(list(organism_concept_sets(getattr(spec, "path", None)).values()), view)
+        if own:
+            return own
+    library = load_library()
+    return sets_for_view([library[name] for name in LIBRARY_DEFAULTS[view] if name in library], view)
+
+
+def default_concept_views(model: ModelFace, *, store: ArtifactStore, progress: ProgressFn | None = None
+                          ) -> tuple[str, ...]:
+    """The Geometry page's concept views on their default sets, read at the last token, stored (their keys):
+    what the page reads on a first visit instead of reading the sets through the model."""
+    keys = []
+    for i, view in enumerate(VIEWS):
+        chosen = default_sets(model, view)
+        if chosen:
+            report(progress, i / len(VIEWS), f"concept {view}")
+            keys.append(concept_geometry(model, chosen, views=(view,), position="last", store=store,
+                                         max_probe_items=PAGE_MAX_PROBE_ITEMS).key)
+    return tuple(k for k in keys if k)
 
 
 def _reads(progress: ProgressFn | None, start: float, width: float, text: str) -> Callable[[int, int], None] | None:

@@ -191,8 +191,9 @@ def geometry_by_layer(harvest: HarvestResult, saes: Sequence[SAEFace], *, store:
             galaxy=skip_on_error(lambda: galaxy_spectrum(W)),
             clustering_entropy=skip_on_error(lambda: clustering_entropy(
                 W, n_samples=min(W.shape[0], 2000), n_dims=min(100, W.shape[1]), seed=0)),
-            lobes=skip_on_error(lambda: lobes_for_sae(harvest.saes[hook], W, n_lobes=n_lobes, affinity=affinity,
-                                                      n_permutations=n_permutations)),
+            # through lobes_view: stored on their own too, so the Features page's lobe colours read them
+            lobes=skip_on_error(lambda: lobes_view(harvest, sae, store=store, n_lobes=n_lobes, affinity=affinity,
+                                                   n_permutations=n_permutations, harvest_key=hkey).lobes),
             circles=(skip_on_error(lambda: decoder_circles_for_sae(sae, site, W, n_clusters=n_clusters,
                                                                    cyclic_token_ids=cyclic_token_ids))
                      if site is not None else Skipped("the SAE's site was not harvested")))

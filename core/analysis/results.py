@@ -413,8 +413,9 @@ class AllAnalyses(Result):
     geometry: GeometryByLayer | Skipped
     ground_truth: GroundTruthGeometry
     checkpoints: SpectraOverCheckpoints | Skipped
+    page_views: tuple[str, ...] = ()   # keys of what the pages read besides these (maps, lobes, concept views)
 
     @property
     def artifact_keys(self) -> tuple[str, ...]:
         views = (self.spectra, self.superposition, self.geometry, self.ground_truth, self.checkpoints)
-        return tuple(v.key for v in views if not isinstance(v, Skipped) and v.key)
+        return tuple(v.key for v in views if not isinstance(v, Skipped) and v.key) + self.page_views

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from core.analysis.checkpoints import spectra_over_checkpoints
 from core.analysis.circles import cyclic_token_ids
+from core.analysis.concept_views import default_concept_views
 from core.analysis.concepts import ground_truth_geometry, organism_ground_truth
 from core.analysis.geometry import geometry_by_layer
 from core.analysis.keys import (
@@ -17,6 +18,8 @@ from core.analysis.results import AllAnalyses, Skipped, SpectraOverCheckpoints
 from core.analysis.spectra import spectra_by_layer
 from core.analysis.superposition import superposition_by_layer
 from core.sources.faces import ModelFace, SAEFace
+
+DEFAULT_MAP_METHOD = "pca"   # the pages' default layout (app registry "map_method": "PCA (quick)")
 
 if TYPE_CHECKING:
     from core.harvest.distributed import RayCluster
@@ -56,6 +59,31 @@ def run_all(model: ModelFace, saes: Sequence[SAEFace], harvest: HarvestResult,
         report(progress, 0.8, f"spectra over {'all' if names is None else len(names)} checkpoints")
         over = spectra_over_checkpoints(model.spec.path, names, max_tokens=checkpoint_max_tokens, store=store,
                                         cluster=cluster)
+    report(progress, 0.85, "feature maps, lobes and the default concept views")
+    views = ()
+    if store is not None:
+        views = page_views(harvest, saes, store=store, harvest_key=hkey) + default_concept_views(model, store=store)
     report(progress, 1.0, "done")
     return AllAnalyses(spectra=spectra, superposition=superposition, geometry=geometry, ground_truth=truth,
-                       checkpoints=over)
+                       checkpoints=over, page_views=views)
+
+
+def page_views(harvest: HarvestResult, saes: Sequence[SAEFace], *, store: ArtifactStore,
+               harvest_key: str | None = None) -> tuple[str, ...]:
+    """What the Features and Probe pages read per SAE besides the views above, stored so that no page computes
+    it on a first visit: the feature map in the pages' default layout (PCA: seconds at 24k features) and the
+    lobes with the default settings (geometry_by_layer stores them when it ran with those; else computed).
+    Returns their keys. The UMAP layout is the user's choice and is fitted when first asked for."""
+    from core import feature_map as fm
+    from core.analysis.geometry import lobes_view
+
+    keys = []
+    for sae in saes:
+        W_dec = sae.W_dec.detach().cpu().numpy()
+        method = fm.resolve_method(W_dec, DEFAULT_MAP_METHOD)
+        keys.append(fm.feature_map(W_dec, store, method, key=fm.feature_map_key(W_dec, method, 15, 0.1, 0)).key)
+        if sae.hook_name in harvest.saes:
+            view = lobes_view(harvest, sae, store=store, harvest_key=harvest_key)
+            if view.key:
+                keys.append(view.key)
+    return tuple(keys)
