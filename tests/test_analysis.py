@@ -306,12 +306,22 @@ def test_run_all_on_the_tiny_organism(organism):
     for attribute in ("space", "time"):
         probe = gt.probes.attributes[attribute].probes
         assert len(probe.r2) == n_layers and probe.best_layer in probe.layers
-    assert len(out.artifact_keys) == 4 and all(organism.store.has(k) for k in out.artifact_keys)
+    assert len(out.artifact_keys) == 4 + len(out.page_views) and all(organism.store.has(k) for k in out.artifact_keys)
     assert isinstance(out.checkpoints, Skipped)
     document = json.loads(json.dumps(out.to_dict(), allow_nan=False))  # NaN became None: strict JSON
     assert AllAnalyses.from_dict(document) == out
     # a second run reads every view back from the store: the same result
     assert A.run_all(organism.model, organism.saes, organism.harvest, store=organism.store) == out
+    # what the pages read besides these views is stored too, so no page computes it on a first visit: each SAE's
+    # feature map in the default layout (PCA), its default lobes (the geometry view's), the default concept views
+    from core import feature_map as fm
+
+    for sae in organism.saes:
+        assert fm.feature_map_key(sae.W_dec.detach().cpu().numpy(), "pca", 15, 0.1, 0) in out.page_views
+        lobes = A.lobes_view(organism.harvest, sae, store=organism.store)
+        assert lobes.key in out.page_views and lobes.lobes == out.geometry.at(sae.hook_name).lobes
+    concept_keys = [k for k in out.page_views if organism.store.load(k).meta["kind"] == "analysis:concept_geometry"]
+    assert concept_keys and all(organism.store.has(k) for k in out.artifact_keys)
 
 
 def test_representations_are_read_at_the_word(organism):
