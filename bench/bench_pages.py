@@ -177,7 +177,9 @@ def prepare(root: Path, shape_name: str, saes: list[tuple[int, str]], tokens: in
         prepared = json.loads(done.read_text())
         wanted = {"shape": shape_name, "saes": [list(s) for s in saes], "tokens": tokens}
         if {k: prepared[k] for k in wanted} == wanted:
-            say(f"reusing the sources and store in {root}")
+            # every stored view is read back; what this code stores and the store lacks is computed now
+            say(f"reusing the sources and store in {root}; checking the store")
+            prepared["seconds"] = {f"{k} (reuse)": v for k, v in build_store(prepared["values"], say)["seconds"].items()}
             return prepared
         raise SystemExit(f"{root} holds another configuration ({prepared['shape']}, {prepared['saes']}, "
                          f"{prepared['tokens']} tokens): choose another --keep directory")

@@ -56,6 +56,10 @@ def test_answer_position_grouped_by_answer():
     r = read_concepts(model, s, location="answer", group="answer", sites=SITES)
     assert r.position == "last prompt token" and r.items == (0, 1, 2) and list(r.n_prompts) == [2, 2, 2]
     np.testing.assert_allclose(r.arrays[SITES[0]][0], (model.vector("comes") + model.vector("is")) / 2, rtol=1e-5, atol=1e-6)
+    # an answer the tokenizer cannot represent is dropped, not a crash (Tuesday answers "after Monday comes")
+    unknown = read_concepts(FakeModel(["on", "Monday", "Sunday", "after", "comes", "before", "is"]), s,
+                            location="answer", group="answer", sites=SITES)
+    assert unknown.words == ("Monday", "Sunday") and [d.word for d in unknown.dropped] == ["Tuesday"]
     with pytest.raises(ConceptError, match="group is"):
         read_concepts(model, s, location="word", group="answer")
     with pytest.raises(ConceptError, match="position must be"):

@@ -264,8 +264,9 @@ def read_concepts(model: Any, concept_set: ConceptSet, *, location: str = "word"
     sums, counts, kept_prompts = _run(model, prompts, sites, position if location == "word" else "last",
                                       n_items, batch_size, keep_prompts, progress)
     reads_pair = location == "word" and concept_set.kind == "analogy" and any("{pair}" in t for t in templates)
-    rows = [i for i in range(n_items)
-            if counts["word"][i] > 0 and (not reads_pair or counts["pair"][i] > 0)]
+    # a word the tokenizer cannot represent is dropped, also as the answer of another item's prompts
+    rows = [i for i in range(n_items) if concept_set.items[i].word in report.forms
+            and counts["word"][i] > 0 and (not reads_pair or counts["pair"][i] > 0)]
     dropped = list(report.dropped)
     why = _drop_reasons(concept_set, report, templates, too_long, location, group)
     dropped += [DroppedItem(concept_set.items[i].word, why(i)) for i in range(n_items)
