@@ -223,6 +223,14 @@ def content_of(name: str, page: Any, feature: int | None = None) -> Any:
     return PAGE_CONTENT[name](page)
 
 
+def peak_rss_mb(pid: int) -> float:
+    """A process's peak resident memory (VmHWM of /proc/<pid>/status), MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024)
+    return 0.0
+
+
 def store_entries(cache: Path) -> set[str]:
     return {str(p.parent.relative_to(cache)) for p in cache.rglob("COMPLETE")}
 
@@ -300,6 +308,7 @@ def measure(root: Path, prepared: dict[str, Any], say=print) -> dict[str, Any]:
                 say(f"  {name:14s} content {visible:6.2f} s   done {done:6.2f} s   server CPU {cpu_done:6.2f} s"
                     f"   load {load:.1f}")
                 page.close()
+            figures["server_peak_rss_mb"] = peak_rss_mb(process.pid)
         finally:
             browser.close()
     figures["written_by_the_visits"] = sorted(f"{entry_kind(cache / e)} ({e[3:15]})"
@@ -312,6 +321,8 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"\n== pages in Chromium: {result['shape']}, SAEs {result['saes']}, {result['tokens']:,} tokens ==")
     print(f"server start {result['server_start_s']} s; warm-up (model + SAEs loaded, harvest read): "
           f"{result['warm_up']['script_done_s']} s ({result['warm_up']['server_cpu_s']} s server CPU)")
+    print(f"peak RSS: server {result['server_peak_rss_mb']} MB, this process (sources and store) "
+          f"{result['bench_peak_rss_mb']} MB")
     print(f"{'page':14s} {'content (s)':>12s} {'done (s)':>10s} {'server CPU (s)':>15s} {'load':>6s}")
     for name, row in result["pages"].items():
         print(f"{name:14s} {row['content_visible_s']:12.2f} {row['script_done_s']:10.2f} "
@@ -339,6 +350,7 @@ def run(shape_name: str, saes: list[tuple[int, str]], tokens: int, keep: Path | 
                 os.environ[k] = v
         if keep is None:
             shutil.rmtree(root, ignore_errors=True)
+    figures["bench_peak_rss_mb"] = peak_rss_mb(os.getpid())   # building the sources and the store
     return {"shape": shape_name, "saes": [f"{layer}:{kind}" for layer, kind in saes], "tokens": tokens,
             "sae_width": prepared["sae_width"], "prepare_seconds": prepared["seconds"], **figures}
 
