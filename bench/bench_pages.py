@@ -1,6 +1,7 @@
 """Every page in a real browser, on a store of GPT-2-small scale: seconds until the page shows its content.
 
     python -m bench pages --shape gpt2-small [--saes 6:topk,8:jumprelu] [--tokens 4096] [--keep DIR] [--json PATH]
+                          [--shots DIR]
     python -m bench pages --shape tiny                  # the test's shape (tests/test_bench_pages.py), ~30 s
 
 What a user with their own checkpoint does, step by step:
@@ -252,7 +253,7 @@ def seed_like_the_server() -> None:
     seed_store(ArtifactStore())
 
 
-def measure(root: Path, prepared: dict[str, Any], say=print) -> dict[str, Any]:
+def measure(root: Path, prepared: dict[str, Any], say=print, shots: Path | None = None) -> dict[str, Any]:
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=TIMEOUT_MS)
@@ -302,9 +303,9 @@ def measure(root: Path, prepared: dict[str, Any], say=print) -> dict[str, Any]:
                                           "server_cpu_to_content_s": round(cpu_visible, 2),
                                           "server_cpu_to_done_s": round(cpu_done, 2), "load_average": round(load, 2),
                                           "errors_shown": problem}
-                if os.environ.get("ATLAS_BENCH_SHOTS"):
-                    page.screenshot(path=str(Path(os.environ["ATLAS_BENCH_SHOTS"]) / f"pages-{name}.png"),
-                                    full_page=True)
+                if shots is not None:
+                    shots.mkdir(parents=True, exist_ok=True)
+                    page.screenshot(path=str(shots / f"pages-{name}.png"), full_page=True)
                 say(f"  {name:14s} content {visible:6.2f} s   done {done:6.2f} s   server CPU {cpu_done:6.2f} s"
                     f"   load {load:.1f}")
                 page.close()
@@ -332,7 +333,8 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"artifacts the visits wrote into the store: {len(written)}" + (f" ({', '.join(written[:8])})" if written else ""))
 
 
-def run(shape_name: str, saes: list[tuple[int, str]], tokens: int, keep: Path | None, say=print) -> dict[str, Any]:
+def run(shape_name: str, saes: list[tuple[int, str]], tokens: int, keep: Path | None, say=print,
+        shots: Path | None = None) -> dict[str, Any]:
     missing = browser_missing()
     if missing:
         raise SystemExit(f"bench pages needs a browser: {missing}")
@@ -341,7 +343,7 @@ def run(shape_name: str, saes: list[tuple[int, str]], tokens: int, keep: Path | 
     saved = {k: os.environ.get(k) for k in ("ATLAS_HOME", "ATLAS_CACHE_DIR")}
     try:
         prepared = prepare(root, shape_name, saes, tokens, say)
-        figures = measure(root, prepared, say)
+        figures = measure(root, prepared, say, shots)
     finally:
         for k, v in saved.items():
             if v is None:
@@ -363,11 +365,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=4096, help="harvested tokens (the sidebar's Harvest tokens)")
     parser.add_argument("--keep", type=Path, default=None, help="build the sources and store here once; reuse them")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument("--shots", type=Path, default=None, help="a screenshot of each page into this folder")
     args = parser.parse_args(argv)
     if args.tokens < 1000:
         parser.error("--tokens: the sidebar takes at least 1,000")
     saes = parse_saes(args.saes or DEFAULT_SAES[args.shape])
-    result = run(args.shape, saes, args.tokens, args.keep)
+    result = run(args.shape, saes, args.tokens, args.keep, shots=args.shots)
     print_table(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

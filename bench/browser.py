@@ -57,31 +57,30 @@ def serve(home: Path, cache: Path, log_path: Path, start_timeout: float = 60,
             env.pop(name, None)
         else:
             env[name] = value
-    log = open(log_path, "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + start_timeout
-        while True:
-            try:
-                if urllib.request.urlopen(f"{base}/_stcore/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            if time.time() > deadline or process.poll() is not None:
-                raise RuntimeError("the Streamlit server did not start:\n" + Path(log_path).read_text())
-            time.sleep(0.5)
-        yield base, process
-    finally:
-        process.terminate()
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.headless", "true",
+             "--server.address", "127.0.0.1", "--server.port", str(port)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+            deadline = time.time() + start_timeout
+            while True:
+                try:
+                    if urllib.request.urlopen(f"{base}/_stcore/health", timeout=2).status == 200:
+                        break
+                except OSError:
+                    pass
+                if time.time() > deadline or process.poll() is not None:
+                    raise RuntimeError("the Streamlit server did not start:\n" + Path(log_path).read_text())
+                time.sleep(0.5)
+            yield base, process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 def launch(playwright: Any) -> Any:
