@@ -39,7 +39,17 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench.bench_scale import SHAPES, build_saes
-from bench.browser import PAGE_CONTENT, ROOT, UNEXPECTED_TEXT, browser_missing, cpu_seconds, launch, serve, wait_idle
+from bench.browser import (
+    PAGE_CONTENT,
+    ROOT,
+    UNEXPECTED_TEXT,
+    browser_cpu_seconds,
+    browser_missing,
+    cpu_seconds,
+    launch,
+    serve,
+    wait_idle,
+)
 
 DEFAULT_SAES = {"gpt2-small": "6:topk,8:jumprelu", "tiny": "0:topk,1:jumprelu"}
 PAGES = ["home", "probe", "features", "feature", "geometry", "superposition", "spectra", "steer", "sessions"]
@@ -292,22 +302,24 @@ def measure(root: Path, prepared: dict[str, Any], say=print, shots: Path | None 
                 page = context.new_page()
                 page.set_default_timeout(TIMEOUT_MS)
                 load = os.getloadavg()[0]
-                start, cpu = time.perf_counter(), cpu_seconds(process.pid)
+                start, cpu, browser_cpu = time.perf_counter(), cpu_seconds(process.pid), browser_cpu_seconds(process.pid)
                 page.goto(url)
                 expect(content_of(name, page, feature)).to_be_visible()
                 visible, cpu_visible = time.perf_counter() - start, cpu_seconds(process.pid) - cpu
                 wait_idle(page, TIMEOUT_MS)
                 done, cpu_done = time.perf_counter() - start, cpu_seconds(process.pid) - cpu
+                browser_cpu = browser_cpu_seconds(process.pid) - browser_cpu
                 problem = page.get_by_text(UNEXPECTED_TEXT, exact=False).count()
                 figures["pages"][name] = {"content_visible_s": round(visible, 2), "script_done_s": round(done, 2),
                                           "server_cpu_to_content_s": round(cpu_visible, 2),
-                                          "server_cpu_to_done_s": round(cpu_done, 2), "load_average": round(load, 2),
+                                          "server_cpu_to_done_s": round(cpu_done, 2),
+                                          "browser_cpu_to_done_s": round(browser_cpu, 2), "load_average": round(load, 2),
                                           "errors_shown": problem}
                 if shots is not None:
                     shots.mkdir(parents=True, exist_ok=True)
                     page.screenshot(path=str(shots / f"pages-{name}.png"), full_page=True)
                 say(f"  {name:14s} content {visible:6.2f} s   done {done:6.2f} s   server CPU {cpu_done:6.2f} s"
-                    f"   load {load:.1f}")
+                    f"   browser CPU {browser_cpu:6.2f} s   load {load:.1f}")
                 page.close()
             figures["server_peak_rss_mb"] = peak_rss_mb(process.pid)
         finally:
@@ -324,10 +336,11 @@ def print_table(result: dict[str, Any]) -> None:
           f"{result['warm_up']['script_done_s']} s ({result['warm_up']['server_cpu_s']} s server CPU)")
     print(f"peak RSS: server {result['server_peak_rss_mb']} MB, this process (sources and store) "
           f"{result['bench_peak_rss_mb']} MB")
-    print(f"{'page':14s} {'content (s)':>12s} {'done (s)':>10s} {'server CPU (s)':>15s} {'load':>6s}")
+    print(f"{'page':14s} {'content (s)':>12s} {'done (s)':>10s} {'server CPU (s)':>15s} {'browser CPU (s)':>16s}"
+          f" {'load':>6s}")
     for name, row in result["pages"].items():
         print(f"{name:14s} {row['content_visible_s']:12.2f} {row['script_done_s']:10.2f} "
-              f"{row['server_cpu_to_done_s']:15.2f} {row['load_average']:6.1f}"
+              f"{row['server_cpu_to_done_s']:15.2f} {row['browser_cpu_to_done_s']:16.2f} {row['load_average']:6.1f}"
               + ("   ERROR SHOWN" if row["errors_shown"] else ""))
     written = result["written_by_the_visits"]
     print(f"artifacts the visits wrote into the store: {len(written)}" + (f" ({', '.join(written[:8])})" if written else ""))

@@ -99,6 +99,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def browser_cpu_seconds(server_pid: int) -> float:
+    """CPU seconds of this process's descendants except the server's tree: the browser (Playwright's driver and
+    Chromium's processes: parsing, layout, software WebGL), which the server's CPU does not count."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for child in me.children(recursive=True):
+        try:
+            if child.pid == server_pid or server_pid in {p.pid for p in child.parents()}:
+                continue
+            times = child.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            continue
+    return total
+
+
 # What each page shows once its real content is there (not a status box): a heading or text that only the
 # finished view draws, and for the analysis pages their figures.
 PAGE_CONTENT: dict[str, Callable[[Any], Any]] = {
