@@ -46,6 +46,7 @@ from bench.browser import (
     browser_cpu_seconds,
     browser_missing,
     cpu_seconds,
+    cpu_since,
     launch,
     serve,
     wait_idle,
@@ -308,7 +309,7 @@ def measure(root: Path, prepared: dict[str, Any], say=print, shots: Path | None 
                 visible, cpu_visible = time.perf_counter() - start, cpu_seconds(process.pid) - cpu
                 wait_idle(page, TIMEOUT_MS)
                 done, cpu_done = time.perf_counter() - start, cpu_seconds(process.pid) - cpu
-                browser_cpu = browser_cpu_seconds(process.pid) - browser_cpu
+                browser_cpu = cpu_since(browser_cpu, browser_cpu_seconds(process.pid))
                 problem = page.get_by_text(UNEXPECTED_TEXT, exact=False).count()
                 figures["pages"][name] = {"content_visible_s": round(visible, 2), "script_done_s": round(done, 2),
                                           "server_cpu_to_content_s": round(cpu_visible, 2),

@@ -99,22 +99,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def browser_cpu_seconds(server_pid: int) -> float:
-    """CPU seconds of this process's descendants except the server's tree: the browser (Playwright's driver and
-    Chromium's processes: parsing, layout, software WebGL), which the server's CPU does not count."""
+def browser_cpu_seconds(server_pid: int) -> dict[int, float]:
+    """CPU seconds of each of this process's descendants except the server's tree: the browser (Playwright's driver
+    and Chromium's processes: parsing, layout, software WebGL), which the server's CPU does not count. By pid:
+    `cpu_since(before, after)` is what they spent between two readings (processes that ended in between drop out)."""
     import psutil
 
-    me = psutil.Process()
-    total = 0.0
-    for child in me.children(recursive=True):
+    out = {}
+    for child in psutil.Process().children(recursive=True):
         try:
             if child.pid == server_pid or server_pid in {p.pid for p in child.parents()}:
                 continue
             times = child.cpu_times()
-            total += times.user + times.system
+            out[child.pid] = times.user + times.system
         except psutil.Error:
             continue
-    return total
+    return out
+
+
+def cpu_since(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds spent between two `browser_cpu_seconds` readings by the processes alive at the second."""
+    return sum(value - before.get(pid, 0.0) for pid, value in after.items())
 
 
 # What each page shows once its real content is there (not a status box): a heading or text that only the
