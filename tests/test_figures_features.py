@@ -13,6 +13,7 @@ from core.figures.features import (
     contexts_html,
     feature_map_figure,
     logit_effects_figure,
+    thin_map_points,
     logit_lens_figure,
 )
 
@@ -39,7 +40,10 @@ def test_feature_map_is_webgl_with_search_rings_and_ids_on_points():
                              selected=3, match_label="search")
     assert all(isinstance(trace, go.Scattergl) for trace in fig.data)
     points, rings, star = fig.data
-    assert len(points.x) == 30_000 and list(points.customdata[:3]) == [0, 1, 2]
+    # 30,000 > MAP_THIN_ABOVE: one point per screen cell, each at its own feature's place, the title says so
+    drawn = np.asarray(points.customdata)
+    assert 1_000 < len(drawn) < 30_000 and np.array_equal(np.asarray(points.x), coords[drawn, 0])
+    assert f"{len(drawn):,} of 30,000 drawn" in fig.layout.title.text
     assert rings.name == "search (2)" and list(rings.customdata) == [5, 17]          # out of range ids dropped
     assert list(star.customdata) == [3]
     assert points.text[0] == "&lt;i&gt;x&lt;/i&gt;"                                   # hover text stays text
@@ -60,3 +64,18 @@ def test_logit_lens_cells_show_token_and_probability_on_a_scale_that_is_not_wash
     heat = fig.data[0]
     assert heat.text[0][0] == "a<br>0.04" and heat.text[0][1] == "&lt;b&gt;<br>0.02"
     assert heat.zmax == 0.08 and heat.texttemplate == "%{text}"
+
+
+def test_thinning_keeps_one_point_per_occupied_cell_the_most_active():
+    # 4 cells of a 2 x 2 grid: 3 points in the lower-left cell, one in each of the others
+    coords = np.array([[0.0, 0.0], [0.1, 0.1], [0.2, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    assert thin_map_points(coords, np.array([0.1, 0.9, 0.5, 0, 0, 0]), grid=2).tolist() == [1, 3, 4, 5]
+    assert thin_map_points(coords, None, grid=2).tolist() == [0, 3, 4, 5]          # ties: the lowest id
+    assert thin_map_points(coords, np.array([np.nan, 0.2, 0.1, 0, 0, 0]), grid=2).tolist() == [1, 3, 4, 5]
+    # a small map is drawn whole; every cell of a large one keeps a point
+    small = feature_map_figure(coords, np.arange(6.0), "density", categorical=False)
+    assert list(small.data[0].customdata) == list(range(6)) and "drawn" not in (small.layout.title.text or "")
+    big = np.random.default_rng(1).random((20_000, 2))
+    kept = thin_map_points(big, grid=50)
+    cells = np.floor((big - big.min(0)) / np.ptp(big, axis=0) * (50 - 1e-9)).astype(int)
+    assert len(kept) == len({tuple(c) for c in cells}) > 2_400 and len({tuple(c) for c in cells[kept]}) == len(kept)

@@ -230,11 +230,32 @@ def _marker_size(n: int) -> int:
     return 4 if n > 5000 else 5 if n > 2000 else 7
 
 
+MAP_GRID = 160   # cells per axis past which the map's points overlap on screen (520 px tall, markers 4 px)
+MAP_THIN_ABOVE = 8_000   # maps of more features draw one point per occupied cell
+
+
+def thin_map_points(coords: np.ndarray, priority: np.ndarray | None = None, grid: int = MAP_GRID) -> np.ndarray:
+    """Indices of the points to draw: one per cell of a `grid` x `grid` grid over the coordinates' range (where
+    more points only overlap on screen), the one of highest `priority` in each cell (default: the lowest index),
+    in index order."""
+    coords = np.asarray(coords, dtype=np.float64)
+    low, span = coords.min(axis=0), np.ptp(coords, axis=0)
+    cells = np.floor((coords - low) / np.where(span > 0, span, 1.0) * (grid - 1e-9)).astype(np.int64)
+    cell = cells[:, 0] * grid + cells[:, 1]
+    rank = np.zeros(len(coords)) if priority is None else -np.nan_to_num(np.asarray(priority, dtype=np.float64),
+                                                                         nan=-np.inf)
+    order = np.lexsort((np.arange(len(coords)), rank, cell))   # by cell, then highest priority, then index
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = cell[order][1:] != cell[order][:-1]
+    return np.sort(order[first])
+
+
 def feature_map_figure(coords: np.ndarray, color: np.ndarray, color_label: str, *, categorical: bool,
                        hover: Sequence[str] | None = None, highlight: dict[int, float] | None = None,
                        selected: int | None = None, title: str = "", matches: np.ndarray | None = None,
                        match_label: str = "search", axis_titles: tuple[str, str] | None = None) -> go.Figure:
-    """The feature map: one WebGL point per feature (Scattergl: 24k+ points stay responsive).
+    """The feature map: one WebGL point per feature (Scattergl: 24k+ points stay responsive); past MAP_THIN_ABOVE
+    features, one point per screen cell (`thin_map_points`: more would only overlap), the title says how many.
 
     `highlight` (id -> value) rings the prompt's active features, `matches` (ids) rings search results,
     `selected` stars the open feature. Each point's `customdata` is its feature id, so a click tells the
@@ -249,19 +270,26 @@ def feature_map_figure(coords: np.ndarray, color: np.ndarray, color_label: str, 
     size = _marker_size(n)
     template = "feature %{customdata}<br>%{text}<extra></extra>"
     fig = go.Figure()
+    # past MAP_THIN_ABOVE points, one per screen cell (the most active there); the ringed and starred stay exact
+    drawn = ids if n <= MAP_THIN_ABOVE else thin_map_points(coords, None if categorical else color)
+    if len(drawn) < n:
+        note = f"{len(drawn):,} of {n:,} drawn: one per screen cell"
+        title = f"{title} ({note})" if title else note
     if categorical:
         labels = group_small_categories(color)
         order = category_order(labels)
         colours = category_colours(order)
         for category in order:
-            mask = labels == category
-            fig.add_trace(go.Scattergl(x=coords[mask, 0], y=coords[mask, 1], mode="markers", name=category,
-                                       customdata=ids[mask], text=text[mask], hovertemplate=template,
+            mask = labels[drawn] == category
+            fig.add_trace(go.Scattergl(x=coords[drawn[mask], 0], y=coords[drawn[mask], 1], mode="markers",
+                                       name=category, customdata=drawn[mask], text=text[drawn[mask]],
+                                       hovertemplate=template,
                                        marker={"size": size, "opacity": 0.8, "color": colours[category]}))
     else:
-        fig.add_trace(go.Scattergl(x=coords[:, 0], y=coords[:, 1], mode="markers", name="features", customdata=ids,
-                                   text=text, hovertemplate=template, showlegend=False,
-                                   marker={"size": size, "opacity": 0.8, "color": np.asarray(color, dtype=np.float32),
+        fig.add_trace(go.Scattergl(x=coords[drawn, 0], y=coords[drawn, 1], mode="markers", name="features",
+                                   customdata=drawn, text=text[drawn], hovertemplate=template, showlegend=False,
+                                   marker={"size": size, "opacity": 0.8,
+                                           "color": np.asarray(color, dtype=np.float32)[drawn],
                                            "colorscale": "Viridis", "colorbar": {"title": color_label}}))
     if matches is not None and len(matches):
         hits = np.asarray(sorted({int(m) for m in matches if 0 <= int(m) < n}), dtype=int)
