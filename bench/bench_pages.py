@@ -141,8 +141,9 @@ def link_query(values: dict[str, Any]) -> str:
 
 
 # ---- 2. the store --------------------------------------------------------------------------------------
-def build_store(values: dict[str, Any], say=print) -> dict[str, float]:
-    """Harvest and every analysis into ATLAS_CACHE_DIR, with the specs and settings the dashboard uses."""
+def build_store(values: dict[str, Any], say=print, model: Any = None) -> dict[str, Any]:
+    """Harvest and every analysis into ATLAS_CACHE_DIR, with the specs and settings the dashboard uses (`model`:
+    the sources' model when the caller loaded it from the same spec)."""
     from app.sources import request
     from core.analysis import run_all
     from core.harvest import HarvestSettings
@@ -157,7 +158,7 @@ def build_store(values: dict[str, Any], say=print) -> dict[str, float]:
     seconds = {}
     start = time.perf_counter()
     sources = request(values)
-    model = load_model(sources.model)
+    model = model if model is not None else load_model(sources.model)
     saes = sorted((load_sae(spec, model) for spec in sources.saes),
                   key=lambda s: (site_order(s.hook_name), s.spec.source, str(s.spec)))   # app.resources.get_saes
     corpus_spec, _ = chunking_for_saes(saes, sources.corpus)
@@ -195,8 +196,9 @@ def prepare(root: Path, shape_name: str, saes: list[tuple[int, str]], tokens: in
             return prepared
         raise SystemExit(f"{root} holds another configuration ({prepared['shape']}, {prepared['saes']}, "
                          f"{prepared['tokens']} tokens): choose another --keep directory")
+    from app.sources import model_spec
     from core.sources.corpus import CorpusSpec, load_corpus
-    from core.sources.models import ModelSpec, load_model
+    from core.sources.models import load_model
     from core.uploads import save_upload
 
     seconds = {}
@@ -207,17 +209,17 @@ def prepare(root: Path, shape_name: str, saes: list[tuple[int, str]], tokens: in
     corpus_name = save_upload(text.encode(), "corpus.txt")
     say(f"model directory {model_dir}; corpus upload {corpus_name} ({len(text.split()):,} words)")
     start = time.perf_counter()
-    model = load_model(ModelSpec(source="hf_dir", name=model_dir.name, path=str(model_dir), device="cpu"))
+    model = load_model(model_spec({"model_source": "hf_dir", "hf_dir": str(model_dir), "device": "auto"}))
     from core.uploads import upload_path
 
     calibration = load_corpus(CorpusSpec(source="file", path=str(upload_path(corpus_name)), context_size=128,
                                          max_chunks=16), model)
     width = SHAPES[shape_name].sae_width
     sae_dirs = build_sae_dirs(root / "sources", model, calibration, saes, width)
-    del model
     seconds["write the SAE directories"] = time.perf_counter() - start
     values = sidebar_values(model_dir, sae_dirs, corpus_name, tokens)
-    stored = build_store(values, say)
+    stored = build_store(values, say, model)
+    del model
     seconds.update(stored["seconds"])
     prepared = {"shape": shape_name, "saes": [list(s) for s in saes], "tokens": tokens, "sae_width": width,
                 "values": values, "query": link_query(values), "seconds": seconds, "hook": stored["hook"],
@@ -264,7 +266,8 @@ def seed_like_the_server() -> None:
     seed_store(ArtifactStore())
 
 
-def measure(root: Path, prepared: dict[str, Any], say=print, shots: Path | None = None) -> dict[str, Any]:
+def measure(root: Path, prepared: dict[str, Any], say=print, shots: Path | None = None,
+            pages: list[str] = PAGES) -> dict[str, Any]:
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=TIMEOUT_MS)
@@ -297,7 +300,7 @@ def measure(root: Path, prepared: dict[str, Any], say=print, shots: Path | None 
             assert "model=hf_dir" in page.url, f"a reload lost the sources: {page.url}"
             figures["reload_keeps_sources"] = True
             page.close()
-            for name in PAGES:
+            for name in pages:
                 url = {"home": f"{base}/?{query}", "feature": f"{base}/features?{query}&layer={hook}&feature={feature}"
                        }.get(name, f"{base}/{name}?{query}")
                 page = context.new_page()
@@ -348,7 +351,7 @@ def print_table(result: dict[str, Any]) -> None:
 
 
 def run(shape_name: str, saes: list[tuple[int, str]], tokens: int, keep: Path | None, say=print,
-        shots: Path | None = None) -> dict[str, Any]:
+        shots: Path | None = None, pages: list[str] = PAGES) -> dict[str, Any]:
     missing = browser_missing()
     if missing:
         raise SystemExit(f"bench pages needs a browser: {missing}")
@@ -357,7 +360,7 @@ def run(shape_name: str, saes: list[tuple[int, str]], tokens: int, keep: Path | 
     saved = {k: os.environ.get(k) for k in ("ATLAS_HOME", "ATLAS_CACHE_DIR")}
     try:
         prepared = prepare(root, shape_name, saes, tokens, say)
-        figures = measure(root, prepared, say, shots)
+        figures = measure(root, prepared, say, shots, pages)
     finally:
         for k, v in saved.items():
             if v is None:
@@ -379,12 +382,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=4096, help="harvested tokens (the sidebar's Harvest tokens)")
     parser.add_argument("--keep", type=Path, default=None, help="build the sources and store here once; reuse them")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument("--pages", default=",".join(PAGES), help=f"which pages, comma-separated (of {', '.join(PAGES)})")
     parser.add_argument("--shots", type=Path, default=None, help="a screenshot of each page into this folder")
     args = parser.parse_args(argv)
     if args.tokens < 1000:
         parser.error("--tokens: the sidebar takes at least 1,000")
     saes = parse_saes(args.saes or DEFAULT_SAES[args.shape])
-    result = run(args.shape, saes, args.tokens, args.keep, shots=args.shots)
+    pages = [name.strip() for name in args.pages.split(",") if name.strip()]
+    if not pages or set(pages) - set(PAGES):
+        parser.error(f"--pages: choose from {', '.join(PAGES)}")
+    result = run(args.shape, saes, args.tokens, args.keep, shots=args.shots, pages=pages)
     print_table(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
