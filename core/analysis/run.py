@@ -60,7 +60,7 @@ def run_all(model: ModelFace, saes: Sequence[SAEFace], harvest: HarvestResult,
         over = spectra_over_checkpoints(model.spec.path, names, max_tokens=checkpoint_max_tokens, store=store,
                                         cluster=cluster)
     report(progress, 0.85, "feature maps, lobes and the default concept views")
-    views = ()
+    views: tuple[str, ...] = ()
     if store is not None:
         views = page_views(harvest, saes, store=store, harvest_key=hkey) + default_concept_views(model, store=store)
     report(progress, 1.0, "done")
@@ -77,11 +77,13 @@ def page_views(harvest: HarvestResult, saes: Sequence[SAEFace], *, store: Artifa
     from core import feature_map as fm
     from core.analysis.geometry import lobes_view
 
-    keys = []
+    keys: list[str] = []
     for sae in saes:
         W_dec = sae.W_dec.detach().cpu().numpy()
         method = fm.resolve_method(W_dec, DEFAULT_MAP_METHOD)
-        keys.append(fm.feature_map(W_dec, store, method, key=fm.feature_map_key(W_dec, method, 15, 0.1, 0)).key)
+        stored_map = fm.feature_map(W_dec, store, method, key=fm.feature_map_key(W_dec, method, 15, 0.1, 0))
+        if stored_map.key:
+            keys.append(stored_map.key)
         if sae.hook_name in harvest.saes:
             view = lobes_view(harvest, sae, store=store, harvest_key=harvest_key)
             if view.key:
