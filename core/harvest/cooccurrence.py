@@ -22,6 +22,7 @@ from core.harvest.sampling import hash_keys
 from core.harvest.settings import HarvestSettings
 
 _EMPTY = np.zeros(0, dtype=np.int32)
+_BITMAP_CELLS = 1 << 26  # chunks x features of one batch up to which distinct pairs are read from a bitmap
 
 
 class Cooccurrence:
@@ -52,10 +53,20 @@ class Cooccurrence:
         batch (kept tokens or not). Codes are >= 0 and the threshold >= 0, so only these entries count."""
         if token_chunk_ids.numel() == 0 and self.seqs_per_chunk == 1:
             return
-        fired = vals > self.threshold
-        ids, inverse = torch.unique(token_chunk_ids, return_inverse=True)
-        # one sorted list of (chunk slot, feature) pairs for the whole batch, split per chunk on the host
-        pairs = torch.unique(inverse[rows[fired]] * self.d_sae + feats[fired]).cpu().numpy()
+        if self.threshold > 0:
+            fired = (vals > self.threshold).nonzero(as_tuple=True)[0]
+            rows, feats = rows[fired], feats[fired]
+        ordered = token_chunk_ids.numel() < 2 or bool((token_chunk_ids[1:] >= token_chunk_ids[:-1]).all())
+        ids, inverse = (torch.unique_consecutive if ordered else torch.unique)(token_chunk_ids, return_inverse=True)
+        # one sorted list of the distinct (chunk slot, feature) pairs of the batch, split per chunk on the host:
+        # marked in a [slots, d_sae] bitmap and read back in order (no sort) when that is small
+        pair = inverse[rows] * self.d_sae + feats
+        if ids.numel() * self.d_sae <= _BITMAP_CELLS:
+            marks = torch.zeros(ids.numel() * self.d_sae, dtype=torch.bool, device=pair.device)
+            marks[pair] = True
+            pairs = marks.nonzero().view(-1).cpu().numpy()
+        else:
+            pairs = torch.unique(pair).cpu().numpy()
         chunk_ids = ids.cpu().numpy()
         bounds = np.searchsorted(pairs // self.d_sae, np.arange(chunk_ids.size + 1))
         features = (pairs % self.d_sae).astype(np.int32)
@@ -69,14 +80,16 @@ class Cooccurrence:
         # chunks spanning several sequences: count the sequences seen per chunk
         seq_ids, seq_counts = torch.unique(batch_chunk_ids, return_counts=True)
         seen = dict(zip(seq_ids.tolist(), seq_counts.tolist()))
-        for chunk_id, vector in vectors.items():
-            self._join_open(chunk_id, vector, seen.pop(chunk_id), True)
+        keys = _chunk_keys(self.seed, chunk_ids).tolist()  # hashed once per batch, not per chunk
+        for (chunk_id, vector), key in zip(vectors.items(), keys):
+            self._join_open(chunk_id, vector, seen.pop(chunk_id), True, key)
         for chunk_id, count in seen.items():  # sequences with no kept token
             self._join_open(chunk_id, _EMPTY, count, False)
 
-    def _join_open(self, chunk_id: int, vector: np.ndarray, count: int, has: bool) -> None:
+    def _join_open(self, chunk_id: int, vector: np.ndarray, count: int, has: bool, key: int | None = None) -> None:
         """Add `count` sequences of chunk `chunk_id` (their fired ids; `has`: they hold kept tokens) to what
-        is held open for it; count the chunk once all its sequences were seen (dropped without kept tokens)."""
+        is held open for it; count the chunk once all its sequences were seen (dropped without kept tokens).
+        key: the chunk's sampling key when the caller has it."""
         held = self.pending.pop(chunk_id, None)
         if held is not None:
             vector = np.union1d(held[0], vector).astype(np.int32)
@@ -85,8 +98,9 @@ class Cooccurrence:
             self.pending[chunk_id] = (vector, count, has)
         elif has:
             self.n_total += 1
-            self._offer(self.sample, self._heap, int(_chunk_keys(self.seed, np.array([chunk_id]))[0]), chunk_id,
-                        vector)
+            if key is None:
+                key = int(_chunk_keys(self.seed, np.array([chunk_id]))[0])
+            self._offer(self.sample, self._heap, key, chunk_id, vector)
 
     def _offer(self, sample: dict, heap: list, key: int, chunk_id: int, vector: np.ndarray) -> None:
         """Keep the chunk when it is among the `capacity` smallest (key, chunk id) seen."""

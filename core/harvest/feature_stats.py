@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.harvest.bins import LogBins
 from core.harvest.sampling import EMPTY_KEY, TOP_EMPTY, bottom_per_cell, float_order_key, hash_keys, mix32, to_numpy
 from core.harvest.settings import HarvestSettings, snapshot_counts
 
@@ -15,12 +16,13 @@ from core.harvest.settings import HarvestSettings, snapshot_counts
 class FeatureStats:
     """Per-feature statistics of one SAE, plus its reconstruction quality at its site.
 
-    update_sparse(n, rows, feats, vals, x, x_hat, chunk, pos, windows=...) with the positive codes of the n
-    kept tokens as (rows, feats, vals), x / x_hat [n, d_in] (activations and reconstructions), chunk / pos [n]
-    (corpus place of each token), and `windows(rows, feats) -> [q, W]`: the feature's activation on the W
-    tokens around each kept row (a `WindowLookup` over the batch's codes). Windows are looked up only for
-    the entries that enter a top-k or quantile buffer. Everything is vectorised over the non-zero codes;
-    no Python loop runs over features.
+    update_sparse(n, rows, feats, vals, x, x_hat, chunk, pos, first_row=...) with the positive codes of the
+    n kept tokens as (rows, feats, vals), x / x_hat [n, d_in] (activations and reconstructions), chunk / pos
+    [n] (corpus place of each token), and first_row: the retained number of the batch's first row (see
+    core.harvest.windows). An entry that enters a top-k or quantile buffer gets its activation window
+    later: its slot's `src` holds -1 - its retained row until `flush(windows)` looks up the windows of the
+    entries still there (src >= 0: the slot's window is row src of the flat acts as of the last flush).
+    Everything is vectorised over the non-zero codes; no Python loop runs over features.
     """
 
     def __init__(self, d_sae: int, d_in: int, settings: HarvestSettings, context: int,
@@ -34,11 +36,13 @@ class FeatureStats:
         self.n_hist = self.hist_edges.numel() + 1  # inner bins + underflow + overflow
         self.band_edges = torch.tensor(s.quantile_edges[:-1], dtype=torch.float32, device=device)
         self.n_bands = self.band_edges.numel()  # inner bands + one band above hist_max
+        self._bins = LogBins(self.hist_edges)
+        # the quantile band of each histogram bin (band edges are histogram edges by default): no second search
+        self._band_of_bin = self._bins.coarser(self.band_edges)
         k, m, nb = s.top_k, s.quantile_samples, self.n_bands
         f64, i64 = torch.float64, torch.int64
         self.n_tokens = 0
         self.l1 = torch.zeros(d_sae, dtype=f64, device=device)
-        self.fire = torch.zeros(d_sae, dtype=i64, device=device)
         self.max = torch.zeros(d_sae, dtype=torch.float32, device=device)
         self.hist = torch.zeros(d_sae * self.n_hist, dtype=i64, device=device)
         self.top_val = torch.full((d_sae, k), -1.0, dtype=torch.float32, device=device)
@@ -53,6 +57,9 @@ class FeatureStats:
         width = s.window_left + 1 + s.window_right
         self.top_acts = torch.zeros((d_sae, k, width), dtype=torch.float16, device=device)
         self.q_acts = torch.zeros((d_sae * nb, m, width), dtype=torch.float16, device=device)
+        self.top_src = torch.arange(d_sae * k, device=device).view(d_sae, k)
+        self.q_src = torch.arange(d_sae * nb * m, device=device).view(d_sae * nb, m)
+        self._moved = False  # whether a merge moved entries since the last flush
         self._feature_hash = mix32(torch.arange(d_sae, dtype=i64, device=device) + 0x165667B1)
         # reconstruction: streaming sums for 1 - SSE/SST, MSE and L0
         self.sse = torch.zeros((), dtype=f64, device=device)
@@ -66,12 +73,12 @@ class FeatureStats:
     # -- update -----------------------------------------------------------------------
     def update_sparse(self, n: int, rows: torch.Tensor, feats: torch.Tensor, vals: torch.Tensor,
                       x: torch.Tensor, x_hat: torch.Tensor, chunk: torch.Tensor, pos: torch.Tensor,
-                      token_hash: torch.Tensor | None = None, *, windows: Any) -> None:
+                      token_hash: torch.Tensor | None = None, *, first_row: int) -> None:
         """The positive codes of n tokens as (rows, feats, vals) in row-major order (`(z > 0).nonzero()`);
         every statistic reads only these nnz entries, never a dense [n, d_sae] code.
 
         token_hash: hash_keys(settings.seed + 1, chunk, pos) when the caller already has it (it is the
-        same for every SAE of a batch); computed here when None. windows: see the class docstring."""
+        same for every SAE of a batch); computed here when None. first_row: see the class docstring."""
         if n == 0:
             return
         vals = vals.to(torch.float32)
@@ -80,14 +87,18 @@ class FeatureStats:
         self.n_tokens += n
         self.l0_sum += int(rows.numel())
         self.l1.index_add_(0, feats, vals64)
-        self.fire += torch.bincount(feats, minlength=self.d_sae)
         self.max.scatter_reduce_(0, feats, vals, reduce="amax")
-        bins = torch.bucketize(vals, self.hist_edges, right=True)  # 0 under, n_edges over
-        self.hist += torch.bincount(feats * self.n_hist + bins, minlength=self.hist.numel())
-        self._update_top(rows, feats, vals, chunk, pos, windows)
-        self._update_quantiles(rows, feats, vals, chunk, pos, token_hash, windows)
-        xd = x.to(torch.float64)
-        self.sse += ((xd - x_hat.to(torch.float64)) ** 2).sum()
+        bins = self._bins.index(vals)  # = bucketize(vals, hist_edges, right=True): 0 under, n_edges over
+        self.hist += torch.bincount(torch.add(bins, feats, alpha=self.n_hist), minlength=self.hist.numel())
+        self._update_top(rows, feats, vals, chunk, pos, first_row)
+        if self.settings.quantile_samples:
+            if self._band_of_bin is not None:
+                band = self._band_of_bin.index_select(0, bins) - 1
+            else:
+                band = torch.bucketize(vals, self.band_edges, right=True) - 1
+            self._update_quantiles(rows, feats, vals, band, chunk, pos, token_hash, first_row)
+        xd = x.to(torch.float64)  # a no-op when the caller passes float64 (HarvestState: shared with the moments)
+        self.sse += torch.sub(xd, x_hat).pow_(2).sum()  # x_hat promoted to float64 elementwise: exact
         self.sum_x += xd.sum(0)
         self.sum_sq += (xd**2).sum()
 
@@ -100,7 +111,7 @@ class FeatureStats:
             self.snap_taken.append(count)
             self.snap_l1.append(partial)
 
-    def _update_top(self, rows, feats, vals, chunk, pos, windows) -> None:
+    def _update_top(self, rows, feats, vals, chunk, pos, first_row) -> None:
         k = self.settings.top_k
         # an entry below its feature's current k-th value can never enter (the k-th value only rises);
         # empty slots hold -1, so features with room keep every entry. Exact: ties are kept.
@@ -117,9 +128,8 @@ class FeatureStats:
         # only features whose best candidate beats their current k-th entry can change
         enter = (key[:, 0] < self.top_key[cells, -1]).nonzero(as_tuple=True)[0]
         if enter.numel():
-            changed, cand_row = cells[enter], cand_row[enter]
-            self._merge_top(changed, (key[enter], cand_val[enter], cand_chunk[enter], cand_pos[enter]),
-                            lambda r, slot: windows(cand_row[r, slot], changed[r]))
+            cand_src = torch.where(valid[enter], -1 - first_row - cand_row[enter], 0)
+            self._merge_top(cells[enter], (key[enter], cand_val[enter], cand_chunk[enter], cand_pos[enter], cand_src))
 
     def _top_keys(self, val, chunk, pos) -> torch.Tensor:
         """Order of top-k candidates: larger value first, then earlier corpus place (chunk, pos)
@@ -128,21 +138,17 @@ class FeatureStats:
         key = (float_order_key(val.clamp(min=0)) << 31) | place
         return torch.where(val > 0, key, torch.full_like(key, TOP_EMPTY))
 
-    def _merge_top(self, rows, theirs, acts_of) -> None:
-        """Merge candidates `theirs` = (key, val, chunk, pos) [len(rows), k] into the top-k of features `rows`;
-        acts_of(r, slot) gives the activation windows [q, W] of the candidates that enter."""
-        buffers = (self.top_key, self.top_val, self.top_chunk, self.top_pos)
-        merged, acts = _merge_cells(tuple(b[rows] for b in buffers), theirs, self.top_acts[rows], acts_of,
-                                    self.settings.top_k)
+    def _merge_top(self, rows, theirs) -> None:
+        """Merge candidates `theirs` = (key, val, chunk, pos, src) [len(rows), c] into the top-k of features `rows`."""
+        buffers = (self.top_key, self.top_val, self.top_chunk, self.top_pos, self.top_src)
+        merged = _merge_cells(tuple(b[rows] for b in buffers), theirs, self.settings.top_k)
         for buffer, values in zip(buffers, merged):
             buffer[rows] = values
-        self.top_acts[rows] = acts
+        self._moved = True
 
-    def _update_quantiles(self, rows, feats, vals, chunk, pos, token_hash, windows) -> None:
+    def _update_quantiles(self, rows, feats, vals, band, chunk, pos, token_hash, first_row) -> None:
+        """band: each entry's quantile band (-1: below hist_min)."""
         m = self.settings.quantile_samples
-        if m == 0:
-            return
-        band = torch.bucketize(vals, self.band_edges, right=True) - 1  # -1: below hist_min
         # = hash_keys(seed + 1, chunk, pos, feature), with the (chunk, pos) part hashed once per token
         # and the feature part read from a table: the hash is a chain, so the keys are the same bits
         if token_hash is None:
@@ -163,17 +169,32 @@ class FeatureStats:
         valid = idx >= 0
         cand_row = torch.where(valid, rows[safe], -1)
         theirs = (cand_key[enter], torch.where(valid, vals[safe], 0.0),
-                  torch.where(valid, chunk[cand_row.clamp(min=0)], -1), torch.where(valid, pos[cand_row.clamp(min=0)], -1))
-        feature = changed // self.n_bands
-        self._merge_quantiles(changed, theirs, lambda r, slot: windows(cand_row[r, slot], feature[r]))
+                  torch.where(valid, chunk[cand_row.clamp(min=0)], -1), torch.where(valid, pos[cand_row.clamp(min=0)], -1),
+                  torch.where(valid, -1 - first_row - cand_row, 0))
+        self._merge_quantiles(changed, theirs)
 
-    def _merge_quantiles(self, cells, theirs, acts_of) -> None:
-        buffers = (self.q_key, self.q_val, self.q_chunk, self.q_pos)
-        merged, acts = _merge_cells(tuple(b[cells] for b in buffers), theirs, self.q_acts[cells], acts_of,
-                                    self.settings.quantile_samples)
+    def _merge_quantiles(self, cells, theirs) -> None:
+        buffers = (self.q_key, self.q_val, self.q_chunk, self.q_pos, self.q_src)
+        merged = _merge_cells(tuple(b[cells] for b in buffers), theirs, self.settings.quantile_samples)
         for buffer, values in zip(buffers, merged):
             buffer[cells] = values
-        self.q_acts[cells] = acts
+        self._moved = True
+
+    # -- windows ----------------------------------------------------------------------
+    def flush(self, windows: Any, theirs: "FeatureStats | None" = None) -> None:
+        """Give every slot its activation window: pending entries (src < 0) from windows(retained rows,
+        features) -> [q, W], the others from the flat acts of the last flush (src >= 0), or, after a merge
+        with `theirs`, from its acts (src >= this state's slot count)."""
+        if not self._moved and theirs is None:
+            return
+        k, m, nb = self.settings.top_k, self.settings.quantile_samples, self.n_bands
+        self.top_acts = _materialize(self.top_acts, self.top_src, lambda slot: slot // k, windows,
+                                     None if theirs is None else theirs.top_acts)
+        self.q_acts = _materialize(self.q_acts, self.q_src, lambda slot: slot // (m * nb), windows,
+                                   None if theirs is None else theirs.q_acts)
+        self.top_src = torch.arange(self.top_src.numel(), device=self.top_src.device).view_as(self.top_src)
+        self.q_src = torch.arange(self.q_src.numel(), device=self.q_src.device).view_as(self.q_src)
+        self._moved = False
 
     # -- merge ------------------------------------------------------------------------
     def merge(self, other: "FeatureStats") -> "FeatureStats":
@@ -187,19 +208,24 @@ class FeatureStats:
         self.n_tokens += other.n_tokens
         self.l0_sum += other.l0_sum
         self.l1 += other.l1
-        self.fire += other.fire
         self.max = torch.maximum(self.max, other.max)
         self.hist += other.hist
+        # both flushed (HarvestState.merge): every src names a row of its own state's flat acts;
+        # theirs are numbered after ours, and one flush reads the windows of both
+        if self._moved or other._moved:
+            raise RuntimeError("FeatureStats.merge: flush both states first (HarvestState.merge does)")
         rows = (other.top_key[:, 0] < self.top_key[:, -1]).nonzero(as_tuple=True)[0]
         if rows.numel():
-            theirs = (other.top_key[rows], other.top_val[rows], other.top_chunk[rows], other.top_pos[rows])
-            their_acts = other.top_acts[rows]
-            self._merge_top(rows, theirs, lambda r, slot: their_acts[r, slot])
+            theirs = (other.top_key[rows], other.top_val[rows], other.top_chunk[rows], other.top_pos[rows],
+                      other.top_src[rows] + self.top_src.numel())
+            self._merge_top(rows, theirs)
         cells = (other.q_key[:, 0] < self.q_key[:, -1]).nonzero(as_tuple=True)[0]
         if self.settings.quantile_samples and cells.numel():
-            theirs = (other.q_key[cells], other.q_val[cells], other.q_chunk[cells], other.q_pos[cells])
-            their_acts = other.q_acts[cells]
-            self._merge_quantiles(cells, theirs, lambda r, slot: their_acts[r, slot])
+            theirs = (other.q_key[cells], other.q_val[cells], other.q_chunk[cells], other.q_pos[cells],
+                      other.q_src[cells] + self.q_src.numel())
+            self._merge_quantiles(cells, theirs)
+        if self._moved:
+            self.flush(None, other)
         self.sse += other.sse
         self.sum_x += other.sum_x
         self.sum_sq += other.sum_sq
@@ -218,7 +244,7 @@ class FeatureStats:
         return {
             "n_tokens": n,
             "l1_mass": to_numpy(self.l1),
-            "fire_count": to_numpy(self.fire),
+            "fire_count": to_numpy(self.hist.view(d_sae, self.n_hist).sum(1)),  # every positive code has a bin
             "max_act": to_numpy(self.max),
             "hist": to_numpy(self.hist.view(d_sae, self.n_hist)),
             "top_values": to_numpy(torch.where(empty, 0.0, self.top_val)),
@@ -237,18 +263,24 @@ class FeatureStats:
         }
 
 
-def _merge_cells(mine: tuple, theirs: tuple, my_acts: torch.Tensor, acts_of: Any, size: int):
-    """Keep the `size` smallest keys per row of mine (key, val, chunk, pos) [r, size] and theirs [r, c].
-
-    Activation windows of kept entries from `theirs` come from acts_of(row, slot) -> [q, W] (looked up
-    only for what enters); kept entries of `mine` keep their windows."""
+def _merge_cells(mine: tuple, theirs: tuple, size: int) -> tuple:
+    """Keep the `size` smallest keys per row of mine (key, val, chunk, pos, src) [r, size] and theirs [r, c]."""
     all_key = torch.cat([mine[0], theirs[0]], 1)
     keep = torch.topk(all_key, size, dim=1, largest=False).indices  # sorted: best (smallest key) first
-    merged = tuple(torch.cat([a, b], 1).gather(1, keep) for a, b in zip(mine, theirs))
-    new = keep >= size
-    acts = my_acts.gather(1, keep.clamp(max=size - 1)[..., None].expand(-1, -1, my_acts.shape[-1]))
-    if bool(new.any()):
-        r, slot = new.nonzero(as_tuple=True)
-        acts[r, slot] = acts_of(r, keep[r, slot] - size).to(acts.dtype)
-    return merged, acts
+    return tuple(torch.cat([a, b], 1).gather(1, keep) for a, b in zip(mine, theirs))
+
+
+def _materialize(acts: torch.Tensor, src: torch.Tensor, feature_of: Any, windows: Any,
+                 their_acts: torch.Tensor | None) -> torch.Tensor:
+    """acts [slots..., W] rebuilt from src: rows of the flat (acts, then their_acts), or pending windows."""
+    width = acts.shape[-1]
+    pool = acts.reshape(-1, width)
+    if their_acts is not None:
+        pool = torch.cat([pool, their_acts.reshape(-1, width)])
+    flat_src = src.reshape(-1)
+    out = pool[flat_src.clamp(min=0)]
+    pending = (flat_src < 0).nonzero(as_tuple=True)[0]
+    if pending.numel():
+        out[pending] = windows(-1 - flat_src[pending], feature_of(pending)).to(acts.dtype)
+    return out.view(acts.shape)
 

@@ -328,6 +328,7 @@ def _float(value: Any) -> float:
 def finalize(state: HarvestState, corpus_tokens: torch.Tensor | np.ndarray, sources: dict | None = None,
              seconds: float = 0.0) -> HarvestResult:
     """Results of a (merged) state; context token windows are read from the corpus tokens."""
+    state.flush()
     s = state.settings
     sites = {}
     for name, moments in state.moments.items():

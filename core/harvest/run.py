@@ -89,6 +89,7 @@ def harvest_shard(model: Any, saes: Sequence[Any], corpus: Any, settings: Harves
                 progress(done, total, elapsed / done * (total - done))
         if evaluator is not None:
             state.splice = evaluator.finish(tokens_all)
+    state.flush()
     return state
 
 

@@ -14,7 +14,7 @@ from core.harvest.sampling import hash_keys
 from core.harvest.settings import HarvestSettings
 from core.harvest.site_stats import ActivationMoments, Reservoir
 from core.harvest.splice import SpliceStats
-from core.harvest.windows import WindowLookup
+from core.harvest.windows import FLUSH_BATCHES, FLUSH_ENTRIES, RetainedCodes
 
 
 def sae_hook_name(sae: Any) -> str:
@@ -61,6 +61,8 @@ class HarvestState:
     n_sequences: int = 0
     token_offset: int = 0  # kept tokens of the corpus before this state's first (harvest_shard sets it)
     _fast_decoders: dict[str, Any] = field(default_factory=dict, repr=False)
+    # per SAE, the sparse codes of the batches since the last flush (core.harvest.windows)
+    _retained: dict[str, RetainedCodes] = field(default_factory=dict, repr=False)
 
     def update(self, tokens: torch.Tensor, chunk_index: torch.Tensor, acts: dict[str, torch.Tensor],
                saes: Sequence[Any], labels: Sequence[str], sites: Sequence[str]) -> None:
@@ -81,17 +83,27 @@ class HarvestState:
         res_keys = hash_keys(s.seed, chunk, pos) if s.reservoir_size else None
         # the quantile-sample key of each token: the same for every SAE, so hashed once per batch
         quantile_hash = hash_keys(s.seed + 1, chunk, pos) if s.quantile_samples and saes else None
+        sae_sites = {sae_hook_name(sae) for sae in saes}
         for site in sites:
             x = flat[site]
             if site not in self.moments:
                 self.moments[site] = ActivationMoments(x.shape[1], device)
                 self.reservoirs[site] = Reservoir(x.shape[1], s.reservoir_size, s.seed, device)
-            self.moments[site].update(x)
+            if site not in sae_sites:  # an SAE's site: below, from the float64 copy its statistics share
+                self.moments[site].update(x)
             self.reservoirs[site].update(x, chunk, pos, token, keys=res_keys)
+        x64: tuple[str, torch.Tensor] | None = None
+        updated: set[str] = set()  # SAE sites whose moments this batch has updated
         cooc_ids, seqs_per_chunk = cooc_chunk_ids(chunk, pos, ctx, s.cooc_chunk_tokens)
         batch_cooc_ids = cooc_chunk_ids(chunk_index, torch.zeros_like(chunk_index), ctx, s.cooc_chunk_tokens)[0]
         for sae, label in zip(saes, labels):
-            x = flat[sae_hook_name(sae)]
+            site = sae_hook_name(sae)
+            x = flat[site]
+            if x64 is None or x64[0] != site:
+                x64 = (site, x.to(torch.float64))
+                if site in sites and site not in updated:
+                    self.moments[site].update(x64[1])
+                    updated.add(site)
             rows, feats, vals, z = _sparse_codes(sae, x)
             d_sae = int(z.shape[1]) if z is not None else int(sae.d_sae)
             x_hat = self._decode(sae, label, x.shape[0], d_sae, rows, feats, vals, z)
@@ -99,13 +111,31 @@ class HarvestState:
                 self.features[label] = FeatureStats(d_sae, x.shape[1], s, ctx, device,
                                                     token_offset=self.token_offset + self.n_tokens)
                 self.cooc[label] = Cooccurrence(d_sae, s, seqs_per_chunk, device)
-            windows = WindowLookup(keep_idx, b * ctx, ctx, s.window_left, s.window_right, rows, feats, vals, d_sae, z)
-            self.features[label].update_sparse(x.shape[0], rows, feats, vals, x, x_hat, chunk, pos,
-                                               token_hash=quantile_hash, windows=windows)
+            if label not in self._retained:
+                self._retained[label] = RetainedCodes(d_sae, ctx, s.window_left, s.window_right)
+            first_row = self._retained[label].add(keep_idx, b * ctx, rows, feats, vals)
+            self.features[label].update_sparse(x.shape[0], rows, feats, vals, x64[1], x_hat, chunk, pos,
+                                               token_hash=quantile_hash, first_row=first_row)
             self.cooc[label].update_sparse(rows, feats, vals, cooc_ids, batch_cooc_ids)
         self.n_tokens += int(keep_idx.numel())
         self.n_positions += b * ctx
         self.n_sequences += b
+        retained = list(self._retained.values())
+        if retained and (len(retained[0].batches) >= FLUSH_BATCHES
+                         or sum(r.n_entries for r in retained) >= FLUSH_ENTRIES):
+            self.flush()
+
+    def flush(self) -> None:
+        """Read the activation windows of the contexts that entered a buffer since the last flush and are
+        still there, then drop the retained codes (core.harvest.windows). Called every few batches and
+        before a state is merged, finalized or returned by harvest_shard; the numbers never depend on when."""
+        scratch: dict = {}  # one zeroed dense block for every SAE of this flush
+        for label, stats in self.features.items():
+            retained = self._retained.get(label)
+            if retained is None:
+                continue
+            stats.flush(lambda rows, feats, codes=retained: codes.windows(rows, feats, scratch))
+            retained.clear()
 
     def _decode(self, sae: Any, label: str, n: int, d_sae: int, rows: torch.Tensor, feats: torch.Tensor,
                 vals: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
@@ -146,6 +176,8 @@ class HarvestState:
     def merge(self, other: "HarvestState") -> "HarvestState":
         if other.settings != self.settings or other.context != self.context:
             raise AtlasError("Only harvests made with the same settings and context can be merged.")
+        self.flush()
+        other.flush()
         for table, mine in (("moments", self.moments), ("reservoirs", self.reservoirs),
                             ("features", self.features), ("cooc", self.cooc), ("splice", self.splice)):
             for name, stat in getattr(other, table).items():

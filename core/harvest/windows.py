@@ -1,56 +1,111 @@
-"""Activation windows: a feature's activation on the tokens around a context, read from one batch's sparse codes."""
+"""Activation windows: a feature's activation on the tokens around a context, read from retained sparse codes.
+
+Looking windows up when a context enters a top-k or quantile buffer would pay for every entry that a
+later batch evicts (in the first batches every feature's buffers fill, and most of those entries leave
+again). So the harvest keeps the sparse codes of the last few batches (`RetainedCodes`), names a
+context that enters a buffer by its retained row, and looks windows up only for the entries still in
+the buffers when it flushes: every `FLUSH_BATCHES` batches, once the retained codes of all SAEs hold
+`FLUSH_ENTRIES` entries, and before a state is merged or finalized. Memory: at most FLUSH_BATCHES
+batches of sparse codes (rows, features, values: 20 bytes per non-zero code) per SAE, plus one dense
+scratch block of at most SCRATCH_FLOATS floats while a flush runs; the numbers equal an immediate lookup.
+"""
 
 from __future__ import annotations
 
 import torch
 
+FLUSH_BATCHES = 8  # batches whose codes are retained before the windows of their surviving contexts are read
+FLUSH_ENTRIES = 1 << 22  # ... or fewer: the retained codes of every SAE of a state together hold at most ~this many
+SCRATCH_FLOATS = 1 << 23  # the largest dense [d_sae, sequences, left + context + right] block of one lookup (32 MB)
 
-class WindowLookup:
-    """windows(rows [q], feats [q]) -> [q, left + 1 + right] float32: feature feats[i]'s activation on the tokens
-    around kept token rows[i], within its own sequence.
 
-    Built once per batch and SAE from the batch's positive codes (rows, feats, vals) in row-major order
-    (rows ascending, features ascending within a row), or from the dense code z when the encoder made one.
-    Positions outside the sequence and tokens the harvest did not encode (BOS when excluded) read 0.
-    Every context lies inside the batch that holds its sequence, so no value is ever missing.
+class RetainedCodes:
+    """The positive codes (rows, feats, vals) of one SAE for the batches since the last flush.
+
+    Rows are numbered across the retained batches (the first batch's kept rows, then the next
+    batch's ...), so a context waiting for its window is one integer. `windows(rows, feats)` ->
+    [q, left + 1 + right] float32: feature feats[i]'s activation on the tokens around retained row
+    rows[i], within its own sequence; positions outside the sequence and tokens the harvest did not
+    encode (BOS when excluded) read 0. Every context lies inside the batch that holds its sequence.
     """
 
-    def __init__(self, keep_idx: torch.Tensor, n_positions: int, context: int, left: int, right: int,
-                 rows: torch.Tensor, feats: torch.Tensor, vals: torch.Tensor, d_sae: int,
-                 z: torch.Tensor | None = None):
-        device = keep_idx.device
-        self.keep_idx, self.context, self.d_sae = keep_idx, context, d_sae
-        self.offsets = torch.arange(-left, right + 1, device=device)
-        self.row_of_flat = torch.full((n_positions,), -1, dtype=torch.int64, device=device)
-        self.row_of_flat[keep_idx] = torch.arange(keep_idx.numel(), device=device)
-        self.rows, self.feats, self.vals, self.z = rows, feats, vals, z
-        self.n_rows = int(keep_idx.numel())
-        self._codes: torch.Tensor | None = None  # rows * d_sae + feats, ascending (built on first use)
+    def __init__(self, d_sae: int, context: int, left: int, right: int):
+        self.d_sae, self.context, self.left, self.right = d_sae, context, left, right
+        self.batches: list[tuple[int, torch.Tensor, int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.n_rows = 0
+        self.n_entries = 0
 
-    def __call__(self, q_rows: torch.Tensor, q_feats: torch.Tensor) -> torch.Tensor:
-        flat = self.keep_idx[q_rows]
-        pos = flat % self.context
-        where = pos[:, None] + self.offsets
-        inside = (where >= 0) & (where < self.context)
-        other = self.row_of_flat[(flat - pos)[:, None] + where.clamp(0, self.context - 1)]
-        other = torch.where(inside, other, -1)
-        found = other >= 0
-        feats = q_feats[:, None].expand_as(other)
-        cells = self.n_rows * self.d_sae
-        if self.z is None and cells <= 1 << 23 and other.numel() * 32 > cells // 8:
-            # enough lookups into a small batch code (measured on the organism: from ~400 contexts of 21 tokens
-            # into 2,048 x 1,024 codes; the first batches fill every feature's buffers): one memset and one
-            # scatter to a dense [n, d_sae] code cost less than the binary searches, and make each lookup a gather
-            self.z = torch.zeros(self.n_rows, self.d_sae, dtype=torch.float32, device=self.vals.device)
-            self.z.view(-1)[self.rows * self.d_sae + self.feats] = self.vals.to(torch.float32)
-        if self.z is not None:
-            values = self.z.reshape(-1)[other.clamp(min=0) * self.d_sae + feats].clamp(min=0)   # 1-D: one gather
-        elif self.vals.numel() == 0:
-            return torch.zeros(other.shape, dtype=torch.float32, device=other.device)
-        else:
-            if self._codes is None:
-                self._codes = self.rows * self.d_sae + self.feats
-            query = other.clamp(min=0) * self.d_sae + feats
-            at = torch.searchsorted(self._codes, query).clamp(max=self._codes.numel() - 1)
-            values = torch.where(self._codes[at] == query, self.vals[at], 0.0)
-        return torch.where(found, values.to(torch.float32), 0.0)
+    def add(self, keep_idx: torch.Tensor, n_positions: int, rows: torch.Tensor, feats: torch.Tensor,
+            vals: torch.Tensor) -> int:
+        """Retain one batch: keep_idx [n] the flat position (sequence * context + pos) of each kept row,
+        codes in row-major order. Returns the retained number of the batch's first row."""
+        first = self.n_rows
+        self.batches.append((first, keep_idx, n_positions, rows, feats, vals))
+        self.n_rows += int(keep_idx.numel())
+        self.n_entries += int(rows.numel())
+        return first
+
+    def clear(self) -> None:
+        self.batches, self.n_rows, self.n_entries = [], 0, 0
+
+    def windows(self, rows: torch.Tensor, feats: torch.Tensor, scratch: dict | None = None) -> torch.Tensor:
+        """scratch: a dict that keeps the zeroed dense block between calls (one flush of several SAEs)."""
+        width = self.left + 1 + self.right
+        out = torch.zeros((rows.numel(), width), dtype=torch.float32, device=rows.device)
+        if rows.numel() == 0 or not self.batches:
+            return out
+        firsts = torch.tensor([b[0] for b in self.batches], dtype=rows.dtype, device=rows.device)
+        which = torch.searchsorted(firsts, rows, right=True) - 1
+        single = len(self.batches) == 1
+        for i, (first, keep_idx, n_positions, c_rows, c_feats, c_vals) in enumerate(self.batches):
+            sel = None if single else (which == i).nonzero(as_tuple=True)[0]
+            if sel is not None and sel.numel() == 0:
+                continue
+            q_rows, q_feats = (rows, feats) if sel is None else (rows[sel], feats[sel])
+            found = self._batch_windows(keep_idx, n_positions, c_rows, c_feats, c_vals, q_rows - first, q_feats,
+                                        {} if scratch is None else scratch)
+            if sel is None:
+                out = found
+            else:
+                out[sel] = found
+        return out
+
+    def _batch_windows(self, keep_idx, n_positions, c_rows, c_feats, c_vals, q_rows, q_feats, cache) -> torch.Tensor:
+        """Windows of one batch: its codes scattered into a zeroed dense block laid out [feature, sequence,
+        left pad + context + right pad], so that each window is `width` adjacent floats (one gather), never
+        reaching into another sequence. Blocks of whole sequences when [d_sae, all sequences] is too large."""
+        ctx, left, width = self.context, self.left, self.left + 1 + self.right
+        stride = ctx + left + self.right  # one padded sequence
+        n_seq = n_positions // ctx
+        per_block = max(1, min(n_seq, SCRATCH_FLOATS // (self.d_sae * stride)))
+        code_flat = keep_idx[c_rows]  # ascending (row-major codes, kept rows ascending)
+        q_flat = keep_idx[q_rows]
+        size = self.d_sae * per_block * stride + width
+        scratch = cache.get(c_vals.device)
+        if scratch is None or scratch.numel() < size:
+            scratch = cache[c_vals.device] = torch.zeros(size, dtype=torch.float32, device=c_vals.device)
+        view = scratch.as_strided((scratch.numel() - width + 1, width), (1, 1))
+        if per_block >= n_seq:
+            return self._block(scratch, view, 0, per_block, code_flat, c_feats, c_vals, q_flat, q_feats)
+        out = torch.zeros((q_flat.numel(), width), dtype=torch.float32, device=c_vals.device)
+        q_seq = q_flat // ctx
+        bounds = torch.searchsorted(code_flat, torch.arange(0, n_seq + per_block, per_block,
+                                                            device=code_flat.device) * ctx).tolist()
+        for block, s0 in enumerate(range(0, n_seq, per_block)):
+            sel = ((q_seq >= s0) & (q_seq < s0 + per_block)).nonzero(as_tuple=True)[0]
+            if sel.numel() == 0:
+                continue
+            lo, hi = bounds[block], bounds[block + 1]
+            out[sel] = self._block(scratch, view, s0, per_block, code_flat[lo:hi], c_feats[lo:hi], c_vals[lo:hi],
+                                   q_flat[sel], q_feats[sel])
+        return out
+
+    def _block(self, scratch, view, s0, n_seq, code_flat, c_feats, c_vals, q_flat, q_feats) -> torch.Tensor:
+        ctx, stride = self.context, self.context + self.left + self.right
+        span = n_seq * stride  # one feature's row of the block
+        where = c_feats * span + (code_flat // ctx - s0) * stride + self.left + code_flat % ctx
+        scratch.index_put_((where,), c_vals.to(torch.float32))
+        # the window of position p starts at padded index p (= position p - left)
+        found = view.index_select(0, q_feats * span + (q_flat // ctx - s0) * stride + q_flat % ctx)
+        scratch.index_fill_(0, where, 0.0)  # the block stays zero for the next one
+        return found
