@@ -44,9 +44,7 @@ def bottom_per_cell(cells: torch.Tensor, keys: torch.Tensor, m: int) -> tuple[to
         empty = torch.zeros(0, dtype=torch.int64, device=device)
         return (empty, torch.full((0, m), -1, dtype=torch.int64, device=device),
                 torch.full((0, m), EMPTY_KEY, dtype=torch.int64, device=device))
-    composite = (cells.to(torch.int64) << 32) | keys
-    order = torch.sort(composite, stable=True).indices  # stable: equal keys keep corpus order
-    sorted_cells = cells[order].to(torch.int64)
+    order, sorted_cells = _cell_order(cells.to(torch.int64), keys)
     occupied, slot_of, counts = torch.unique_consecutive(sorted_cells, return_inverse=True, return_counts=True)
     first = (torch.cumsum(counts, 0) - counts)[slot_of]  # first position of each entry's cell
     rank = torch.arange(order.numel(), device=device) - first
@@ -57,6 +55,24 @@ def bottom_per_cell(cells: torch.Tensor, keys: torch.Tensor, m: int) -> tuple[to
     index[rows, slots] = kept
     out_keys[rows, slots] = keys[kept]
     return occupied, index, out_keys
+
+
+def _cell_order(cells: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The order of entries by (cell, key, entry index) and the cells in that order.
+
+    On the CPU, when cell, key and index fit in 63 bits together, one sort of the packed values (numpy's
+    vectorised sort: several times faster than a stable argsort; the index bits make every value
+    distinct, so equal keys keep corpus order exactly as a stable sort does); else a stable torch sort."""
+    n = cells.numel()
+    index_bits = max(1, (n - 1).bit_length())
+    key_bits = max(1, int(keys.max()).bit_length())
+    cell_bits = int(cells.max()).bit_length()
+    if cells.device.type == "cpu" and cell_bits + key_bits + index_bits <= 63:
+        packed = (cells << (key_bits + index_bits)) | (keys << index_bits) | torch.arange(n, dtype=torch.int64)
+        ordered = torch.from_numpy(np.sort(packed.numpy()))
+        return ordered & ((1 << index_bits) - 1), ordered >> (key_bits + index_bits)
+    order = torch.sort((cells << 32) | keys, stable=True).indices  # stable: equal keys keep corpus order
+    return order, cells.index_select(0, order)
 
 
 def float_order_key(values: torch.Tensor) -> torch.Tensor:

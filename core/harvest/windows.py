@@ -78,34 +78,33 @@ class RetainedCodes:
         stride = ctx + left + self.right  # one padded sequence
         n_seq = n_positions // ctx
         per_block = max(1, min(n_seq, SCRATCH_FLOATS // (self.d_sae * stride)))
-        code_flat = keep_idx[c_rows]  # ascending (row-major codes, kept rows ascending)
-        q_flat = keep_idx[q_rows]
+        # each kept row's padded place in its block's feature row: a table of n rows, read by index
+        padded = (keep_idx // ctx) * stride + left + keep_idx % ctx
         size = self.d_sae * per_block * stride + width
         scratch = cache.get(c_vals.device)
         if scratch is None or scratch.numel() < size:
             scratch = cache[c_vals.device] = torch.zeros(size, dtype=torch.float32, device=c_vals.device)
         view = scratch.as_strided((scratch.numel() - width + 1, width), (1, 1))
+        span = per_block * stride  # one feature's row of a block
         if per_block >= n_seq:
-            return self._block(scratch, view, 0, per_block, code_flat, c_feats, c_vals, q_flat, q_feats)
-        out = torch.zeros((q_flat.numel(), width), dtype=torch.float32, device=c_vals.device)
-        q_seq = q_flat // ctx
-        bounds = torch.searchsorted(code_flat, torch.arange(0, n_seq + per_block, per_block,
-                                                            device=code_flat.device) * ctx).tolist()
+            return self._block(scratch, view, span, padded, c_rows, c_feats, c_vals, q_rows, q_feats)
+        out = torch.zeros((q_rows.numel(), width), dtype=torch.float32, device=c_vals.device)
+        q_seq = keep_idx.index_select(0, q_rows) // ctx
+        firsts = torch.arange(0, n_seq + per_block, per_block, device=keep_idx.device) * ctx
+        bounds = torch.searchsorted(c_rows, torch.searchsorted(keep_idx, firsts)).tolist()
         for block, s0 in enumerate(range(0, n_seq, per_block)):
             sel = ((q_seq >= s0) & (q_seq < s0 + per_block)).nonzero(as_tuple=True)[0]
             if sel.numel() == 0:
                 continue
             lo, hi = bounds[block], bounds[block + 1]
-            out[sel] = self._block(scratch, view, s0, per_block, code_flat[lo:hi], c_feats[lo:hi], c_vals[lo:hi],
-                                   q_flat[sel], q_feats[sel])
+            out[sel] = self._block(scratch, view, span, padded - s0 * stride, c_rows[lo:hi], c_feats[lo:hi],
+                                   c_vals[lo:hi], q_rows[sel], q_feats[sel])
         return out
 
-    def _block(self, scratch, view, s0, n_seq, code_flat, c_feats, c_vals, q_flat, q_feats) -> torch.Tensor:
-        ctx, stride = self.context, self.context + self.left + self.right
-        span = n_seq * stride  # one feature's row of the block
-        where = c_feats * span + (code_flat // ctx - s0) * stride + self.left + code_flat % ctx
-        scratch.index_put_((where,), c_vals.to(torch.float32))
-        # the window of position p starts at padded index p (= position p - left)
-        found = view.index_select(0, q_feats * span + (q_flat // ctx - s0) * stride + q_flat % ctx)
-        scratch.index_fill_(0, where, 0.0)  # the block stays zero for the next one
+    def _block(self, scratch, view, span, padded, c_rows, c_feats, c_vals, q_rows, q_feats) -> torch.Tensor:
+        where = torch.add(padded.index_select(0, c_rows), c_feats, alpha=span)
+        scratch.scatter_(0, where, c_vals.to(torch.float32))
+        # the window of the token at padded place p starts at p - left
+        found = view.index_select(0, torch.add(padded.index_select(0, q_rows) - self.left, q_feats, alpha=span))
+        scratch.scatter_(0, where, 0.0)  # the block stays zero for the next one
         return found
