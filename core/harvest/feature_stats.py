@@ -96,7 +96,9 @@ class FeatureStats:
                 band = self._band_of_bin.index_select(0, bins) - 1
             else:
                 band = torch.bucketize(vals, self.band_edges, right=True) - 1
-            self._update_quantiles(rows, feats, vals, band, chunk, pos, token_hash, first_row)
+            if token_hash is None:
+                token_hash = hash_keys(self.settings.seed + 1, chunk, pos)
+            self._update_quantiles(rows, feats, band, token_hash, first_row)
         xd = x.to(torch.float64)  # a no-op when the caller passes float64 (HarvestState: shared with the moments)
         self.sse += torch.sub(xd, x_hat).pow_(2).sum()  # x_hat promoted to float64 elementwise: exact
         self.sum_x += xd.sum(0)
@@ -114,22 +116,28 @@ class FeatureStats:
     def _update_top(self, rows, feats, vals, chunk, pos, first_row) -> None:
         k = self.settings.top_k
         # an entry below its feature's current k-th value can never enter (the k-th value only rises);
-        # empty slots hold -1, so features with room keep every entry. Exact: ties are kept.
-        sel = (vals >= self.top_val[feats, -1]).nonzero(as_tuple=True)[0]
-        rows, feats, vals = rows[sel], feats[sel], vals[sel]
+        # empty slots read -1, so features with room keep every entry. Exact: ties are kept.
+        sel = (vals >= self._kth_values().index_select(0, feats)).nonzero(as_tuple=True)[0]
+        rows, feats, vals = rows.index_select(0, sel), feats.index_select(0, sel), vals.index_select(0, sel)
         cells, idx, _ = bottom_per_cell(feats, float_order_key(vals), k)   # features holding candidates
         valid = idx >= 0
-        safe = idx.clamp(min=0)
-        cand_val = torch.where(valid, vals[safe], torch.full_like(vals[safe], -1.0))
-        cand_row = torch.where(valid, rows[safe], -1)
-        cand_chunk = torch.where(valid, chunk[cand_row.clamp(min=0)], -1)
-        cand_pos = torch.where(valid, pos[cand_row.clamp(min=0)], -1)
-        key = self._top_keys(cand_val, cand_chunk, cand_pos)
+        safe = idx.clamp(min=0).view(-1)
+        cand_val = torch.where(valid, vals.index_select(0, safe).view_as(idx), -1.0)
+        cand_row = rows.index_select(0, safe)
+        key = self._top_keys(cand_val, chunk.index_select(0, cand_row).view_as(idx),
+                             pos.index_select(0, cand_row).view_as(idx))
         # only features whose best candidate beats their current k-th entry can change
-        enter = (key[:, 0] < self.top_key[cells, -1]).nonzero(as_tuple=True)[0]
+        enter = (key[:, 0] < self.top_key[:, -1].index_select(0, cells)).nonzero(as_tuple=True)[0]
         if enter.numel():
-            cand_src = torch.where(valid[enter], -1 - first_row - cand_row[enter], 0)
-            self._merge_top(cells[enter], (key[enter], cand_val[enter], cand_chunk[enter], cand_pos[enter], cand_src))
+            src = torch.where(valid, -1 - first_row - cand_row.view_as(idx), 0)
+            self._merge(self.top_key, self.top_src, cells.index_select(0, enter), key.index_select(0, enter),
+                        src.index_select(0, enter), k)
+
+    def _kth_values(self) -> torch.Tensor:
+        """[d_sae] the value of each feature's k-th entry (-1 while it has room), read from its order key."""
+        last = self.top_key[:, -1]
+        bits = (0x7FFFFFFF - (last >> 31)).to(torch.int32)  # float_order_key inverted (values are > 0)
+        return torch.where(last == TOP_EMPTY, -1.0, bits.view(torch.float32))
 
     def _top_keys(self, val, chunk, pos) -> torch.Tensor:
         """Order of top-k candidates: larger value first, then earlier corpus place (chunk, pos)
@@ -138,60 +146,53 @@ class FeatureStats:
         key = (float_order_key(val.clamp(min=0)) << 31) | place
         return torch.where(val > 0, key, torch.full_like(key, TOP_EMPTY))
 
-    def _merge_top(self, rows, theirs) -> None:
-        """Merge candidates `theirs` = (key, val, chunk, pos, src) [len(rows), c] into the top-k of features `rows`."""
-        buffers = (self.top_key, self.top_val, self.top_chunk, self.top_pos, self.top_src)
-        merged = _merge_cells(tuple(b[rows] for b in buffers), theirs, self.settings.top_k)
-        for buffer, values in zip(buffers, merged):
-            buffer[rows] = values
+    def _merge(self, keys, srcs, rows, their_key, their_src, size) -> None:
+        """Keep the `size` smallest keys of rows `rows` of (keys, srcs) [., size] and theirs [len(rows), c].
+        Only the order key and the slot's source move; values, places and windows follow at the flush."""
+        all_key = torch.cat([keys.index_select(0, rows), their_key], 1)
+        keep = torch.topk(all_key, size, dim=1, largest=False).indices  # sorted: best (smallest key) first
+        keys.index_copy_(0, rows, all_key.gather(1, keep))
+        srcs.index_copy_(0, rows, torch.cat([srcs.index_select(0, rows), their_src], 1).gather(1, keep))
         self._moved = True
 
-    def _update_quantiles(self, rows, feats, vals, band, chunk, pos, token_hash, first_row) -> None:
+    def _update_quantiles(self, rows, feats, band, token_hash, first_row) -> None:
         """band: each entry's quantile band (-1: below hist_min)."""
         m = self.settings.quantile_samples
         # = hash_keys(seed + 1, chunk, pos, feature), with the (chunk, pos) part hashed once per token
         # and the feature part read from a table: the hash is a chain, so the keys are the same bits
-        if token_hash is None:
-            token_hash = hash_keys(self.settings.seed + 1, chunk, pos)
-        keys = mix32(token_hash[rows] ^ self._feature_hash[feats])
-        cells = feats * self.n_bands + band
+        keys = mix32(token_hash.index_select(0, rows) ^ self._feature_hash.index_select(0, feats))
+        cells = torch.add(band, feats, alpha=self.n_bands)
         # a key above the largest kept key of a full cell can never enter it (empty slots: EMPTY_KEY);
         # values below hist_min (band -1) belong to no cell. One selection for both tests.
-        can_enter = (band >= 0) & (keys <= self.q_key[cells.clamp(min=0), -1])
+        can_enter = (band >= 0) & (keys <= self.q_key[:, -1].index_select(0, cells.clamp(min=0)))
         sel = can_enter.nonzero(as_tuple=True)[0]
-        rows, vals, keys, cells = rows[sel], vals[sel], keys[sel], cells[sel]
+        rows, keys, cells = rows.index_select(0, sel), keys.index_select(0, sel), cells.index_select(0, sel)
         occupied, idx, cand_key = bottom_per_cell(cells, keys, m)   # cells holding candidates
-        enter = (cand_key[:, 0] < self.q_key[occupied, -1]).nonzero(as_tuple=True)[0]  # cells that can change
+        enter = (cand_key[:, 0] < self.q_key[:, -1].index_select(0, occupied)).nonzero(as_tuple=True)[0]
         if enter.numel() == 0:
             return
-        changed, idx = occupied[enter], idx[enter]
-        safe = idx.clamp(min=0)
-        valid = idx >= 0
-        cand_row = torch.where(valid, rows[safe], -1)
-        theirs = (cand_key[enter], torch.where(valid, vals[safe], 0.0),
-                  torch.where(valid, chunk[cand_row.clamp(min=0)], -1), torch.where(valid, pos[cand_row.clamp(min=0)], -1),
-                  torch.where(valid, -1 - first_row - cand_row, 0))
-        self._merge_quantiles(changed, theirs)
+        idx = idx.index_select(0, enter)
+        cand_row = rows.index_select(0, idx.clamp(min=0).view(-1)).view_as(idx)
+        self._merge(self.q_key, self.q_src, occupied.index_select(0, enter), cand_key.index_select(0, enter),
+                    torch.where(idx >= 0, -1 - first_row - cand_row, 0), m)
 
-    def _merge_quantiles(self, cells, theirs) -> None:
-        buffers = (self.q_key, self.q_val, self.q_chunk, self.q_pos, self.q_src)
-        merged = _merge_cells(tuple(b[cells] for b in buffers), theirs, self.settings.quantile_samples)
-        for buffer, values in zip(buffers, merged):
-            buffer[cells] = values
-        self._moved = True
-
-    # -- windows ----------------------------------------------------------------------
-    def flush(self, windows: Any, theirs: "FeatureStats | None" = None) -> None:
-        """Give every slot its activation window: pending entries (src < 0) from windows(retained rows,
-        features) -> [q, W], the others from the flat acts of the last flush (src >= 0), or, after a merge
-        with `theirs`, from its acts (src >= this state's slot count)."""
+    # -- flush ------------------------------------------------------------------------
+    def flush(self, lookup: Any, theirs: "FeatureStats | None" = None) -> None:
+        """Give every slot its value, place and activation window: pending entries (src < 0) from
+        lookup(retained rows, features) -> (windows [q, W] float32, chunk [q], pos [q]) (the value is the
+        window's centre), the others from the buffers of the last flush (src >= 0), or, after a merge with
+        `theirs`, from its buffers (src >= this state's slot count)."""
         if not self._moved and theirs is None:
             return
-        k, m, nb = self.settings.top_k, self.settings.quantile_samples, self.n_bands
-        self.top_acts = _materialize(self.top_acts, self.top_src, lambda slot: slot // k, windows,
-                                     None if theirs is None else theirs.top_acts)
-        self.q_acts = _materialize(self.q_acts, self.q_src, lambda slot: slot // (m * nb), windows,
-                                   None if theirs is None else theirs.q_acts)
+        k, m, nb, left = self.settings.top_k, self.settings.quantile_samples, self.n_bands, self.settings.window_left
+        top = (self.top_val, self.top_chunk, self.top_pos, self.top_acts)
+        self.top_val, self.top_chunk, self.top_pos, self.top_acts = _materialize(
+            self.top_key == TOP_EMPTY, self.top_src, top, -1.0, k, left, lookup,
+            None if theirs is None else (theirs.top_val, theirs.top_chunk, theirs.top_pos, theirs.top_acts))
+        q = (self.q_val, self.q_chunk, self.q_pos, self.q_acts)
+        self.q_val, self.q_chunk, self.q_pos, self.q_acts = _materialize(
+            self.q_key == EMPTY_KEY, self.q_src, q, 0.0, m * nb, left, lookup,
+            None if theirs is None else (theirs.q_val, theirs.q_chunk, theirs.q_pos, theirs.q_acts))
         self.top_src = torch.arange(self.top_src.numel(), device=self.top_src.device).view_as(self.top_src)
         self.q_src = torch.arange(self.q_src.numel(), device=self.q_src.device).view_as(self.q_src)
         self._moved = False
@@ -210,20 +211,18 @@ class FeatureStats:
         self.l1 += other.l1
         self.max = torch.maximum(self.max, other.max)
         self.hist += other.hist
-        # both flushed (HarvestState.merge): every src names a row of its own state's flat acts;
-        # theirs are numbered after ours, and one flush reads the windows of both
+        # both flushed (HarvestState.merge): every src names a slot of its own state's buffers;
+        # theirs are numbered after ours, and one flush reads the payloads of both
         if self._moved or other._moved:
             raise RuntimeError("FeatureStats.merge: flush both states first (HarvestState.merge does)")
         rows = (other.top_key[:, 0] < self.top_key[:, -1]).nonzero(as_tuple=True)[0]
         if rows.numel():
-            theirs = (other.top_key[rows], other.top_val[rows], other.top_chunk[rows], other.top_pos[rows],
-                      other.top_src[rows] + self.top_src.numel())
-            self._merge_top(rows, theirs)
+            self._merge(self.top_key, self.top_src, rows, other.top_key[rows],
+                        other.top_src[rows] + self.top_src.numel(), self.settings.top_k)
         cells = (other.q_key[:, 0] < self.q_key[:, -1]).nonzero(as_tuple=True)[0]
         if self.settings.quantile_samples and cells.numel():
-            theirs = (other.q_key[cells], other.q_val[cells], other.q_chunk[cells], other.q_pos[cells],
-                      other.q_src[cells] + self.q_src.numel())
-            self._merge_quantiles(cells, theirs)
+            self._merge(self.q_key, self.q_src, cells, other.q_key[cells], other.q_src[cells] + self.q_src.numel(),
+                        self.settings.quantile_samples)
         if self._moved:
             self.flush(None, other)
         self.sse += other.sse
@@ -263,24 +262,29 @@ class FeatureStats:
         }
 
 
-def _merge_cells(mine: tuple, theirs: tuple, size: int) -> tuple:
-    """Keep the `size` smallest keys per row of mine (key, val, chunk, pos, src) [r, size] and theirs [r, c]."""
-    all_key = torch.cat([mine[0], theirs[0]], 1)
-    keep = torch.topk(all_key, size, dim=1, largest=False).indices  # sorted: best (smallest key) first
-    return tuple(torch.cat([a, b], 1).gather(1, keep) for a, b in zip(mine, theirs))
-
-
-def _materialize(acts: torch.Tensor, src: torch.Tensor, feature_of: Any, windows: Any,
-                 their_acts: torch.Tensor | None) -> torch.Tensor:
-    """acts [slots..., W] rebuilt from src: rows of the flat (acts, then their_acts), or pending windows."""
-    width = acts.shape[-1]
-    pool = acts.reshape(-1, width)
-    if their_acts is not None:
-        pool = torch.cat([pool, their_acts.reshape(-1, width)])
+def _materialize(empty: torch.Tensor, src: torch.Tensor, payload: tuple, empty_val: float, per_feature: int,
+                 left: int, lookup: Any, theirs: tuple | None) -> tuple:
+    """payload (val, chunk, pos, acts) of slots [...] (acts [..., W]) rebuilt from src: slot src of the payload
+    as it was (then theirs, numbered after it), or, for src < 0, looked up for retained row -1 - src and
+    feature slot // per_feature. Empty slots hold (empty_val, -1, -1) as they always did."""
     flat_src = src.reshape(-1)
-    out = pool[flat_src.clamp(min=0)]
+    safe = flat_src.clamp(min=0)
+    out = []
+    for i, mine in enumerate(payload):
+        pool = mine.reshape(-1, *mine.shape[src.dim():])
+        if theirs is not None:
+            pool = torch.cat([pool, theirs[i].reshape(-1, *mine.shape[src.dim():])])
+        out.append(pool.index_select(0, safe))
+    val, chunk, pos, acts = out
     pending = (flat_src < 0).nonzero(as_tuple=True)[0]
     if pending.numel():
-        out[pending] = windows(-1 - flat_src[pending], feature_of(pending)).to(acts.dtype)
-    return out.view(acts.shape)
-
+        windows, w_chunk, w_pos = lookup(-1 - flat_src.index_select(0, pending), pending // per_feature)
+        val.index_copy_(0, pending, windows[:, left].contiguous())
+        chunk.index_copy_(0, pending, w_chunk)
+        pos.index_copy_(0, pending, w_pos)
+        acts.index_copy_(0, pending, windows.to(acts.dtype))
+    vacant = empty.reshape(-1).nonzero(as_tuple=True)[0]
+    val.index_fill_(0, vacant, empty_val)
+    chunk.index_fill_(0, vacant, -1)
+    pos.index_fill_(0, vacant, -1)
+    return tuple(t.view(p.shape) for t, p in zip(out, payload))

@@ -113,7 +113,7 @@ class HarvestState:
                 self.cooc[label] = Cooccurrence(d_sae, s, seqs_per_chunk, device)
             if label not in self._retained:
                 self._retained[label] = RetainedCodes(d_sae, ctx, s.window_left, s.window_right)
-            first_row = self._retained[label].add(keep_idx, b * ctx, rows, feats, vals)
+            first_row = self._retained[label].add(keep_idx, b * ctx, rows, feats, vals, chunk, pos)
             self.features[label].update_sparse(x.shape[0], rows, feats, vals, x64[1], x_hat, chunk, pos,
                                                token_hash=quantile_hash, first_row=first_row)
             self.cooc[label].update_sparse(rows, feats, vals, cooc_ids, batch_cooc_ids)
@@ -134,7 +134,7 @@ class HarvestState:
             retained = self._retained.get(label)
             if retained is None:
                 continue
-            stats.flush(lambda rows, feats, codes=retained: codes.windows(rows, feats, scratch))
+            stats.flush(lambda rows, feats, codes=retained: codes.lookup(rows, feats, scratch))
             retained.clear()
 
     def _decode(self, sae: Any, label: str, n: int, d_sae: int, rows: torch.Tensor, feats: torch.Tensor,

@@ -32,21 +32,31 @@ class RetainedCodes:
     def __init__(self, d_sae: int, context: int, left: int, right: int):
         self.d_sae, self.context, self.left, self.right = d_sae, context, left, right
         self.batches: list[tuple[int, torch.Tensor, int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.places: list[tuple[torch.Tensor, torch.Tensor]] = []  # per batch: (chunk, pos) of each kept row
         self.n_rows = 0
         self.n_entries = 0
 
     def add(self, keep_idx: torch.Tensor, n_positions: int, rows: torch.Tensor, feats: torch.Tensor,
-            vals: torch.Tensor) -> int:
+            vals: torch.Tensor, chunk: torch.Tensor, pos: torch.Tensor) -> int:
         """Retain one batch: keep_idx [n] the flat position (sequence * context + pos) of each kept row,
-        codes in row-major order. Returns the retained number of the batch's first row."""
+        codes in row-major order, chunk / pos [n] the corpus place of each kept row (tensors are kept by
+        reference, not copied). Returns the retained number of the batch's first row."""
         first = self.n_rows
         self.batches.append((first, keep_idx, n_positions, rows, feats, vals))
+        self.places.append((chunk, pos))
         self.n_rows += int(keep_idx.numel())
         self.n_entries += int(rows.numel())
         return first
 
     def clear(self) -> None:
-        self.batches, self.n_rows, self.n_entries = [], 0, 0
+        self.batches, self.places, self.n_rows, self.n_entries = [], [], 0, 0
+
+    def lookup(self, rows: torch.Tensor, feats: torch.Tensor, scratch: dict | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(windows(rows, feats) [q, W], chunk [q], pos [q]) of retained rows."""
+        chunk = torch.cat([c for c, _ in self.places]) if len(self.places) > 1 else self.places[0][0]
+        pos = torch.cat([p for _, p in self.places]) if len(self.places) > 1 else self.places[0][1]
+        return self.windows(rows, feats, scratch), chunk.index_select(0, rows), pos.index_select(0, rows)
 
     def windows(self, rows: torch.Tensor, feats: torch.Tensor, scratch: dict | None = None) -> torch.Tensor:
         """scratch: a dict that keeps the zeroed dense block between calls (one flush of several SAEs)."""
