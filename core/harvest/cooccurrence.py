@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.harvest.sampling import hash_keys
+from core.harvest.sampling import hash_keys_np
 from core.harvest.settings import HarvestSettings
 
 _EMPTY = np.zeros(0, dtype=np.int32)
@@ -147,7 +147,8 @@ class Cooccurrence:
 
 
 def _chunk_keys(seed: int, chunk_ids: np.ndarray) -> np.ndarray:
-    return hash_keys(seed, torch.as_tensor(np.asarray(chunk_ids, dtype=np.int64))).numpy()
+    """hash_keys(seed, chunk_ids) computed with numpy (a handful of ids per batch: no torch call overhead)."""
+    return hash_keys_np(seed, np.asarray(chunk_ids, dtype=np.int64))
 
 
 def cooc_chunk_ids(chunk: torch.Tensor, pos: torch.Tensor, context: int, chunk_tokens: int) -> tuple[torch.Tensor, int]:

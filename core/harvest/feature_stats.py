@@ -107,9 +107,15 @@ class FeatureStats:
     def _snapshots(self, n: int, rows, feats, vals64) -> None:
         start = self.token_offset + self.n_tokens
         due = self.snap_counts[(self.snap_counts > start) & (self.snap_counts <= start + n)]
-        for count in due.tolist():  # a handful per decade of tokens: log-spaced
-            upto = rows < (count - start)
-            partial = self.l1.clone().index_add_(0, feats[upto], vals64[upto])
+        if due.size == 0:
+            return
+        # rows ascend, so the entries of the first c tokens are a prefix; each snapshot adds the entries
+        # since the previous one to a copy of it (index_add_ adds in entry order: the same sums as one prefix)
+        ends = torch.searchsorted(rows, torch.as_tensor(due - start, dtype=rows.dtype, device=rows.device)).tolist()
+        partial, done = self.l1, 0
+        for count, end in zip(due.tolist(), ends):  # a handful per decade of tokens: log-spaced
+            partial = partial.clone().index_add_(0, feats[done:end], vals64[done:end])
+            done = end
             self.snap_taken.append(count)
             self.snap_l1.append(partial)
 

@@ -32,6 +32,24 @@ def hash_keys(seed: int, *parts: torch.Tensor) -> torch.Tensor:
     return h
 
 
+def _mix32_np(x: np.ndarray) -> np.ndarray:
+    x = x & _MASK32
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _MASK32
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & _MASK32
+    return x ^ (x >> 16)
+
+
+def hash_keys_np(seed: int, *parts: np.ndarray) -> np.ndarray:
+    """hash_keys on int64 numpy arrays: the same bits (int64 products wrap alike in numpy and torch)."""
+    with np.errstate(over="ignore"):
+        h = _mix32_np(np.asarray(seed * 0x9E3779B9 + 0x632BE5AB, dtype=np.int64))
+        for part in parts:
+            h = _mix32_np(h ^ _mix32_np(np.asarray(part, dtype=np.int64) + 0x165667B1))
+    return np.asarray(h, dtype=np.int64)
+
+
 def bottom_per_cell(cells: torch.Tensor, keys: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For entries labelled by cell, the (up to) m entries with the smallest 32-bit key per cell, for the cells
     that hold entries only (the work follows the entries, not the number of cells).

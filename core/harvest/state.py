@@ -79,7 +79,7 @@ class HarvestState:
         chunk = chunk_index.repeat_interleave(ctx)[keep_idx]
         pos = torch.arange(ctx, device=device).repeat(b)[keep_idx]
         token = flat_tokens[keep_idx]
-        flat = {name: a.reshape(b * ctx, -1)[keep_idx].to(torch.float32) for name, a in acts.items()}
+        flat = {name: a.reshape(b * ctx, -1).index_select(0, keep_idx).to(torch.float32) for name, a in acts.items()}
         res_keys = hash_keys(s.seed, chunk, pos) if s.reservoir_size else None
         # the quantile-sample key of each token: the same for every SAE, so hashed once per batch
         quantile_hash = hash_keys(s.seed + 1, chunk, pos) if s.quantile_samples and saes else None
@@ -197,7 +197,8 @@ def _sparse_decode(n: int, rows: torch.Tensor, feats: torch.Tensor, vals: torch.
 
     rows must be ascending (row-major codes). One embedding_bag: a weighted sum of decoder rows per
     token, reading nnz rows of w_dec instead of multiplying [n, d_sae] mostly-zero codes."""
-    offsets = torch.searchsorted(rows, torch.arange(n, device=rows.device, dtype=rows.dtype))
+    counts = torch.bincount(rows, minlength=n)
+    offsets = torch.cumsum(counts, 0) - counts  # each row's first entry (rows ascend)
     out = torch.nn.functional.embedding_bag(feats, w_dec.to(torch.float32), offsets, mode="sum",
                                             per_sample_weights=vals.to(torch.float32))
     return out + b_dec.to(torch.float32)
