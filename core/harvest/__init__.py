@@ -47,7 +47,8 @@ Choices (documented here because the views and metrics depend on them):
   by SAEResult.cooc_sampled. SAEResult.cooc_fired() / cooc_submatrix(ids) / cooc_counts() read them.
 - Context activations: each top-k and quantile context keeps the feature's activation on every token
   of its window (top_acts, q_acts; float16; 0 outside the sequence and at BOS, which is not encoded),
-  looked up from the batch's sparse codes when the context enters its buffer; exact under merges.
+  read from the retained sparse codes of the last few batches for the contexts still in a buffer when the
+  state flushes (core.harvest.windows); exact under merges, and independent of when flushes happen.
 - L1-mass snapshots: the cumulative L1 mass vector is recorded when the number of harvested tokens
   reaches each of the log-spaced counts in `snapshot_counts` (exactly at that token, not at batch
   ends), so F (effective features, METHODS.md §1) can be plotted against sample count. A merge

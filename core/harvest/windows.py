@@ -81,23 +81,24 @@ class RetainedCodes:
         return out
 
     def _batch_windows(self, keep_idx, n_positions, c_rows, c_feats, c_vals, q_rows, q_feats, cache) -> torch.Tensor:
-        """Windows of one batch: its codes scattered into a zeroed dense block laid out [feature, sequence,
+        """Windows of one batch: its codes scattered into a zeroed dense block laid out [sequence, feature,
         left pad + context + right pad], so that each window is `width` adjacent floats (one gather), never
-        reaching into another sequence. Blocks of whole sequences when [d_sae, all sequences] is too large."""
+        reaching into another sequence, and the row-major codes write one sequence's region at a time.
+        Blocks of whole sequences when [all sequences, d_sae] is too large."""
         ctx, left, width = self.context, self.left, self.left + 1 + self.right
         stride = ctx + left + self.right  # one padded sequence
         n_seq = n_positions // ctx
         per_block = max(1, min(n_seq, SCRATCH_FLOATS // (self.d_sae * stride)))
-        # each kept row's padded place in its block's feature row: a table of n rows, read by index
-        padded = (keep_idx // ctx) * stride + left + keep_idx % ctx
+        seq_span = self.d_sae * stride  # one sequence's region of the block
+        # each kept row's padded place in its sequence's region (feature 0): a table of n rows, read by index
+        padded = (keep_idx // ctx) * seq_span + left + keep_idx % ctx
         size = self.d_sae * per_block * stride + width
         scratch = cache.get(c_vals.device)
         if scratch is None or scratch.numel() < size:
             scratch = cache[c_vals.device] = torch.zeros(size, dtype=torch.float32, device=c_vals.device)
         view = scratch.as_strided((scratch.numel() - width + 1, width), (1, 1))
-        span = per_block * stride  # one feature's row of a block
         if per_block >= n_seq:
-            return self._block(scratch, view, span, padded, c_rows, c_feats, c_vals, q_rows, q_feats)
+            return self._block(scratch, view, stride, padded, c_rows, c_feats, c_vals, q_rows, q_feats)
         out = torch.zeros((q_rows.numel(), width), dtype=torch.float32, device=c_vals.device)
         q_seq = keep_idx.index_select(0, q_rows) // ctx
         firsts = torch.arange(0, n_seq + per_block, per_block, device=keep_idx.device) * ctx
@@ -107,14 +108,14 @@ class RetainedCodes:
             if sel.numel() == 0:
                 continue
             lo, hi = bounds[block], bounds[block + 1]
-            out[sel] = self._block(scratch, view, span, padded - s0 * stride, c_rows[lo:hi], c_feats[lo:hi],
+            out[sel] = self._block(scratch, view, stride, padded - s0 * seq_span, c_rows[lo:hi], c_feats[lo:hi],
                                    c_vals[lo:hi], q_rows[sel], q_feats[sel])
         return out
 
-    def _block(self, scratch, view, span, padded, c_rows, c_feats, c_vals, q_rows, q_feats) -> torch.Tensor:
-        where = torch.add(padded.index_select(0, c_rows), c_feats, alpha=span)
+    def _block(self, scratch, view, stride, padded, c_rows, c_feats, c_vals, q_rows, q_feats) -> torch.Tensor:
+        where = torch.add(padded.index_select(0, c_rows), c_feats, alpha=stride)
         scratch.scatter_(0, where, c_vals.to(torch.float32))
         # the window of the token at padded place p starts at p - left
-        found = view.index_select(0, torch.add(padded.index_select(0, q_rows) - self.left, q_feats, alpha=span))
+        found = view.index_select(0, torch.add(padded.index_select(0, q_rows) - self.left, q_feats, alpha=stride))
         scratch.scatter_(0, where, 0.0)  # the block stays zero for the next one
         return found
