@@ -60,10 +60,10 @@ class Cooccurrence:
         ids, inverse = (torch.unique_consecutive if ordered else torch.unique)(token_chunk_ids, return_inverse=True)
         # one sorted list of the distinct (chunk slot, feature) pairs of the batch, split per chunk on the host:
         # marked in a [slots, d_sae] bitmap and read back in order (no sort) when that is small
-        pair = inverse[rows] * self.d_sae + feats
+        pair = torch.add(feats, inverse.index_select(0, rows), alpha=self.d_sae)
         if ids.numel() * self.d_sae <= _BITMAP_CELLS:
             marks = torch.zeros(ids.numel() * self.d_sae, dtype=torch.bool, device=pair.device)
-            marks[pair] = True
+            marks.index_fill_(0, pair, True)
             pairs = marks.nonzero().view(-1).cpu().numpy()
         else:
             pairs = torch.unique(pair).cpu().numpy()

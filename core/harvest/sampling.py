@@ -64,14 +64,14 @@ def bottom_per_cell(cells: torch.Tensor, keys: torch.Tensor, m: int) -> tuple[to
                 torch.full((0, m), EMPTY_KEY, dtype=torch.int64, device=device))
     order, sorted_cells = _cell_order(cells.to(torch.int64), keys)
     occupied, slot_of, counts = torch.unique_consecutive(sorted_cells, return_inverse=True, return_counts=True)
-    first = (torch.cumsum(counts, 0) - counts)[slot_of]  # first position of each entry's cell
+    first = (torch.cumsum(counts, 0) - counts).index_select(0, slot_of)  # first position of each entry's cell
     rank = torch.arange(order.numel(), device=device) - first
     keep = rank < m
     rows, slots, kept = slot_of[keep], rank[keep], order[keep]
     index = torch.full((occupied.numel(), m), -1, dtype=torch.int64, device=device)
     out_keys = torch.full((occupied.numel(), m), EMPTY_KEY, dtype=torch.int64, device=device)
     index[rows, slots] = kept
-    out_keys[rows, slots] = keys[kept]
+    out_keys[rows, slots] = keys.index_select(0, kept)
     return occupied, index, out_keys
 
 
