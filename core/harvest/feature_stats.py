@@ -19,9 +19,10 @@ class FeatureStats:
     update_sparse(n, rows, feats, vals, x, x_hat, chunk, pos, first_row=...) with the positive codes of the
     n kept tokens as (rows, feats, vals), x / x_hat [n, d_in] (activations and reconstructions), chunk / pos
     [n] (corpus place of each token), and first_row: the retained number of the batch's first row (see
-    core.harvest.windows). An entry that enters a top-k or quantile buffer gets its activation window
-    later: its slot's `src` holds -1 - its retained row until `flush(windows)` looks up the windows of the
-    entries still there (src >= 0: the slot's window is row src of the flat acts as of the last flush).
+    core.harvest.windows). Between flushes a top-k / quantile merge moves only each slot's order key and its
+    source `src`: -1 - the retained row of an entry that entered since the last flush, else the slot it held
+    then. `flush(lookup)` gives every slot its value, corpus place and activation window (looked up only for
+    the entries still there), so the value / place / window buffers are current after a flush only.
     Everything is vectorised over the non-zero codes; no Python loop runs over features.
     """
 
@@ -239,6 +240,8 @@ class FeatureStats:
     # -- result -----------------------------------------------------------------------
     def result(self) -> dict[str, Any]:
         """Plain numpy arrays (shapes in the HarvestResult docstring) and reconstruction scalars."""
+        if self._moved:
+            raise RuntimeError("FeatureStats.result: flush first (finalize does)")
         n, d_sae, nb, m = self.n_tokens, self.d_sae, self.n_bands, self.settings.quantile_samples
         sst = self.sum_sq - (self.sum_x**2).sum() / n if n else torch.tensor(float("nan"))
         empty = self.top_val < 0
