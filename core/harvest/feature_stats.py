@@ -184,7 +184,7 @@ class FeatureStats:
                     torch.where(idx >= 0, -1 - first_row - cand_row, 0), m)
 
     # -- flush ------------------------------------------------------------------------
-    def flush(self, lookup: Any, theirs: "FeatureStats | None" = None) -> None:
+    def flush(self, lookup: Any, theirs: FeatureStats | None = None) -> None:
         """Give every slot its value, place and activation window: pending entries (src < 0) from
         lookup(retained rows, features) -> (windows [q, W] float32, chunk [q], pos [q]) (the value is the
         window's centre), the others from the buffers of the last flush (src >= 0), or, after a merge with
