@@ -135,3 +135,44 @@ def test_a_bad_concept_file_is_a_clear_error_before_anything_runs(tmp_path, caps
                                     capsys=capsys)
     assert code == 2 and err.strip().splitlines()[-1].startswith("error:") and "bad.csv" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_an_analyze_bundle_reopens_on_its_own_sources_in_the_dashboard(tiny_hf_dir, tmp_path, monkeypatch):
+    """`atlas analyze` on a local model, SAE directory and text file, then its bundle imported into the dashboard:
+    the session opens on that model, SAE and corpus (not the organism), with no refusal notice."""
+    from streamlit.testing.v1 import AppTest
+
+    from app.registry import HARVEST_TOKENS
+    from core.bundles import import_bundle
+    from core.cli.dashboard_sources import HARVEST_TOKENS as CLI_HARVEST_TOKENS
+    from core.known_dirs import KnownDirectories
+    from core.sessions import SessionStore
+
+    assert CLI_HARVEST_TOKENS == HARVEST_TOKENS
+    monkeypatch.setenv("ATLAS_HOME", str(tmp_path / "home"))          # the CLI and the dashboard share it
+    sae_dir = tmp_path / "sae"
+    make_tiny_sae("topk", hook_name="blocks.1.hook_resid_post", model_name=tiny_hf_dir.name).save_model(str(sae_dir))
+    text = tmp_path / "text.txt"
+    text.write_text("\n\n".join("the cat sat on the mat and the dog ran to paris in january" for _ in range(40)))
+    out = tmp_path / "run"
+    done = run_cli("analyze", "--model", str(tiny_hf_dir), "--sae", str(sae_dir), "--corpus", str(text),
+                   "--max-tokens", "1000", "--quiet", "--out", str(out), tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    settings = session_from_json((out / "session.json").read_text()).settings
+    sae_ref = f"dir:{KnownDirectories.id_for('sae', str(sae_dir.resolve()))}"
+    assert settings["ui_model_source"] == "hf_dir" and settings["ui_sae_set"] == [sae_ref]
+    assert settings["ui_corpus_source"] == "file" and settings["harvest_tokens"] == 1000
+
+    monkeypatch.setenv("ATLAS_CACHE_DIR", str(tmp_path / "dashboard-cache"))
+    session_id = import_bundle(out / "bundle.zip", SessionStore(), ArtifactStore())
+    at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=300)
+    at.query_params["session"] = session_id
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.warning, [w.value for w in at.warning]               # nothing refused
+    state = at.session_state
+    assert state["model_source"] == "hf_dir" and state["hf_dir"] == str(tiny_hf_dir.resolve())
+    assert state["sae_set"] == [sae_ref] and state["corpus_source"] == "file" and state["corpus_file"]
+    at.switch_page("../pages/features.py").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.session_state["layer"] == "blocks.1.hook_resid_post"

@@ -253,8 +253,12 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     }
     if concepts is not None:
         summary["concepts"] = concepts
-    _write_session(out, model_spec, args.checkpoint, sae_specs, corpus_spec, settings, artifact_keys, out_store,
-                   title=args.title or f"{model.card.name} on {corpus.description}")
+    from core.cli.dashboard_sources import dashboard_settings
+
+    sidebar = dashboard_settings(model_spec, sae_specs, corpus_spec, args.max_tokens or int(corpus.tokens.numel()),
+                                 say=say)
+    _write_session(out, model_spec, args.checkpoint, sae_specs, corpus_spec, {**settings.to_dict(), **sidebar},
+                   artifact_keys, out_store, title=args.title or f"{model.card.name} on {corpus.description}")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     say(f"wrote {out}/session.json, {out}/bundle.zip and {len(artifact_keys)} artifact(s) under {out}/store")
@@ -283,8 +287,10 @@ def _flat_spec(spec: Any) -> dict[str, Any]:
     return {k: v for k, v in asdict(spec).items() if v is None or isinstance(v, (str, int, float, bool))}
 
 
-def _write_session(out: Path, model_spec, checkpoint, sae_specs, corpus_spec, settings, keys, store, title) -> None:
-    """DIR/session.json (the session document) and DIR/bundle.zip (what the dashboard imports)."""
+def _write_session(out: Path, model_spec, checkpoint, sae_specs, corpus_spec, settings: dict[str, Any], keys, store,
+                   title) -> None:
+    """DIR/session.json (the session document) and DIR/bundle.zip (what the dashboard imports). `settings`: the
+    harvest's settings and the sidebar's choice of these sources (core.cli.dashboard_sources)."""
     from core.bundles import export_bundle
     from core.sessions import Session
 
@@ -292,7 +298,7 @@ def _write_session(out: Path, model_spec, checkpoint, sae_specs, corpus_spec, se
         title=title[:200],
         sources={"model": _flat_spec(model_spec), "checkpoint": checkpoint,
                  "saes": [_flat_spec(s) for s in sae_specs], "corpus": _flat_spec(corpus_spec)},
-        settings=settings.to_dict(),
+        settings=settings,
         page="home",
         artifact_keys=keys,
     )
