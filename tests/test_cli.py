@@ -64,11 +64,17 @@ def test_analyze_organism(tiny_organism_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_analyze_local_hf_directory(tiny_hf_dir, tmp_path):
+def _local_sae_and_text(model_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A tiny TopK SAE directory on the model's layer 1 and a small text file, as a user would pass them."""
     sae_dir = tmp_path / "sae"
-    make_tiny_sae("topk", hook_name="blocks.1.hook_resid_post", model_name=tiny_hf_dir.name).save_model(str(sae_dir))
+    make_tiny_sae("topk", hook_name="blocks.1.hook_resid_post", model_name=model_dir.name).save_model(str(sae_dir))
     text = tmp_path / "text.txt"
     text.write_text("\n\n".join("the cat sat on the mat and the dog ran to paris in january" for _ in range(40)))
+    return sae_dir, text
+
+
+def test_analyze_local_hf_directory(tiny_hf_dir, tmp_path):
+    sae_dir, text = _local_sae_and_text(tiny_hf_dir, tmp_path)
     out = tmp_path / "run"
     done = run_cli("analyze", "--model", str(tiny_hf_dir), "--sae", str(sae_dir), "--corpus", str(text),
                    "--context-size", "16", "--max-tokens", "300", "--quiet", "--out", str(out), tmp_path=tmp_path)
@@ -150,10 +156,7 @@ def test_an_analyze_bundle_reopens_on_its_own_sources_in_the_dashboard(tiny_hf_d
 
     assert CLI_HARVEST_TOKENS == HARVEST_TOKENS
     monkeypatch.setenv("ATLAS_HOME", str(tmp_path / "home"))          # the CLI and the dashboard share it
-    sae_dir = tmp_path / "sae"
-    make_tiny_sae("topk", hook_name="blocks.1.hook_resid_post", model_name=tiny_hf_dir.name).save_model(str(sae_dir))
-    text = tmp_path / "text.txt"
-    text.write_text("\n\n".join("the cat sat on the mat and the dog ran to paris in january" for _ in range(40)))
+    sae_dir, text = _local_sae_and_text(tiny_hf_dir, tmp_path)
     out = tmp_path / "run"
     done = run_cli("analyze", "--model", str(tiny_hf_dir), "--sae", str(sae_dir), "--corpus", str(text),
                    "--max-tokens", "1000", "--quiet", "--out", str(out), tmp_path=tmp_path)

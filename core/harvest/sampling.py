@@ -3,18 +3,22 @@ selection per cell, so a sharded harvest merges to exactly the one-pass result."
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 import torch
+
+_Ints = TypeVar("_Ints", torch.Tensor, np.ndarray)
 
 _MASK32 = 0xFFFFFFFF
 EMPTY_KEY = 1 << 62  # larger than any (32-bit) sampling key
 TOP_EMPTY = (1 << 63) - 1  # larger than any top-k order key (< 2^62)
 
 
-def mix32(x: torch.Tensor) -> torch.Tensor:
-    """lowbias32 integer hash on int64 tensors holding values in [0, 2^32).
+def mix32(x: _Ints) -> _Ints:
+    """lowbias32 integer hash on int64 tensors or numpy arrays holding values in [0, 2^32).
 
-    int64 products wrap in two's complement, so masking keeps the exact low 32 bits.
+    int64 products wrap in two's complement (in torch and numpy alike), so masking keeps the exact low 32 bits.
     """
     x = x & _MASK32
     x = x ^ (x >> 16)
@@ -32,21 +36,12 @@ def hash_keys(seed: int, *parts: torch.Tensor) -> torch.Tensor:
     return h
 
 
-def _mix32_np(x: np.ndarray) -> np.ndarray:
-    x = x & _MASK32
-    x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & _MASK32
-    x = x ^ (x >> 15)
-    x = (x * 0x846CA68B) & _MASK32
-    return x ^ (x >> 16)
-
-
 def hash_keys_np(seed: int, *parts: np.ndarray) -> np.ndarray:
     """hash_keys on int64 numpy arrays: the same bits (int64 products wrap alike in numpy and torch)."""
     with np.errstate(over="ignore"):
-        h = _mix32_np(np.asarray(seed * 0x9E3779B9 + 0x632BE5AB, dtype=np.int64))
+        h = mix32(np.asarray(seed * 0x9E3779B9 + 0x632BE5AB, dtype=np.int64))
         for part in parts:
-            h = _mix32_np(h ^ _mix32_np(np.asarray(part, dtype=np.int64) + 0x165667B1))
+            h = mix32(h ^ mix32(np.asarray(part, dtype=np.int64) + 0x165667B1))
     return np.asarray(h, dtype=np.int64)
 
 
